@@ -767,7 +767,10 @@ class Engine:
                 if op and raw in op.targets and op.kind == "recognize":
                     op.input.put_nowait(("gone", None))
             conn.continuous_dtmf.pop(raw, None)
-        if not call.participants:
+        # A call ends when nobody is left, or when one person is left and no app leg listens.
+        if not call.participants or (len(call.participants) == 1 and not call.live_connections()):
+            if call.state == "established":
+                self._participant_removed_eg(call, raw)
             self._end_call(call, reason=result, ended_by=raw)
             return
         if call.state == "established":
@@ -1340,10 +1343,11 @@ class Engine:
         call = conn.call
         if party.raw_id not in call.participants:
             return
-        call.timeline.add("party", f"{party.raw_id} {step.describe()}")
         if step.hangup:
             self.party_hangs_up(call, party.raw_id)
-        elif step.press:
+            return
+        call.timeline.add("party", f"{party.raw_id} {step.describe()}")
+        if step.press:
             for tone in tones_of(step.press):
                 self._party_input(call, party.raw_id, "tone", tone)
                 await asyncio.sleep(self.config.tone_seconds)

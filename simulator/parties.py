@@ -77,6 +77,8 @@ class Behaviour:
 
 
 def parse_step(data: dict[str, Any]) -> Step:
+    # YAML 1.1 reads a bare ``on:`` key as the boolean True.
+    data = {("on" if key is True else key): value for key, value in data.items()}
     unknown = set(data) - {"on", "match", "press", "say", "silence", "hangup", "delay", "after"}
     if unknown:
         raise ValueError(f"unknown step keys: {sorted(unknown)}")

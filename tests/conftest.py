@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
 
 from simulator.engine import Config  # noqa: E402
 from simulator.runner import RunningSimulator, SimulatorThread  # noqa: E402
+from tests.support import azurite as azurite_support  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
 
 AI_ENDPOINT = "https://ai-sim.cognitiveservices.azure.com/"
@@ -61,3 +62,13 @@ def ctl(sim: RunningSimulator):
         return control(sim, method, path, body)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[azurite_support.Azurite]:
+    """Azurite on free loopback ports for the whole session, data in a temp folder."""
+    running = azurite_support.start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,1 @@
+"""Plain handler functions per event family. They never import the Functions runtime."""

@@ -1,0 +1,107 @@
+"""Azurite (the Azure Storage emulator) on free loopback ports, data in a temp folder."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# Azurite's published development account; not a secret.
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Azurite exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"Azurite did not listen on {port} within {timeout}s")
+
+
+@dataclass
+class Azurite:
+    blob_port: int
+    queue_port: int
+    table_port: int
+    process: subprocess.Popen[bytes]
+    location: Path
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{ACCOUNT};"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        shutil.rmtree(self.location, ignore_errors=True)
+
+
+def binary() -> Path:
+    path = ROOT / "node_modules" / ".bin" / "azurite"
+    if not path.exists():
+        raise RuntimeError("Azurite is not installed: run `make setup` (npm ci)")
+    return path
+
+
+def start(timeout: float = 30.0) -> Azurite:
+    location = Path(tempfile.mkdtemp(prefix="azurite-"))
+    blob, queue, table = _free_port(), _free_port(), _free_port()
+    process = subprocess.Popen(
+        [
+            str(binary()),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+            "--location",
+            str(location),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(blob),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(queue),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(table),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    azurite = Azurite(blob, queue, table, process, location)
+    try:
+        for port in (blob, queue, table):
+            _wait(port, process, timeout)
+    except Exception:
+        azurite.stop()
+        raise
+    return azurite
