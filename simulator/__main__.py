@@ -116,8 +116,7 @@ async def main(argv: list[str] | None = None) -> int:
             print(f"{done}/{len(calls)} scripted call(s) finished", flush=True)
             if args.exit_when_done:
                 return 0 if done == len(calls) else 1
-        while True:
-            await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # serve until interrupted
     finally:
         await running.runner.cleanup()
 
