@@ -2,7 +2,13 @@
 
 import azure.functions as func
 
+from blueprints.callbacks import bp as callbacks
 from blueprints.health import bp as health
+from blueprints.incoming_calls import bp as incoming_calls
+from blueprints.recordings import bp as recordings
 
 app = func.FunctionApp()
+app.register_blueprint(incoming_calls)
+app.register_blueprint(callbacks)
+app.register_blueprint(recordings)
 app.register_blueprint(health)

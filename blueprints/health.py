@@ -1,4 +1,4 @@
-"""GET /api/health: the app is loaded and answering."""
+"""GET /api/health: settings and dependencies; 503 when something is wrong."""
 
 import json
 
@@ -13,4 +13,5 @@ bp = func.Blueprint()
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     report = health_report()
-    return func.HttpResponse(json.dumps(report), status_code=200, mimetype="application/json")
+    status = 200 if report["status"] == "ok" else 503
+    return func.HttpResponse(json.dumps(report), status_code=status, mimetype="application/json")

@@ -133,6 +133,7 @@ class Connection:
     source_display_name: str | None = None
     targets: list[str] = field(default_factory=list)
     answered_by: str | None = None
+    answered_for: str | None = None  # the PSTN number an inbound call was placed to
     media_queue: list[MediaOp] = field(default_factory=list)
     media_current: MediaOp | None = None
     continuous_dtmf: dict[str, tuple[str | None, str]] = field(default_factory=dict)
@@ -157,6 +158,8 @@ class Connection:
             body["sourceDisplayName"] = self.source_display_name
         if self.answered_by:
             body["answeredBy"] = model_of(self.answered_by)["communicationUser"]
+        if self.answered_for:
+            body["answeredFor"] = model_of(self.answered_for)["phoneNumber"]
         return body
 
 
@@ -176,6 +179,7 @@ class ServerCall:
     recordings: list[Recording] = field(default_factory=list)
     outcome: str = ""
     ever_joined: list[str] = field(default_factory=list)
+    parties: dict[str, Behaviour] = field(default_factory=dict)  # this call's own scripted parties
 
     def live_connections(self) -> list[Connection]:
         return [c for c in self.connections if c.state in ("connecting", "connected", "transferring")]
@@ -253,7 +257,9 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def behaviour_of(self, raw_id: str) -> Behaviour:
+    def behaviour_of(self, raw_id: str, call: ServerCall | None = None) -> Behaviour:
+        if call is not None and raw_id in call.parties:
+            return call.parties[raw_id]
         return self.parties.get(raw_id) or Behaviour()
 
     def emit(
@@ -362,6 +368,18 @@ class Engine:
             if body.get(name) in (None, "", []):
                 raise errors.bad_request(f"The {name} field is required.", name)
 
+    @staticmethod
+    def _caller_id(body: dict[str, Any]) -> str | None:
+        value = body.get("sourceCallerIdNumber")
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("value"), str):
+            raise errors.bad_request(
+                "The field sourceCallerIdNumber is invalid: a phone number model {value} is required.",
+                "sourceCallerIdNumber",
+            )
+        return value["value"] or None
+
     def _op_callback(self, conn: Connection, body: dict[str, Any]) -> str:
         if body.get("operationCallbackUri"):
             return self._callback(body["operationCallbackUri"], "operationCallbackUri")
@@ -379,11 +397,13 @@ class Engine:
         custom_context: dict[str, Any] | None = None,
         behaviour: Behaviour | None = None,
         ring_timeout: float | None = None,
+        parties: dict[str, Behaviour] | None = None,
     ) -> tuple[ServerCall, Offer]:
         """A party calls one of the resource's numbers: IncomingCall goes out over Event Grid."""
         caller, callee = normalize(caller), normalize(callee)
         call = self.new_call(label)
         call.started_by = caller
+        call.parties = {normalize(k): v for k, v in (parties or {}).items()}
         party = Participant(caller, behaviour or self.behaviour_of(caller), role="caller")
         call.participants[caller] = party
         call.ever_joined.append(caller)
@@ -434,13 +454,17 @@ class Engine:
     async def op_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self._require(body, "incomingCallContext", "callbackUri")
         callback = self._callback(body["callbackUri"])
+        # Validate everything before the offer is taken: a refused answer must not use up the context.
+        answered_by = self._identifier(body["answeredBy"], "answeredBy") if body.get("answeredBy") is not None else None
         offer = self._take_offer(body["incomingCallContext"], "answer")
         call = offer.call
         conn = self._new_connection(call, callback, body)
         conn.source = offer.callee
         conn.targets = [offer.caller]
-        if isinstance(body.get("answeredBy"), dict):
-            conn.answered_by = self._identifier(body["answeredBy"], "answeredBy")
+        if is_phone(offer.callee):
+            conn.answered_for = offer.callee
+        if answered_by is not None:
+            conn.answered_by = answered_by
         call.outcome = "answered"
         self.spawn(self._connect(conn, joined=[offer.caller]), "answer")
         return 200, conn.properties()
@@ -493,7 +517,7 @@ class Engine:
                 "userAgent": "acs-simulator/1.0",
             }
         )
-        self.publish(call, "ParticipantAdded", f"call/{call.id}/participant/{raw}", data)
+        self.publish(call, "CallParticipantAdded", f"call/{call.id}/participant/{raw}", data)
 
     def _participant_removed_eg(self, call: ServerCall, raw: str) -> None:
         data = self._calling_props(call)
@@ -505,7 +529,7 @@ class Engine:
                 "userAgent": "acs-simulator/1.0",
             }
         )
-        self.publish(call, "ParticipantRemoved", f"call/{call.id}/participant/{raw}", data)
+        self.publish(call, "CallParticipantRemoved", f"call/{call.id}/participant/{raw}", data)
 
     def _participants_updated(self, call: ServerCall) -> None:
         roster = [p.model() for p in call.participants.values()]
@@ -563,7 +587,7 @@ class Engine:
         if not isinstance(body["targets"], list):
             raise errors.bad_request("targets must be a list of identifiers.", "targets")
         targets = [self._identifier(t, "targets") for t in body["targets"]]
-        caller_id = (body.get("sourceCallerIdNumber") or {}).get("value")
+        caller_id = self._caller_id(body)
         if any(is_phone(t) for t in targets) and not caller_id:
             raise errors.bad_request("sourceCallerIdNumber is required to call a phone number.", "sourceCallerIdNumber")
         call = self.new_call(body.get("operationContext") or "outbound call")
@@ -600,7 +624,7 @@ class Engine:
 
     async def _ring_result(self, call: ServerCall, target: str, timeout: float | None = None) -> rc.Result | None:
         """Ring a scripted party; None when they accept, else the failure result."""
-        behaviour = self.behaviour_of(target)
+        behaviour = self.behaviour_of(target, call)
         call.timeline.add("party", f"{target} rings")
         if behaviour.answer == "no_answer":
             await asyncio.sleep(self.config.scaled(timeout if timeout is not None else 30))
@@ -624,7 +648,7 @@ class Engine:
             await on_fail(call, target, result)
 
     def _join(self, call: ServerCall, raw: str, *, quiet: bool = False, role: str = "participant") -> Participant:
-        party = Participant(raw, self.behaviour_of(raw), role=role)
+        party = Participant(raw, self.behaviour_of(raw, call), role=role)
         call.participants[raw] = party
         if raw not in call.ever_joined:
             call.ever_joined.append(raw)
@@ -838,7 +862,7 @@ class Engine:
         conn = self.connection(ccid)
         self._require(body, "participantToAdd")
         target = self._identifier(body["participantToAdd"], "participantToAdd")
-        caller_id = (body.get("sourceCallerIdNumber") or {}).get("value")
+        caller_id = self._caller_id(body)
         if is_phone(target) and not caller_id:
             raise errors.bad_request("sourceCallerIdNumber is required to add a phone number.", "sourceCallerIdNumber")
         timeout = body.get("invitationTimeoutInSeconds", 30)
@@ -996,11 +1020,13 @@ class Engine:
             raise errors.bad_request(f"{field_name} must list at least one play source.", field_name)
         for source in sources:
             kind = source.get("kind") if isinstance(source, dict) else None
-            if kind == "file" and not (source.get("file") or {}).get("uri"):
+            part = source.get(kind) if kind in ("file", "text", "ssml") else None
+            part = part if isinstance(part, dict) else {}
+            if kind == "file" and not (isinstance(part.get("uri"), str) and part["uri"]):
                 raise errors.bad_request("A file play source needs file.uri.", field_name)
-            elif kind == "text" and not (source.get("text") or {}).get("text"):
+            elif kind == "text" and not (isinstance(part.get("text"), str) and part["text"]):
                 raise errors.bad_request("A text play source needs text.text.", field_name)
-            elif kind == "ssml" and not (source.get("ssml") or {}).get("ssmlText"):
+            elif kind == "ssml" and not (isinstance(part.get("ssmlText"), str) and part["ssmlText"]):
                 raise errors.bad_request("An ssml play source needs ssml.ssmlText.", field_name)
             elif kind not in ("file", "text", "ssml"):
                 raise errors.bad_request("Play source kind must be file, text or ssml.", field_name)
@@ -1140,11 +1166,11 @@ class Engine:
                 )
         conn.media_current = None
 
-    async def op_cancel_all_media(self, ccid: str) -> tuple[int, dict[str, Any]]:
+    async def op_cancel_all_media(self, ccid: str) -> tuple[int, None]:
         conn = self.connection(ccid)
         conn.call.timeline.add("call", "all media operations canceled")
         self._cancel_media(conn, emit=True)
-        return 202, {}
+        return 202, None
 
     async def _run_play(self, op: MediaOp) -> None:
         conn = op.connection
@@ -1472,21 +1498,24 @@ class Engine:
         if party is None:
             raise errors.participant_not_found(target)
         context = body.get("operationContext")
-        party.is_on_hold = hold
         music = body.get("playSourceInfo") if hold else None
+        if music:
+            self._play_sources([music], "playSourceInfo")  # a refused request must not put anyone on hold
+        party.is_on_hold = hold
         conn.call.timeline.add(
             "call",
             f"{target} {'on hold' if hold else 'taken off hold'}"
             + (f" with music {_short(self._source_text(music))}" if music else ""),
         )
         if music:
-            self._play_sources([music], "playSourceInfo")
             problem = self._source_problem(conn, [music])
             if problem:
+                # The same cause as PlayFailed would give (no AI services for TTS, not a .wav, ...).
+                failure = rc.HOLD_MUSIC_FAILED if problem[1] == rc.PLAY_FILE_UNREACHABLE else problem[1]
                 self.emit(
                     conn,
                     "HoldFailed",
-                    {"resultInformation": rc.info(rc.HOLD_MUSIC_FAILED)},
+                    {"resultInformation": rc.info(failure)},
                     url=self._op_callback(conn, body),
                     context=context,
                 )
@@ -1505,7 +1534,22 @@ class Engine:
             conn = self.connection(body["callConnectionId"])
             call = conn.call
         elif isinstance(body.get("callLocator"), dict):
-            call = self.calls.get(body["callLocator"].get("serverCallId") or "")
+            locator = body["callLocator"]
+            call = self.calls.get(locator.get("serverCallId") or "")
+            if call is None and (locator.get("groupCallId") or locator.get("roomId")):
+                # Group calls and rooms are found by their ids, as Connect finds them.
+                call = next(
+                    (
+                        c
+                        for c in self.calls.values()
+                        if c.state != "ended"
+                        and (
+                            (locator.get("groupCallId") and c.group_call_id == locator["groupCallId"])
+                            or (locator.get("roomId") and c.room_id == locator["roomId"])
+                        )
+                    ),
+                    None,
+                )
             if call is None:
                 raise errors.AcsError(404, "8522", "The call to record was not found.", target="callLocator")
         else:
@@ -1670,7 +1714,9 @@ class Engine:
         duration_ms = int(seconds * 1000)
         pause_resume = []
         for (_, b), (c, _) in zip(recording.intervals, recording.intervals[1:], strict=False):
-            pause_resume.append({"startTime": now_iso(), "duration": round((c - b) * 1000 if b else 0.0, 1)})
+            paused_at = datetime.fromtimestamp(time.time() - (time.monotonic() - b), UTC) if b else datetime.now(UTC)
+            start = paused_at.isoformat().replace("+00:00", "Z")  # when the pause began, not when files are written
+            pause_resume.append({"startTime": start, "duration": round((c - b) * 1000 if b else 0.0, 1)})
         chunk_infos = []
         for index in range(chunks):
             document_id = str(uuid.uuid4())

@@ -15,6 +15,7 @@ A scenario is YAML or JSON::
         to: "+18005550123"
         at: 0.0                      # seconds after the scenario starts
         custom_context: {sipHeaders: {"X-MS-Custom-Account": "42"}}
+        parties: {"+14255550101": {answer: decline}}   # this call's own view of who answers
         script:
           - {on: recognize, press: "1"}
           - {on: play, match: goodbye, hangup: true}
@@ -64,6 +65,7 @@ class ScriptedCall:
     display_name: str | None = None
     custom_context: dict[str, Any] | None = None
     ring_timeout: float | None = None
+    parties: dict[str, Behaviour] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +115,7 @@ def parse(data: dict[str, Any]) -> Scenario:
             raise ScenarioError(f"{where}: 'from' and 'to' are required")
         try:
             behaviour = parse_behaviour({"script": spec.get("script") or [], "display_name": spec.get("display_name")})
+            call_parties = {normalize(str(k)): parse_behaviour(v or {}) for k, v in (spec.get("parties") or {}).items()}
         except ValueError as exc:
             raise ScenarioError(f"{where}: {exc}") from None
         scenario.calls.append(
@@ -125,6 +128,7 @@ def parse(data: dict[str, Any]) -> Scenario:
                 display_name=spec.get("display_name"),
                 custom_context=spec.get("custom_context"),
                 ring_timeout=spec.get("ring_timeout"),
+                parties=call_parties,
             )
         )
     return scenario
@@ -167,6 +171,7 @@ async def run(sim: Simulator, scenario: Scenario, *, timeout: float = 60.0) -> l
             custom_context=scripted.custom_context,
             behaviour=scripted.behaviour,
             ring_timeout=scripted.ring_timeout,
+            parties=scripted.parties,
         )
         calls.append(call)
     deadline = started + timeout

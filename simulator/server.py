@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from . import API_VERSION, errors, hmac_auth
 from .delivery import Delivery
@@ -44,8 +45,15 @@ def _r(
     repeatable: bool,
     call: Callable[[Engine, dict[str, str], dict[str, Any]], Awaitable[tuple[int, Any]]],
 ) -> Route:
+    # Raw ids ("8:acs:...", "4:+1...") contain ':' and arrive decoded in request.path.
     pattern = (
-        "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/:]+)", re.escape(path).replace(r"\{", "{").replace(r"\}", "}")) + "$"
+        "^"
+        + re.sub(
+            r"\{(\w+)\}",
+            lambda m: f"(?P<{m[1]}>[^/]+)" if m[1] == "rawId" else f"(?P<{m[1]}>[^/:]+)",
+            re.escape(path).replace(r"\{", "{").replace(r"\}", "}"),
+        )
+        + "$"
     )
     return Route(method, re.compile(pattern), operation, repeatable, call)
 
@@ -148,6 +156,7 @@ NOT_SIMULATED = {
     "updateTranscription",
     "startMediaStreaming",
     "stopMediaStreaming",
+    "moveHere",
 }
 
 
@@ -261,6 +270,8 @@ class Simulator:
                         headers={"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after else {},
                     )
                 )
+                if not rule.retry_after:
+                    exc.headers.pop("Retry-After", None)  # a 429 without Retry-After: clients must not retry POSTs
                 self._log(route, params, body, exc.status, note="fault")
                 return _error(exc)
 
@@ -269,6 +280,12 @@ class Simulator:
                 status, payload = await route.call(self.engine, params, body)
             except errors.AcsError as exc:
                 return StoredResponse(exc.status, json.dumps(exc.body()).encode(), exc.headers)
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                # A field of the wrong JSON type (a string where an object goes, ...): the service
+                # answers 400 in its envelope, not a bare 500 the SDK would retry.
+                log.warning("%s: request body has a field of the wrong type", route.operation, exc_info=True)
+                invalid = errors.bad_request(f"The request body is invalid: a field has the wrong type ({exc}).")
+                return StoredResponse(invalid.status, json.dumps(invalid.body()).encode(), {})
             data = json.dumps(payload).encode() if payload is not None else b""
             return StoredResponse(status, data, {})
 
@@ -321,6 +338,8 @@ class Simulator:
     ) -> None:
         engine = self.engine
         entry = {"operation": route.operation, "status": status, "params": params, "body": body}
+        if response:
+            entry["response"] = json.loads(response)
         self.request_log.append(entry)
         timeline = None
         if "ccid" in params and params["ccid"] in engine.connections:
@@ -340,6 +359,9 @@ class Simulator:
                 answer = {}
             if isinstance(answer, dict) and answer.get("serverCallId") in engine.calls:
                 timeline = engine.calls[answer["serverCallId"]].timeline
+            elif isinstance(answer, dict) and answer.get("recordingId") in engine.recordings:
+                # StartRecording located by group call or room id.
+                timeline = engine.recordings[answer["recordingId"]].call.timeline
         if timeline is not None:
             context = body.get("operationContext")
             summary = f"{route.operation}" + (f" [{context}]" if context else "") + f" -> {status}"
@@ -361,7 +383,17 @@ class Simulator:
         try:
             self._authenticate(request, b"")
         except errors.AcsError as exc:
-            raise web.HTTPUnauthorized(text=json.dumps(exc.body()), content_type="application/json") from None
+            # The SDK sends x-ms-host as the bare host name but signs the endpoint's host[:port]. Real
+            # endpoints have no port; the simulator's has, so also accept the signature over host:port.
+            resource = urllib.parse.urlsplit(self.config.base_url)
+            headers = CIMultiDict(request.headers)
+            try:
+                if not resource.port or headers.get("x-ms-host") != resource.hostname:
+                    raise exc
+                headers["x-ms-host"] = resource.netloc
+                hmac_auth.verify(self.access_key, request.method, request.path_qs, headers, b"")
+            except errors.AcsError as denied:
+                raise web.HTTPUnauthorized(text=json.dumps(denied.body()), content_type="application/json") from None
         doc = self.engine.documents.get(request.match_info["doc"])
         if doc is None or doc.deleted:
             raise web.HTTPNotFound(
@@ -474,6 +506,7 @@ class Simulator:
         body = await self._body(request)
         try:
             behaviour = parse_behaviour({"script": body.get("script", []), "display_name": body.get("display_name")})
+            call_parties = {k: parse_behaviour(v or {}) for k, v in (body.get("parties") or {}).items()}
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         if not body.get("from") or not body.get("to"):
@@ -486,6 +519,7 @@ class Simulator:
             custom_context=body.get("custom_context"),
             behaviour=behaviour,
             ring_timeout=body.get("ring_timeout"),
+            parties=call_parties,
         )
         return _json(
             201, {"serverCallId": call.id, "correlationId": call.correlation_id, "incomingCallContext": offer.context}

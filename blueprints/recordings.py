@@ -1,0 +1,28 @@
+"""Event Grid trigger for Microsoft.Communication.RecordingFileStatusUpdated."""
+
+import logging
+
+import azure.functions as func
+
+from core.events import EventFormatError, RecordingFileStatus
+from core.observability import call_scope
+from handlers.recordings import handle_recording_file_status
+
+bp = func.Blueprint()
+log = logging.getLogger("blueprints.recordings")
+
+
+@bp.function_name("recording_file_status")
+@bp.event_grid_trigger(arg_name="event")
+def recording_file_status(event: func.EventGridEvent) -> None:
+    if event.event_type != "Microsoft.Communication.RecordingFileStatusUpdated":
+        log.warning("ignored %s %s: this function takes RecordingFileStatusUpdated only", event.event_type, event.id)
+        return
+    try:
+        status = RecordingFileStatus.parse(event.id, event.subject or "", event.get_json())
+    except EventFormatError as exc:
+        log.error("malformed RecordingFileStatusUpdated %s: %s", event.id, exc)
+        return
+    with call_scope("RecordingFileStatusUpdated"):
+        report = handle_recording_file_status(status)
+        log.info("recording event %s: %d chunk(s)", event.id, report.chunks)

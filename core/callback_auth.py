@@ -1,0 +1,93 @@
+"""Authentication of mid-call callbacks: the JWT ACS signs each one with, and a per-call token.
+
+ACS puts ``Authorization: Bearer <JWT>`` on every webhook: RS256, signed with keys listed at the
+``jwks_uri`` of its OpenID configuration, issuer ``https://acscallautomation.communication.azure.com``,
+audience = the ACS resource's immutable id. The keys are cached and fetched again when a token
+names a key not seen yet. Each callback URL also carries ``sig``, an HMAC of the call's
+reference under the app's secret: a URL for one call cannot be reused for another. Neither
+depends on the host name the request arrived at, so both work behind a proxy or a tunnel.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.request
+from urllib.parse import quote
+
+import jwt
+
+log = logging.getLogger("core.callback_auth")
+LEEWAY_SECONDS = 60
+CONFIG_TTL_SECONDS = 24 * 3600
+
+
+class AuthError(Exception):
+    """A callback is not from ACS, or not for this call; the message says why (for the log)."""
+
+
+def sign_call_ref(secret: bytes, call_ref: str) -> str:
+    digest = hmac.new(secret, call_ref.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def callback_url(base_url: str, secret: bytes, call_ref: str) -> str:
+    return f"{base_url.rstrip('/')}/callbacks/{quote(call_ref, safe='')}?sig={sign_call_ref(secret, call_ref)}"
+
+
+class CallbackAuthenticator:
+    def __init__(self, *, openid_config_url: str, issuer: str, audience: str, secret: bytes) -> None:
+        self._openid_config_url = openid_config_url
+        self._issuer = issuer
+        self._audience = audience
+        self._secret = secret
+        self._jwks: jwt.PyJWKClient | None = None
+        self._jwks_at = 0.0
+        self._lock = threading.Lock()
+
+    def _keys(self) -> jwt.PyJWKClient:
+        with self._lock:
+            if self._jwks is None or time.monotonic() - self._jwks_at > CONFIG_TTL_SECONDS:
+                with urllib.request.urlopen(self._openid_config_url, timeout=10) as response:  # noqa: S310
+                    config = json.load(response)
+                jwks_uri = config.get("jwks_uri")
+                if not jwks_uri:
+                    raise AuthError(f"OpenID configuration at {self._openid_config_url} has no jwks_uri")
+                # PyJWKClient caches the key set and refetches it when a token names an unknown key.
+                self._jwks = jwt.PyJWKClient(jwks_uri, cache_jwk_set=True, lifespan=3600, timeout=10)
+                self._jwks_at = time.monotonic()
+            return self._jwks
+
+    def verify_token(self, authorization: str | None) -> dict[str, object]:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise AuthError("no bearer token")
+        token = authorization[7:].strip()
+        try:
+            key = self._keys().get_signing_key_from_jwt(token)
+            return jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256"],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            # The key set could not be fetched: not the caller's fault; let the sender retry.
+            raise ConnectionError(f"cannot fetch the callback signing keys: {exc}") from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+
+    def verify_call_token(self, call_ref: str, sig: str | None) -> None:
+        if not sig or not hmac.compare_digest(sig, sign_call_ref(self._secret, call_ref)):
+            raise AuthError("the callback URL's sig does not match its call")
+
+    def verify(self, authorization: str | None, call_ref: str, sig: str | None) -> None:
+        self.verify_call_token(call_ref, sig)
+        self.verify_token(authorization)

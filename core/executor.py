@@ -1,0 +1,187 @@
+"""Carries out the flow engine's actions on a call with the Call Automation SDK.
+
+Operations the service makes repeatable get the action's ``Repeatability-Request-ID`` (derived
+from the event that caused it) and ``Repeatability-First-Sent`` (fixed when the action was
+queued): a redelivered event re-sends the same request, and the service acts once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .flows.actions import (
+    Action,
+    AddParticipant,
+    CancelAddParticipant,
+    CancelMedia,
+    ContinuousDtmf,
+    Hangup,
+    Hold,
+    Mute,
+    Play,
+    Recognize,
+    Recording,
+    RemoveParticipant,
+    SendDtmf,
+    Transfer,
+    Unhold,
+)
+from .flows.engine import KEY_TONES
+from .flows.model import Prompt
+
+if TYPE_CHECKING:
+    from azure.communication.callautomation import CallAutomationClient
+
+log = logging.getLogger("core.executor")
+
+
+def identifier(raw_id: str) -> Any:
+    from azure.communication.callautomation import PhoneNumberIdentifier
+    from azure.communication.callautomation._shared.models import identifier_from_raw_id
+
+    if raw_id.startswith("+"):
+        return PhoneNumberIdentifier(raw_id)
+    return identifier_from_raw_id(raw_id)
+
+
+def play_source(prompt: Prompt) -> Any:
+    from azure.communication.callautomation import FileSource, SsmlSource, TextSource
+
+    if prompt.text:
+        return TextSource(text=prompt.text, voice_name=prompt.voice, source_locale=prompt.locale)
+    if prompt.ssml:
+        return SsmlSource(ssml_text=prompt.ssml)
+    return FileSource(url=prompt.audio or "")
+
+
+def repeatability(action: Action) -> dict[str, Any]:
+    if not action.request_id or not action.first_sent:
+        return {}
+    return {"headers": {"Repeatability-Request-ID": action.request_id, "Repeatability-First-Sent": action.first_sent}}
+
+
+class Executor:
+    def __init__(self, client: CallAutomationClient, *, callback_url: str | None = None) -> None:
+        self.client = client
+        self.callback_url = callback_url
+
+    def run(self, call_connection_id: str, server_call_id: str, action: Action) -> dict[str, str]:
+        """Do one action; return what the synchronous response told (invitation or recording id)."""
+        from azure.communication.callautomation import RecognitionChoice, RecognizeInputType
+
+        conn = self.client.get_call_connection(call_connection_id)
+        ctx = action.context
+        rep = repeatability(action)
+        if isinstance(action, Play):
+            conn.play_media(
+                [play_source(p) for p in action.prompts],
+                play_to=[identifier(action.to)] if action.to else "all",
+                loop=action.loop,
+                operation_context=ctx,
+            )
+        elif isinstance(action, Recognize):
+            prompts = [play_source(p) for p in action.prompts]
+            common: dict[str, Any] = {
+                "initial_silence_timeout": action.silence_timeout,
+                "operation_context": ctx,
+                "play_prompt": prompts or None,
+                "interrupt_prompt": True,
+            }
+            target = identifier(action.target)
+            if action.mode == "dtmf":
+                conn.start_recognizing_media(
+                    RecognizeInputType.DTMF,
+                    target,
+                    dtmf_max_tones_to_collect=action.max_tones,
+                    dtmf_stop_tones=[KEY_TONES[k] for k in action.stop_keys] or None,
+                    dtmf_inter_tone_timeout=action.inter_tone_timeout,
+                    **common,
+                )
+            else:
+                choices = [
+                    RecognitionChoice(
+                        label=str(c["label"]),
+                        phrases=list(c.get("phrases") or []),  # type: ignore[arg-type]
+                        tone=KEY_TONES[str(c["key"])] if c.get("key") else None,
+                    )
+                    for c in action.choices
+                ]
+                conn.start_recognizing_media(RecognizeInputType.CHOICES, target, choices=choices, **common)
+        elif isinstance(action, Transfer):
+            t = action.target
+            conn.transfer_call_to_participant(
+                identifier(t.to),
+                operation_context=ctx,
+                sip_headers=t.sip_headers or None,
+                voip_headers=t.voip_headers or None,
+                transferee=identifier(action.transferee) if action.transferee else None,
+                source_caller_id_number=identifier(t.caller_id) if t.caller_id else None,
+                **rep,
+            )
+        elif isinstance(action, AddParticipant):
+            t = action.target
+            result = conn.add_participant(
+                identifier(t.to),
+                invitation_timeout=action.timeout_seconds,
+                operation_context=ctx,
+                source_caller_id_number=identifier(t.caller_id) if t.caller_id else None,
+                source_display_name=t.display_name,
+                sip_headers=t.sip_headers or None,
+                voip_headers=t.voip_headers or None,
+                **rep,
+            )
+            return {"invitation_id": result.invitation_id or ""}
+        elif isinstance(action, CancelAddParticipant):
+            conn.cancel_add_participant_operation(action.invitation_id, operation_context=ctx, **rep)
+        elif isinstance(action, RemoveParticipant):
+            conn.remove_participant(identifier(action.who), operation_context=ctx, **rep)
+        elif isinstance(action, SendDtmf):
+            conn.send_dtmf_tones(
+                [KEY_TONES[k] for k in action.tones], identifier(action.to), operation_context=ctx, **rep
+            )
+        elif isinstance(action, Mute):
+            conn.mute_participant(identifier(action.who), operation_context=ctx, **rep)
+        elif isinstance(action, Hold):
+            conn.hold(
+                identifier(action.who),
+                play_source=play_source(action.music) if action.music else None,
+                operation_context=ctx,
+            )
+        elif isinstance(action, Unhold):
+            conn.unhold(identifier(action.who), operation_context=ctx)
+        elif isinstance(action, ContinuousDtmf):
+            if action.start:
+                conn.start_continuous_dtmf_recognition(identifier(action.who), operation_context=ctx)
+            else:
+                conn.stop_continuous_dtmf_recognition(identifier(action.who), operation_context=ctx)
+        elif isinstance(action, Recording):
+            return self._recording(server_call_id, action, rep)
+        elif isinstance(action, CancelMedia):
+            conn.cancel_all_media_operations()
+        elif isinstance(action, Hangup):
+            conn.hang_up(is_for_everyone=action.for_everyone, **(rep if action.for_everyone else {}))
+        else:  # pragma: no cover - the Action union is closed
+            raise TypeError(f"unknown action {action!r}")
+        return {}
+
+    def _recording(self, server_call_id: str, action: Recording, rep: dict[str, Any]) -> dict[str, str]:
+        if action.op == "start":
+            props = self.client.start_recording(
+                server_call_id=server_call_id,
+                recording_content_type=action.content,
+                recording_channel_type=action.channel,
+                recording_format_type=action.format,
+                audio_channel_participant_ordering=[identifier(r) for r in action.channel_order] or None,
+                **rep,
+            )
+            return {"recording_id": props.recording_id or "", "recording_state": str(props.recording_state or "")}
+        if not action.recording_id:
+            return {}
+        if action.op == "pause":
+            self.client.pause_recording(action.recording_id)
+        elif action.op == "resume":
+            self.client.resume_recording(action.recording_id)
+        else:
+            self.client.stop_recording(action.recording_id)
+        return {}

@@ -1,0 +1,214 @@
+"""Routing of IncomingCall: the first rule whose conditions all hold decides; else the default.
+
+A rule matches on the called number, the caller (exact, prefix or regular expression), business
+hours in a named time zone, and custom SIP/VoIP headers. Its action answers into a flow,
+redirects (forward to one target; sim-ring to several, done by answering and inviting all of
+them at once, since ACS redirects to one target only), or rejects with ACS's reasons.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StringMatch(_Strict):
+    """One way to compare a string; exactly one of the three is given."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StringMatch:
+        given = [x for x in (self.exact, self.prefix, self.pattern) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of exact, prefix, pattern")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a regular expression: {exc}") from None
+        return self
+
+    def matches(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        if self.exact is not None:
+            return value == self.exact
+        if self.prefix is not None:
+            return value.startswith(self.prefix)
+        return re.fullmatch(self.pattern or "", value) is not None
+
+
+def _coerce_match(value: Any) -> Any:
+    """A bare string means exact; a list means any of them."""
+    if isinstance(value, str):
+        return [{"exact": value}]
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [{"exact": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class Hours(_Strict):
+    """Opening hours in a named time zone; ``open_now`` compares the call's time against them."""
+
+    timezone: str
+    days: list[str] = Field(default_factory=lambda: list(DAYS[:5]))
+    open: time = time(9, 0)
+    close: time = time(17, 0)
+    within: bool = True  # true: match during opening hours; false: match outside them
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known IANA time zone") from None
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        days: list[str] = []
+        for item in value:
+            item = item.lower()
+            if "-" in item:
+                first, _, last = item.partition("-")
+                if first not in DAYS or last not in DAYS:
+                    raise ValueError(f"{item!r} is not a day range like mon-fri")
+                a, b = DAYS.index(first), DAYS.index(last)
+                days += [DAYS[i % 7] for i in range(a, b + 1 if b >= a else b + 8)]
+            elif item in DAYS:
+                days.append(item)
+            else:
+                raise ValueError(f"{item!r} is not a day (mon..sun)")
+        return days
+
+    def open_at(self, moment: datetime) -> bool:
+        local = moment.astimezone(ZoneInfo(self.timezone))
+        if DAYS[local.weekday()] not in self.days:
+            return False
+        now = local.time()
+        if self.open <= self.close:
+            return self.open <= now < self.close
+        return now >= self.open or now < self.close  # overnight opening
+
+    def matches(self, moment: datetime) -> bool:
+        return self.open_at(moment) == self.within
+
+
+MatchList = Annotated[list[StringMatch], Field(min_length=1)]
+
+
+class Match(_Strict):
+    to: MatchList | None = None
+    from_: MatchList | None = Field(default=None, alias="from")
+    hours: Hours | None = None
+    sip_headers: dict[str, MatchList] | None = None
+    voip_headers: dict[str, MatchList] | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    _coerce = field_validator("to", "from_", mode="before")(lambda cls, v: _coerce_match(v))
+
+    @field_validator("sip_headers", "voip_headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _coerce_match(v) for k, v in value.items()}
+        return value
+
+
+class AnswerAction(_Strict):
+    type: Literal["answer"]
+    flow: str
+
+
+class RedirectAction(_Strict):
+    type: Literal["redirect"]
+    targets: list[str] = Field(min_length=1)
+    timeout_seconds: int = Field(default=30, ge=5, le=180)  # sim-ring: how long every target rings
+
+
+class RejectAction(_Strict):
+    type: Literal["reject"]
+    reason: Literal["none", "busy", "forbidden"] = "none"
+
+
+Action = Annotated[AnswerAction | RedirectAction | RejectAction, Field(discriminator="type")]
+
+
+class Rule(_Strict):
+    name: str
+    match: Match = Field(default_factory=Match)
+    action: Action
+
+
+class RoutingRules(_Strict):
+    rules: list[Rule] = Field(default_factory=list)
+    default: Action
+
+    def default_rule(self) -> Rule:
+        return Rule(name="default", action=self.default)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RoutingRules:
+        names = [r.name for r in self.rules]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"rule names must be unique: {sorted(duplicates)}")
+        return self
+
+
+class CallFacts(BaseModel):
+    """What routing looks at, taken from an IncomingCall event."""
+
+    to: str
+    caller: str
+    at: datetime
+    sip_headers: dict[str, str] = Field(default_factory=dict)
+    voip_headers: dict[str, str] = Field(default_factory=dict)
+
+
+def _number(raw_id: str) -> str:
+    """Rules are written with plain numbers; raw ids of phones carry a '4:' prefix."""
+    return raw_id[2:] if raw_id.startswith("4:") else raw_id
+
+
+def _headers_match(wanted: dict[str, list[StringMatch]] | None, have: dict[str, str]) -> bool:
+    if not wanted:
+        return True
+    lowered = {k.lower(): v for k, v in have.items()}
+    return all(any(m.matches(lowered.get(name.lower())) for m in matches) for name, matches in wanted.items())
+
+
+def rule_matches(rule: Rule, facts: CallFacts) -> bool:
+    m = rule.match
+    if m.to and not any(x.matches(_number(facts.to)) or x.matches(facts.to) for x in m.to):
+        return False
+    if m.from_ and not any(x.matches(_number(facts.caller)) or x.matches(facts.caller) for x in m.from_):
+        return False
+    if m.hours and not m.hours.matches(facts.at):
+        return False
+    return _headers_match(m.sip_headers, facts.sip_headers) and _headers_match(m.voip_headers, facts.voip_headers)
+
+
+def route(rules: RoutingRules, facts: CallFacts) -> Rule:
+    for rule in rules.rules:
+        if rule_matches(rule, facts):
+            return rule
+    return rules.default_rule()

@@ -1,0 +1,149 @@
+"""The app's moving parts, assembled once per process, and the one way a call event moves a call.
+
+``advance`` is the write-ahead path every mid-call event takes: plan (engine) and store the
+resulting actions with the state in one compare-and-swap, then carry them out one by one,
+marking each done. If the process dies or the service fails midway, the event is redelivered,
+finds its actions still pending, and carries out the rest; it is never planned twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from . import clients
+from .callback_auth import CallbackAuthenticator, callback_url
+from .events import CallEvent
+from .executor import Executor
+from .flows.engine import FlowEngine, RecordingOptions
+from .settings import Settings, get_settings
+from .state import CallState, EventFilter, StateStore
+
+log = logging.getLogger("core.runtime")
+NAMESPACE = uuid.UUID("6f1c7e8a-4d0b-4a57-9a0e-2d7f3c1b9e55")
+PERMANENT_STATUSES = {400, 403, 404, 409, 412}
+
+
+def derived_id(*parts: str) -> str:
+    """A stable UUID for an action caused by an event: the same on every redelivery."""
+    return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+
+
+def http_date(moment: datetime | None = None) -> str:
+    return format_datetime(moment or datetime.now(UTC), usegmt=True)
+
+
+def is_permanent(exc: Exception) -> bool:
+    """The service refused the request for good (the call ended, the participant left...)."""
+    status = getattr(exc, "status_code", None)
+    return status in PERMANENT_STATUSES
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: StateStore
+    events: EventFilter
+    engine: FlowEngine
+    executor: Executor
+    auth: CallbackAuthenticator
+
+    def callback_url(self, call_ref: str) -> str:
+        return callback_url(self.settings.callback_base_url, self.settings.callback_secret, call_ref)
+
+    def advance(self, call_ref: str, event: CallEvent) -> CallState:
+        """Move the call for one event: plan once, then carry out what is still pending."""
+
+        def plan(state: CallState) -> None:
+            if event.id in state.handled:
+                return  # a redelivery: the plan is stored; only the pending actions remain to do
+            actions = self.engine.handle(state, event)
+            first_sent = http_date()
+            for index, action in enumerate(actions):
+                action.request_id = derived_id(event.id, str(index))
+                action.first_sent = first_sent
+                action.origin = event.id
+            state.pending = [a for a in state.pending if not a.done] + actions
+            state.mark_handled(event.id)
+
+        state, _ = self.store.mutate(call_ref, plan)
+        for action in [a for a in state.pending if a.origin == event.id and not a.done]:
+            result: dict[str, str] = {}
+            error: str | None = None
+            try:
+                result = self.executor.run(state.call_connection_id, state.server_call_id, action)
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise
+                error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+                log.warning("%s refused for good, skipped: %s", action.kind, error)
+
+            def mark(
+                current: CallState, done: Any = action, result: dict[str, str] = result, error: str | None = error
+            ) -> None:
+                for pending in current.pending:
+                    if pending.request_id == done.request_id:
+                        pending.done = True
+                        pending.error = error
+                if error is None:
+                    self.engine.on_result(current, done, result)
+                else:
+                    current.note(f"{done.kind} failed: {error}")
+                current.pending = [a for a in current.pending if not a.done]
+
+            state, _ = self.store.mutate(call_ref, mark)
+        return state
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def build(settings: Settings) -> Runtime:
+    flows_engine = FlowEngine(
+        settings.flows,
+        RecordingOptions(
+            mode=settings.recording.mode,
+            channel=settings.recording.channel,
+            content=settings.recording.content,
+            format=settings.recording.format,
+        ),
+    )
+    return Runtime(
+        settings=settings,
+        store=clients.state_store(settings),
+        events=clients.event_filter(settings),
+        engine=flows_engine,
+        executor=Executor(clients.call_automation(settings)),
+        auth=CallbackAuthenticator(
+            openid_config_url=settings.openid_config_url,
+            issuer=settings.jwt_issuer,
+            audience=settings.acs_resource_id,
+            secret=settings.callback_secret,
+        ),
+    )
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built on first use from the app settings."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                from .observability import configure
+
+                settings = get_settings()
+                configure(settings.log_level, settings.appinsights_connection_string)
+                _runtime = build(settings)
+    return _runtime
+
+
+def reset() -> None:
+    global _runtime
+    _runtime = None
+    clients.reset()

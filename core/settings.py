@@ -1,0 +1,344 @@
+"""App settings: read once from the environment, validated into one typed object.
+
+Every setting the app reads is declared in ``SETTINGS`` (name, whether it is required, what it
+is for); the README table and the infrastructure tests are checked against that list, so a
+setting cannot be added in one place and forgotten in the other. A missing or malformed
+setting fails start-up with a message that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import ValidationError
+
+from .flows.model import Flow, FlowSet
+from .routing import RoutingRules
+
+APP_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_JWT_ISSUER = "https://acscallautomation.communication.azure.com"
+DEFAULT_OPENID_CONFIG = "https://acscallautomation.communication.azure.com/calling/.well-known/acsopenidconfiguration"
+DEFAULT_RECORDING_HOSTS = "*.asm.skype.com,*.asyncgw.teams.microsoft.com,*.ams.gov.teams.microsoft.us"
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    description: str
+    required: bool = False
+    default: str | None = None
+    secret: bool = False
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(
+        "ACS_ENDPOINT",
+        "Communication Services endpoint, e.g. https://<name>.communication.azure.com. "
+        "With no ACS_CONNECTION_STRING the app authenticates with its managed identity.",
+    ),
+    SettingSpec(
+        "ACS_CONNECTION_STRING", "Alternative to ACS_ENDPOINT for local runs: endpoint=...;accesskey=...", secret=True
+    ),
+    SettingSpec(
+        "ACS_RESOURCE_ID",
+        "Immutable resource id (GUID) of the ACS resource: the audience of callback JWTs.",
+        required=True,
+    ),
+    SettingSpec("ACS_JWT_ISSUER", "Issuer of callback JWTs.", default=DEFAULT_JWT_ISSUER),
+    SettingSpec(
+        "ACS_OPENID_CONFIG_URL",
+        "OpenID configuration that lists the keys callback JWTs are signed with.",
+        default=DEFAULT_OPENID_CONFIG,
+    ),
+    SettingSpec(
+        "CALLBACK_BASE_URL",
+        "Public base URL of this app's HTTP routes, e.g. https://<app>.azurewebsites.net"
+        "/api (a dev tunnel's URL locally). Callback URLs are built from it.",
+        required=True,
+    ),
+    SettingSpec(
+        "CALLBACK_SECRET",
+        "Key for the per-call token in callback URLs (32+ random bytes, base64). "
+        "Keep it in Key Vault and reference it.",
+        required=True,
+        secret=True,
+    ),
+    SettingSpec(
+        "COGNITIVE_SERVICES_ENDPOINT",
+        "Azure AI services endpoint used for text-to-speech and speech "
+        "recognition. Required when a flow plays text or SSML or recognizes speech.",
+    ),
+    SettingSpec("ROUTING_RULES", "JSON routing rules for IncomingCall (see README, Routing).", required=True),
+    SettingSpec("FLOWS", "JSON object of flows by name; overrides FLOWS_FILE."),
+    SettingSpec("FLOWS_FILE", "Path (relative to the app root) of a JSON file of flows.", default="flows/default.json"),
+    SettingSpec(
+        "APP_STORAGE",
+        "Storage connection string (local runs, Azurite). In Azure use the identity-based "
+        "APP_STORAGE__tableServiceUri / APP_STORAGE__blobServiceUri instead.",
+        secret=True,
+    ),
+    SettingSpec("APP_STORAGE__tableServiceUri", "Table endpoint for call state and records (managed identity)."),
+    SettingSpec("APP_STORAGE__blobServiceUri", "Blob endpoint for QA recordings (managed identity)."),
+    SettingSpec("STATE_TABLE", "Table of per-call state.", default="callstate"),
+    SettingSpec("EVENTS_TABLE", "Table of processed event ids (duplicate filter).", default="callevents"),
+    SettingSpec("RECORDING_MODE", "When to record: off, on_connect, after_consent or on_demand.", default="off"),
+    SettingSpec("RECORDING_CHANNEL", "unmixed (one channel per participant) or mixed.", default="unmixed"),
+    SettingSpec("RECORDING_CONTENT", "audio or audioVideo.", default="audio"),
+    SettingSpec("RECORDING_FORMAT", "wav, mp3 or mp4.", default="wav"),
+    SettingSpec("RECORDINGS_CONTAINER", "Blob container for QA copies of recordings.", default="qa-recordings"),
+    SettingSpec(
+        "RECORDING_ALLOWED_HOSTS",
+        "Comma-separated host patterns recordings may be downloaded from (credentials are sent only there).",
+        default=DEFAULT_RECORDING_HOSTS,
+    ),
+    SettingSpec(
+        "RECORDING_DELETE_AFTER_COPY",
+        "true: delete the recording from ACS after its copy is verified.",
+        default="false",
+    ),
+    SettingSpec("LOG_LEVEL", "Python log level of the app's loggers.", default="INFO"),
+    SettingSpec(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "Application Insights; when set, traces and logs are exported with OpenTelemetry.",
+        secret=True,
+    ),
+)
+SETTING_NAMES = frozenset(s.name for s in SETTINGS)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    connection_string: str | None
+    table_endpoint: str | None
+    blob_endpoint: str | None
+    state_table: str
+    events_table: str
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    mode: str
+    channel: str
+    content: str
+    format: str
+    container: str
+    allowed_hosts: tuple[str, ...]
+    delete_after_copy: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    acs_endpoint: str
+    acs_access_key: str | None
+    acs_resource_id: str
+    jwt_issuer: str
+    openid_config_url: str
+    callback_base_url: str
+    callback_secret: bytes
+    cognitive_services_endpoint: str | None
+    routing: RoutingRules
+    flows: dict[str, Flow]
+    storage: StorageSettings
+    recording: RecordingSettings
+    log_level: str
+    appinsights_connection_string: str | None = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """What the health endpoint shows: no secrets."""
+        return {
+            "acs_endpoint": self.acs_endpoint,
+            "acs_auth": "access key" if self.acs_access_key else "managed identity",
+            "acs_resource_id": self.acs_resource_id,
+            "callback_base_url": self.callback_base_url,
+            "cognitive_services_endpoint": self.cognitive_services_endpoint,
+            "flows": sorted(self.flows),
+            "routing_rules": [r.name for r in self.routing.rules],
+            "storage": "connection string" if self.storage.connection_string else "managed identity",
+            "recording_mode": self.recording.mode,
+            "telemetry": bool(self.appinsights_connection_string),
+        }
+
+
+def _url(name: str, value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError(f"setting {name}: {value!r} is not an absolute http(s) URL")
+    return value.rstrip("/")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SettingsError(f"setting {name}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise SettingsError(f"setting {name}: {value!r} is not true or false")
+
+
+def parse_connection_string(value: str) -> tuple[str, str]:
+    """(endpoint, access key) of an ACS connection string, keeping the endpoint's scheme."""
+    parts: dict[str, str] = {}
+    for piece in value.split(";"):
+        if "=" in piece:
+            key, _, val = piece.partition("=")
+            parts[key.strip().lower()] = val.strip()
+    if not parts.get("endpoint") or not parts.get("accesskey"):
+        raise SettingsError("setting ACS_CONNECTION_STRING: expected endpoint=...;accesskey=...")
+    return _url("ACS_CONNECTION_STRING", parts["endpoint"]), parts["accesskey"]
+
+
+def _json(name: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise SettingsError(f"setting {name}: not valid JSON ({exc})") from None
+
+
+def _pydantic_message(name: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "(top)"
+        problems.append(f"{where}: {error['msg']}")
+    return f"setting {name}: " + "; ".join(problems)
+
+
+def load_flows(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Flow]:
+    if env.get("FLOWS"):
+        name, raw = "FLOWS", _json("FLOWS", env["FLOWS"])
+    else:
+        path = root / env.get("FLOWS_FILE", "flows/default.json")
+        name = "FLOWS_FILE"
+        try:
+            raw = json.loads(path.read_text())
+        except OSError as exc:
+            raise SettingsError(f"setting FLOWS_FILE: cannot read {path} ({exc.strerror})") from None
+        except ValueError as exc:
+            raise SettingsError(f"setting FLOWS_FILE: {path} is not valid JSON ({exc})") from None
+    try:
+        flows = FlowSet.model_validate(raw)
+    except ValidationError as exc:
+        raise SettingsError(_pydantic_message(name, exc)) from None
+    problems = flows.check()
+    if problems:
+        raise SettingsError(f"setting {name}: " + "; ".join(problems))
+    return dict(flows.root)
+
+
+def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Settings:
+    env = dict(os.environ if env is None else env)
+    for spec in SETTINGS:
+        if spec.required and not env.get(spec.name):
+            raise SettingsError(f"setting {spec.name} is required: {spec.description}")
+
+    def get(name: str) -> str:
+        spec = next(s for s in SETTINGS if s.name == name)
+        return env.get(name) or spec.default or ""
+
+    access_key: str | None = None
+    if env.get("ACS_CONNECTION_STRING"):
+        endpoint, access_key = parse_connection_string(env["ACS_CONNECTION_STRING"])
+    elif env.get("ACS_ENDPOINT"):
+        endpoint = _url("ACS_ENDPOINT", env["ACS_ENDPOINT"])
+    else:
+        raise SettingsError("setting ACS_ENDPOINT (managed identity) or ACS_CONNECTION_STRING is required")
+
+    import base64
+    import binascii
+
+    try:
+        secret = base64.b64decode(env["CALLBACK_SECRET"], validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError("setting CALLBACK_SECRET: not base64") from None
+    if len(secret) < 32:
+        raise SettingsError("setting CALLBACK_SECRET: must decode to at least 32 bytes")
+
+    try:
+        routing = RoutingRules.model_validate(_json("ROUTING_RULES", env["ROUTING_RULES"]))
+    except ValidationError as exc:
+        raise SettingsError(_pydantic_message("ROUTING_RULES", exc)) from None
+    flows = load_flows(env, root)
+    for rule in [*routing.rules, routing.default_rule()]:
+        flow = getattr(rule.action, "flow", None)
+        if flow and flow not in flows:
+            raise SettingsError(
+                f"setting ROUTING_RULES: rule {rule.name!r} answers into unknown flow {flow!r} "
+                f"(flows: {', '.join(sorted(flows))})"
+            )
+
+    cognitive = (
+        _url("COGNITIVE_SERVICES_ENDPOINT", env["COGNITIVE_SERVICES_ENDPOINT"])
+        if env.get("COGNITIVE_SERVICES_ENDPOINT")
+        else None
+    )
+    needs_ai = [name for name, flow in flows.items() if flow.needs_ai_services()]
+    if needs_ai and not cognitive:
+        raise SettingsError(
+            f"setting COGNITIVE_SERVICES_ENDPOINT is required: flows {', '.join(needs_ai)} use "
+            "text-to-speech or speech recognition"
+        )
+
+    connection = env.get("APP_STORAGE") or None
+    table_endpoint = env.get("APP_STORAGE__tableServiceUri") or None
+    blob_endpoint = env.get("APP_STORAGE__blobServiceUri") or None
+    if not connection and not table_endpoint:
+        raise SettingsError("setting APP_STORAGE (connection string) or APP_STORAGE__tableServiceUri is required")
+
+    recording = RecordingSettings(
+        mode=_choice("RECORDING_MODE", get("RECORDING_MODE"), ("off", "on_connect", "after_consent", "on_demand")),
+        channel=_choice("RECORDING_CHANNEL", get("RECORDING_CHANNEL"), ("unmixed", "mixed")),
+        content=_choice("RECORDING_CONTENT", get("RECORDING_CONTENT"), ("audio", "audioVideo")),
+        format=_choice("RECORDING_FORMAT", get("RECORDING_FORMAT"), ("wav", "mp3", "mp4")),
+        container=get("RECORDINGS_CONTAINER"),
+        allowed_hosts=tuple(h.strip().lower() for h in get("RECORDING_ALLOWED_HOSTS").split(",") if h.strip()),
+        delete_after_copy=_bool("RECORDING_DELETE_AFTER_COPY", get("RECORDING_DELETE_AFTER_COPY")),
+    )
+    log_level = get("LOG_LEVEL").upper()
+    _choice("LOG_LEVEL", log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
+    return Settings(
+        acs_endpoint=endpoint,
+        acs_access_key=access_key,
+        acs_resource_id=env["ACS_RESOURCE_ID"],
+        jwt_issuer=get("ACS_JWT_ISSUER"),
+        openid_config_url=_url("ACS_OPENID_CONFIG_URL", get("ACS_OPENID_CONFIG_URL")),
+        callback_base_url=_url("CALLBACK_BASE_URL", env["CALLBACK_BASE_URL"]),
+        callback_secret=secret,
+        cognitive_services_endpoint=cognitive,
+        routing=routing,
+        flows=flows,
+        storage=StorageSettings(connection, table_endpoint, blob_endpoint, get("STATE_TABLE"), get("EVENTS_TABLE")),
+        recording=recording,
+        log_level=log_level,
+        appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+    )
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The settings of this process, loaded on first use and kept."""
+    global _cached
+    if _cached is None:
+        _cached = load()
+    return _cached
+
+
+def reset_cache() -> None:
+    global _cached
+    _cached = None

@@ -1,0 +1,178 @@
+"""The app under test: function_app.py served by the local Functions host (devhost) in its own
+process, configured only through environment variables (app settings), wired to the simulator
+(ACS) and Azurite (storage), with the simulator's Event Grid subscribed to its triggers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devhost.host import eventgrid_url
+
+ROOT = Path(__file__).resolve().parents[2]
+AI_ENDPOINT = "https://ai-sim.cognitiveservices.azure.com/"
+
+DEFAULT_ROUTING: dict[str, Any] = {
+    "rules": [
+        {
+            "name": "blocked",
+            "match": {"from": {"prefix": "+1900"}},
+            "action": {"type": "reject", "reason": "forbidden"},
+        },
+        {
+            "name": "vip-forward",
+            "match": {"sip_headers": {"X-MS-Custom-Tier": "vip"}},
+            "action": {"type": "redirect", "targets": ["+14255550199"]},
+        },
+        {
+            "name": "sim-ring",
+            "match": {"to": "+18005550199"},
+            "action": {"type": "redirect", "targets": ["8:acs:agent-a", "8:acs:agent-b"]},
+        },
+    ],
+    "default": {"type": "answer", "flow": "customer_service"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class AppProcess:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    @property
+    def api(self) -> str:
+        return self.base_url + "/api"
+
+    def eventgrid_url(self, function_name: str) -> str:
+        return eventgrid_url(self.base_url, function_name)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def app_settings(
+    sim: Any,
+    storage_connection: str,
+    port: int,
+    *,
+    routing: dict[str, Any] | None = None,
+    flows: dict[str, Any] | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    settings = {
+        "ACS_CONNECTION_STRING": f"endpoint={sim.endpoint}/;accesskey={sim.access_key}",
+        "ACS_RESOURCE_ID": sim.sim.config.resource_id,
+        "ACS_OPENID_CONFIG_URL": f"{sim.endpoint}/calling/.well-known/acsopenidconfiguration",
+        "CALLBACK_BASE_URL": f"http://127.0.0.1:{port}/api",
+        "CALLBACK_SECRET": base64.b64encode(os.urandom(32)).decode(),
+        "COGNITIVE_SERVICES_ENDPOINT": AI_ENDPOINT,
+        "ROUTING_RULES": json.dumps(routing or DEFAULT_ROUTING),
+        "APP_STORAGE": storage_connection,
+        "RECORDING_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    if flows is not None:
+        settings["FLOWS"] = json.dumps(flows)
+    settings.update(extra)
+    return settings
+
+
+def start_app(
+    sim: Any,
+    storage_connection: str,
+    *,
+    routing: dict[str, Any] | None = None,
+    flows: dict[str, Any] | None = None,
+    subscribe: bool = True,
+    timeout: float = 30,
+    **extra: str,
+) -> AppProcess:
+    port = free_port()
+    settings = app_settings(sim, storage_connection, port, routing=routing, flows=flows, **extra)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
+    env.update(settings)
+    env["PYTHONPATH"] = str(ROOT)
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    log_path = Path(tempfile.mkstemp(prefix="app-", suffix=".log")[1])
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devhost",
+                "--app-dir",
+                str(ROOT),
+                "--port",
+                str(port),
+                "--settings",
+                "no-local-settings.json",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    app = AppProcess(f"http://127.0.0.1:{port}", process, log_path, settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with {process.returncode}:\n{app.logs()}")
+        try:
+            with urllib.request.urlopen(app.api + "/health", timeout=2):
+                break
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error: the host is up
+                break
+            if time.monotonic() > deadline:
+                app.stop()
+                raise RuntimeError(f"the app did not start within {timeout}s:\n{app.logs()}") from None
+            time.sleep(0.1)
+    if subscribe:
+        subscribe_eventgrid(sim, app)
+    return app
+
+
+def subscribe_eventgrid(sim: Any, app: AppProcess) -> None:
+    for function, event_type in (
+        ("incoming_call", "Microsoft.Communication.IncomingCall"),
+        ("recording_file_status", "Microsoft.Communication.RecordingFileStatusUpdated"),
+    ):
+        body = json.dumps(
+            {"endpoint": app.eventgrid_url(function), "eventTypes": [event_type], "name": function}
+        ).encode()
+        request = urllib.request.Request(
+            sim.endpoint + "/__sim/eventgrid/subscriptions",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            state = json.loads(response.read())["provisioningState"]
+        if state != "Succeeded":
+            raise RuntimeError(f"Event Grid subscription to {function} is {state}")
