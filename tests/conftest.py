@@ -20,8 +20,8 @@ if str(ROOT) not in sys.path:
 
 from simulator.engine import Config  # noqa: E402
 from simulator.runner import RunningSimulator, SimulatorThread  # noqa: E402
-from tests.support import azurite as azurite_support  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
+from tools import azurite as azurite_support  # noqa: E402
 
 AI_ENDPOINT = "https://ai-sim.cognitiveservices.azure.com/"
 

@@ -1,17 +1,16 @@
-"""``make demo``: scripted calls through the simulator against a receiver, timelines printed.
+"""``make demo``: scripted calls through the app, against the ACS simulator and Azurite.
 
-Starts the example receiver and ``python -m simulator --scenario scenarios/demo.yaml`` on free
-loopback ports, waits for the scenario to finish, and stops both.
+Starts Azurite, the simulator and the app (function_app.py under the local Functions host),
+subscribes the simulator's Event Grid to the app's triggers, plays ``scenarios/demo.yaml``, and
+prints each call's timeline and what the app stored about it in Table Storage.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,56 +32,54 @@ def wait_until_listening(port: int, timeout: float = 20) -> None:
     raise SystemExit(f"nothing listened on port {port} within {timeout}s")
 
 
-def main() -> int:
-    from simulator.runner import new_access_key
+def stored_outcomes(connection_string: str) -> dict[str, dict[str, object]]:
+    """The app's per-call state rows, by server call id."""
+    from azure.data.tables import TableClient
 
-    scenario = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "scenarios" / "demo.yaml")
-    sim_port, rx_port, key = free_port(), free_port(), new_access_key()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    receiver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tools.example_receiver",
-            "--port",
-            str(rx_port),
-            "--acs-endpoint",
-            f"http://127.0.0.1:{sim_port}",
-            "--acs-key",
-            key,
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    table = TableClient.from_connection_string(connection_string, table_name="callstate")
+    rows = {}
+    for entity in table.list_entities():
+        state = json.loads(entity["data"])
+        rows[state.get("server_call_id", "")] = state
+    return rows
+
+
+def main() -> int:
+    from simulator.engine import Config
+    from simulator.runner import SimulatorThread
+    from simulator.scenario import finished, load, run
+    from tools import azurite
+    from tools.apphost import start_app
+
+    scenario_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "scenarios" / "demo.yaml"
+    scenario = load(scenario_path)
+    print("Starting Azurite, the ACS simulator and the app (local Functions host)...", flush=True)
+    storage = azurite.start()
     try:
-        wait_until_listening(rx_port)
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "simulator",
-                "--port",
-                str(sim_port),
-                "--access-key",
-                key,
-                "--eventgrid-target",
-                f"http://127.0.0.1:{rx_port}/eventgrid",
-                "--scenario",
-                scenario,
-                "--exit-when-done",
-                "--timeout",
-                "60",
-            ],
-            cwd=ROOT,
-            env=env,
-            timeout=120,
-        )
-        return result.returncode
+        simulator = SimulatorThread(config=Config())
+        with simulator as sim:
+            app = start_app(sim, storage.connection_string)
+            try:
+                print(f"  simulator {sim.endpoint}   app {app.base_url}   Azurite blob port {storage.blob_port}\n")
+                calls = simulator.call(run(sim.sim, scenario, timeout=60), timeout=90)
+                outcomes = stored_outcomes(storage.connection_string)
+                for call in calls:
+                    print(call.timeline.render())
+                    state = outcomes.get(call.id)
+                    if state:
+                        print(
+                            f"  app state in Table Storage: flow={state['flow']} node={state['node']} "
+                            f"status={state['status']} outcome={json.dumps(state['outcome'])}"
+                        )
+                    print()
+                done = sum(finished(c) for c in calls)
+                print(f"{done}/{len(calls)} scripted call(s) finished as scripted")
+                return 0 if done == len(calls) else 1
+            finally:
+                app.stop()
     finally:
-        receiver.terminate()
-        receiver.wait(timeout=10)
+        storage.stop()
 
 
 if __name__ == "__main__":
-    urllib.request.getproxies = dict  # loopback only: never go through a proxy from the environment
     sys.exit(main())

@@ -32,8 +32,6 @@ log = logging.getLogger("example_receiver")
 
 MENU = "Welcome. For sales press 1 or say sales. For support press 2 or say support."
 TARGETS = {"sales": "+14255550101", "support": "8:acs:support-agent", "operator": "+14255550100"}
-# The second line's sales desk is staffed by someone else.
-LINE_TARGETS = {"4:+18005550124": {"sales": "+14255550102"}}
 CHOICES = [
     RecognitionChoice(label="sales", phrases=["sales"], tone="one"),
     RecognitionChoice(label="support", phrases=["support"], tone="two"),
@@ -48,7 +46,6 @@ class App:
         self.jwks = jwt.PyJWKClient(endpoint.rstrip("/") + "/calling/keys")
         self.audience = audience
         self.callers: dict[str, str] = {}
-        self.lines: dict[str, str] = {}
         self.attempts: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -73,7 +70,6 @@ class App:
             )
             with self.lock:
                 self.callers[props.call_connection_id] = data["from"]["rawId"]
-                self.lines[props.call_connection_id] = data["to"]["rawId"]
 
     def menu(self, ccid: str, prompt: str) -> None:
         caller = identifier_from_raw_id(self.callers[ccid])
@@ -87,7 +83,7 @@ class App:
         )
 
     def transfer(self, ccid: str, label: str) -> None:
-        target = LINE_TARGETS.get(self.lines.get(ccid, ""), {}).get(label, TARGETS[label])
+        target = TARGETS[label]
         identifier = PhoneNumberIdentifier(target) if target.startswith("+") else identifier_from_raw_id(target)
         self.client.get_call_connection(ccid).transfer_call_to_participant(identifier, operation_context=label)
 

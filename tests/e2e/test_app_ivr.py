@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support.apphost import start_app
+from tools.apphost import start_app
 
 
 @pytest.fixture(scope="module")

@@ -84,5 +84,5 @@ def test_cli_plays_demo_scenario_against_receiver(tmp_path):
     assert "4:+14255550004 hangs up" in blocks["caller hangs up mid-menu"]
     assert "CallEnded -> 200" in blocks["caller hangs up mid-menu"]
     declined = blocks["agent declines the transfer"]
-    assert "4:+14255550102 declines" in declined and "CallTransferFailed -> 200" in declined
+    assert "4:+14255550101 declines" in declined and "CallTransferFailed -> 200" in declined
     assert "TerminateCall -> 204" in declined

@@ -1,4 +1,4 @@
-"""The app under test: function_app.py served by the local Functions host (devhost) in its own
+"""The app under test or in the demo: function_app.py served by the local Functions host (devhost) in its own
 process, configured only through environment variables (app settings), wired to the simulator
 (ACS) and Azurite (storage), with the simulator's Event Grid subscribed to its triggers."""
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from devhost.host import eventgrid_url
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 AI_ENDPOINT = "https://ai-sim.cognitiveservices.azure.com/"
 
 DEFAULT_ROUTING: dict[str, Any] = {
