@@ -21,11 +21,31 @@ _configured = False
 
 
 class CallIdsFilter(logging.Filter):
+    """Stamps the call's ids on a record, as attributes and in the message text.
+
+    In the message because that is what reaches every sink (the Functions host's log stream,
+    Application Insights traces, a terminal) whatever formatter it uses.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_call_ids", False):
+            return True
         ids = _ids.get()
         for name in IDS:
             setattr(record, name, ids.get(name, "-"))
+        record._call_ids = True
+        if ids:
+            suffix = " ".join(f"{short}={ids[name]}" for name, short in _SHORT.items() if ids.get(name))
+            record.msg = f"{record.msg} [{suffix.replace('%', '%%')}]"
         return True
+
+
+_SHORT = {
+    "call_connection_id": "call",
+    "server_call_id": "server_call",
+    "correlation_id": "correlation",
+    "call_ref": "ref",
+}
 
 
 @contextlib.contextmanager
@@ -75,10 +95,7 @@ class _NoTracer:
         yield None
 
 
-FORMAT = (
-    "%(asctime)s %(levelname)s %(name)s [call=%(call_connection_id)s server=%(server_call_id)s "
-    "corr=%(correlation_id)s] %(message)s"
-)
+FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def configure(level: str = "INFO", appinsights_connection_string: str | None = None) -> None:

@@ -109,3 +109,36 @@ def test_star_reaches_the_operator_from_anywhere(stack, azurite):
     assert "transfer to 4:+14255550100" in text
     state = stored_state(stack, azurite, call["serverCallId"])
     assert state["outcome"]["tones"] == ["*"]
+
+
+def test_every_log_line_of_a_call_carries_its_ids(stack):
+    call = stack.place(**{"from": "+14255550008", "script": [{"on": "recognize", "press": "1"}]})
+    stack.wait_finished(call["serverCallId"])
+    ccid = stack.connection_id(call["serverCallId"])
+    correlation = call["correlationId"]
+    lines = [line for line in stack.app.logs().splitlines() if ccid in line]
+    assert any("handlers.callbacks" in line and "recognized choices: sales" in line for line in lines)
+    assert all(
+        f"server_call={call['serverCallId']}" in line and f"correlation={correlation}" in line
+        for line in lines
+        if "handlers." in line
+    )
+    # The IncomingCall trigger's lines carry the server call and correlation ids too.
+    incoming = [
+        line for line in stack.app.logs().splitlines() if "handlers.incoming_call" in line and "+14255550008" in line
+    ]
+    assert incoming and all(f"correlation={correlation}" in line for line in incoming)
+
+
+def test_health_reports_settings_and_dependencies(stack):
+    import urllib.request
+
+    with urllib.request.urlopen(stack.app.api + "/health", timeout=10) as response:
+        report = json.loads(response.read())
+    assert response.status == 200
+    assert report["status"] == "ok"
+    assert report["settings"]["flows"] == ["customer_service"]
+    assert report["settings"]["acs_auth"] == "access key"
+    assert set(report["dependencies"]) == {"acs", "callback_keys", "state_table"}
+    assert all(d["ok"] for d in report["dependencies"].values())
+    assert stack.app.env["CALLBACK_SECRET"] not in json.dumps(report)
