@@ -11,7 +11,7 @@ def test_demo_scenario_parses():
         scenario = parse(yaml.safe_load(fh))
     assert [c.name for c in scenario.calls][0] == "caller picks sales by DTMF"
     assert scenario.calls[0].behaviour.script[0].on == "recognize"  # YAML's bare `on:` is read as True
-    assert scenario.parties["4:+14255550102"].answer == "decline"
+    assert scenario.calls[-1].parties["4:+14255550101"].answer == "decline"  # this call's own agent declines
 
 
 @pytest.mark.parametrize(
