@@ -118,7 +118,7 @@ async def main(argv: list[str] | None = None) -> int:
                 return 0 if done == len(calls) else 1
         await asyncio.Event().wait()  # serve until interrupted
     finally:
-        await running.runner.cleanup()
+        await running.stop()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import logging
+import shutil
 import tempfile
 import time
 import uuid
@@ -232,6 +233,7 @@ class Engine:
         self.sent_events: list[dict[str, Any]] = []
         self.sent_eventgrid: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._own_recording_dir = not config.recording_dir  # a temp dir of ours: removed on close
         self._recording_dir = Path(config.recording_dir or tempfile.mkdtemp(prefix="acs-sim-recordings-"))
         self._recording_dir.mkdir(parents=True, exist_ok=True)
 
@@ -256,6 +258,8 @@ class Engine:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._own_recording_dir:
+            shutil.rmtree(self._recording_dir, ignore_errors=True)
 
     def behaviour_of(self, raw_id: str, call: ServerCall | None = None) -> Behaviour:
         if call is not None and raw_id in call.parties:
@@ -1681,8 +1685,8 @@ class Engine:
         self.spawn(self._recording_state(recording), "recording-state")
         self.spawn(self._produce_files(recording, reason), "recording-files")
 
-    def _channel_map(self, recording: Recording) -> list[str]:
-        """Participants in channel order, as ACS assigns unmixed channels (affinity, ordering, join order)."""
+    def _channel_map(self, recording: Recording) -> dict[int, str]:
+        """Channel index -> participant, as ACS assigns unmixed channels (affinity, ordering, join order)."""
         joined = [raw for raw in recording.call.ever_joined]
         channels: dict[int, str] = {idx: raw for raw, idx in recording.affinity.items()}
         rest = [r for r in recording.ordering + joined if r not in recording.affinity]
@@ -1697,14 +1701,15 @@ class Engine:
             if next_index >= MAX_UNMIXED_CHANNELS:
                 break
             channels[next_index] = raw
-        return [channels[i] for i in sorted(channels)]
+        return dict(sorted(channels.items()))
 
     async def _produce_files(self, recording: Recording, reason: str) -> None:
         await asyncio.sleep(0.01)
         cfg = self.config
         unmixed = recording.channel_type == "unmixed"
         channel_map = self._channel_map(recording)
-        channels = max(len(channel_map), 1) if unmixed else 1
+        # A channel pinned by affinity beyond the participants leaves the channels before it silent.
+        channels = (max(channel_map) + 1 if channel_map else 1) if unmixed else 1
         seconds = cfg.recording_seconds
         if seconds is None:
             # Wall-clock time runs faster than service time by 1/time_scale; cap it for tests.
@@ -1716,7 +1721,9 @@ class Engine:
         for (_, b), (c, _) in zip(recording.intervals, recording.intervals[1:], strict=False):
             paused_at = datetime.fromtimestamp(time.time() - (time.monotonic() - b), UTC) if b else datetime.now(UTC)
             start = paused_at.isoformat().replace("+00:00", "Z")  # when the pause began, not when files are written
-            pause_resume.append({"startTime": start, "duration": round((c - b) * 1000 if b else 0.0, 1)})
+            # In service time, like chunkDuration: wall-clock time runs 1/time_scale faster.
+            paused_ms = (c - b) * 1000 / max(cfg.time_scale, 1e-6) if b else 0.0
+            pause_resume.append({"startTime": start, "duration": round(paused_ms, 1)})
         chunk_infos = []
         for index in range(chunks):
             document_id = str(uuid.uuid4())
@@ -1730,10 +1737,11 @@ class Engine:
                 channels=channels,
                 frames=frames,
                 mixed_sources=1 if unmixed else max(len(channel_map), 1),
+                silent=frozenset(range(channels)) - set(channel_map) if unmixed else frozenset(),
             )
             participants = [
                 {"participantId": raw, "channel": i} if unmixed else {"participantId": raw}
-                for i, raw in enumerate(channel_map)
+                for i, raw in channel_map.items()
             ]
             metadata = metadata_document(
                 resource_id=cfg.resource_id,

@@ -25,8 +25,8 @@ def channel_frequency(channel: int) -> int:
     return 300 + 200 * channel
 
 
-def _block(channels: int, mixed_sources: int) -> bytes:
-    """One second of audio, interleaved."""
+def _block(channels: int, mixed_sources: int, silent: frozenset[int] = frozenset()) -> bytes:
+    """One second of audio, interleaved; channels in ``silent`` carry zeros."""
     samples = array("h")
     amplitude = 8000
     sources = max(mixed_sources, 1)
@@ -37,13 +37,16 @@ def _block(channels: int, mixed_sources: int) -> bytes:
             samples.append(int(amplitude * value))
         else:
             for c in range(channels):
-                samples.append(int(amplitude * math.sin(2 * math.pi * channel_frequency(c) * t)))
+                level = 0 if c in silent else amplitude
+                samples.append(int(level * math.sin(2 * math.pi * channel_frequency(c) * t)))
     return samples.tobytes()
 
 
-def write_wav(path: Path, *, channels: int, frames: int, mixed_sources: int = 1) -> int:
+def write_wav(
+    path: Path, *, channels: int, frames: int, mixed_sources: int = 1, silent: frozenset[int] = frozenset()
+) -> int:
     """Write ``frames`` frames of audio and return the file size in bytes."""
-    block = _block(channels, mixed_sources)
+    block = _block(channels, mixed_sources, silent)
     frame_bytes = channels * SAMPLE_WIDTH
     per_block = len(block) // frame_bytes
     with wave.open(str(path), "wb") as out:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Coroutine
@@ -42,6 +43,12 @@ class RunningSimulator:
     @property
     def access_key(self) -> str:
         return self.sim.access_key
+
+    async def stop(self) -> None:
+        """Stop serving and remove what the simulator wrote to temp folders."""
+        await self.runner.cleanup()
+        if self.ca_file is not None:
+            shutil.rmtree(self.ca_file.parent, ignore_errors=True)
 
     @property
     def connection_string(self) -> str:
@@ -93,7 +100,7 @@ class SimulatorThread:
 
     def __exit__(self, *exc: object) -> None:
         if self.running is not None:
-            self.call(self.running.runner.cleanup())
+            self.call(self.running.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
 

@@ -413,11 +413,17 @@ class Simulator:
         status = 200
         header = request.headers.get("Range")
         if header:
-            m = re.fullmatch(r"bytes=(\d+)-(\d*)", header.strip())
-            if not m or int(m.group(1)) >= doc.size:
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{doc.size}"})
-            start = int(m.group(1))
-            end = min(int(m.group(2)), doc.size - 1) if m.group(2) else doc.size - 1
+            m = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+            unsatisfiable = web.Response(status=416, headers={"Content-Range": f"bytes */{doc.size}"})
+            if not m or not (m.group(1) or m.group(2)):
+                return unsatisfiable
+            if not m.group(1):  # a suffix range: the last N bytes
+                start = max(doc.size - int(m.group(2)), 0)
+            else:
+                start = int(m.group(1))
+                end = min(int(m.group(2)), doc.size - 1) if m.group(2) else doc.size - 1
+            if start >= doc.size or end < start:
+                return unsatisfiable
             status = 206
         length = end - start + 1
         headers = {"Content-Length": str(length), "Accept-Ranges": "bytes", "Content-Type": doc.content_type}

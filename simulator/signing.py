@@ -40,6 +40,7 @@ class WebhookSigner:
             "iat": issued,
             "nbf": issued,
             "exp": issued + lifetime,
+            "jti": str(uuid.uuid4()),  # every delivery attempt gets a token of its own
         }
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
 
