@@ -9,7 +9,7 @@ them at once, since ACS redirects to one target only), or rejects with ACS's rea
 from __future__ import annotations
 
 import re
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -76,7 +76,7 @@ class Hours(_Strict):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, e.g. "America"
             raise ValueError(f"{value!r} is not a known IANA time zone") from None
         return value
 
@@ -99,13 +99,16 @@ class Hours(_Strict):
         return days
 
     def open_at(self, moment: datetime) -> bool:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)  # not the host's local time
         local = moment.astimezone(ZoneInfo(self.timezone))
-        if DAYS[local.weekday()] not in self.days:
-            return False
-        now = local.time()
+        day, now = DAYS[local.weekday()], local.time()
         if self.open <= self.close:
-            return self.open <= now < self.close
-        return now >= self.open or now < self.close  # overnight opening
+            return day in self.days and self.open <= now < self.close
+        # Overnight opening: the hours after midnight belong to the day the opening started.
+        if now >= self.open:
+            return day in self.days
+        return now < self.close and DAYS[(local.weekday() - 1) % 7] in self.days
 
     def matches(self, moment: datetime) -> bool:
         return self.open_at(moment) == self.within

@@ -118,7 +118,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class StorageSettings:
-    connection_string: str | None
+    connection_string: str | None = field(repr=False)
     table_endpoint: str | None
     blob_endpoint: str | None
     state_table: str
@@ -139,12 +139,12 @@ class RecordingSettings:
 @dataclass(frozen=True)
 class Settings:
     acs_endpoint: str
-    acs_access_key: str | None
+    acs_access_key: str | None = field(repr=False)
     acs_resource_id: str
     jwt_issuer: str
     openid_config_url: str
     callback_base_url: str
-    callback_secret: bytes
+    callback_secret: bytes = field(repr=False)
     cognitive_services_endpoint: str | None
     routing: RoutingRules
     flows: dict[str, Flow]

@@ -135,7 +135,7 @@ class FlowEngine:
         if parsed is None:
             return []
         node_id, seq, sub = parsed
-        if node_id == SIMRING:
+        if node_id == SIMRING and state.simring:  # a flow may have a node of that name
             return self._simring(state, event)
         if seq != state.seq or node_id != state.node:
             state.stale_events += 1
@@ -188,6 +188,10 @@ class FlowEngine:
         actions: list[Action] = [CancelMedia()]
         actions += [CancelAddParticipant(invitation_id=i) for i in state.invitations.values()]
         state.invitations.clear()
+        paused_for = state.vars.get("_paused_for")
+        if paused_for and paused_for != target:  # left sensitive digit entry: record again
+            state.vars.pop("_paused_for")
+            actions.append(self._recording("resume", state))
         return actions + self._enter(state, target)
 
     def _simring(self, state: CallState, event: CallEvent) -> list[Action]:
@@ -259,7 +263,8 @@ class FlowEngine:
             ]
         if isinstance(node, CollectDigitsNode):
             actions: list[Action] = []
-            if node.sensitive and state.recording_id and state.recording_state == "active":
+            already_paused = state.vars.get("_paused_for") == node_id  # a retry: still paused
+            if node.sensitive and not already_paused and state.recording_id and state.recording_state == "active":
                 actions.append(self._recording("pause", state))
                 state.vars["_paused_for"] = node_id
             prompts = [retry_prompt, node.prompt] if retry_prompt else [node.prompt]
@@ -418,25 +423,29 @@ class FlowEngine:
         return actions
 
     def _digits_event(self, state: CallState, node: CollectDigitsNode, event: CallEvent) -> list[Action]:
-        resume: list[Action] = []
-        if state.vars.get("_paused_for") == state.node and event.type in ("RecognizeCompleted", "RecognizeFailed"):
-            state.vars.pop("_paused_for", None)
-            resume = [self._recording("resume", state)]
+        def leave(next_id: str) -> list[Action]:
+            # Resume a recording paused for this node only when leaving it: a retry stays paused.
+            resume: list[Action] = []
+            if state.vars.get("_paused_for") == state.node:
+                state.vars.pop("_paused_for")
+                resume = [self._recording("resume", state)]
+            return resume + self._enter(state, next_id)
+
         if event.type == "RecognizeCompleted":
             _, tones, _, _ = event.recognition
             digits = "".join(TONE_KEYS.get(t, "") for t in tones)
             if digits:
                 # Sensitive digits are not kept in state (it is not a vault); the flow sees how many came.
                 state.vars[node.store_as] = ("*" * len(digits)) if node.sensitive else digits
-                return resume + self._enter(state, node.next)
+                return leave(node.next)
         if event.type in ("RecognizeCompleted", "RecognizeFailed"):
             state.attempt += 1
             if state.attempt > node.retries:
-                return resume + self._enter(state, node.on_failure)
+                return leave(node.on_failure)
             attempt = state.attempt
             actions = self._enter(
                 state, state.node, retry_prompt=node.invalid_prompt or Prompt(text="Sorry, I did not get that.")
             )
             state.attempt = attempt
-            return resume + actions
+            return actions
         return []
