@@ -44,6 +44,7 @@ class CallState(BaseModel):
     invitations: dict[str, str] = Field(default_factory=dict)  # operation context -> invitation id
     simring: list[str] = Field(default_factory=list)
     simring_failed: int = 0
+    simring_timeout: int = 30
     recording_id: str = ""
     recording_state: str = ""
     continuous_dtmf: bool = False

@@ -85,6 +85,7 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
             kind = "answer"
         else:
             state.simring = list(action.targets)
+            state.simring_timeout = action.timeout_seconds
             kind = "simring"
         state.note(f"routed by rule {rule.name}: {kind}")
         if not runtime.store.create(state):

@@ -141,8 +141,17 @@ class FlowEngine:
             state.stale_events += 1
             state.note(f"ignored stale {kind} for {node_id}#{seq} (now at {state.node}#{state.seq})")
             return []
-        node = self._flow(state).nodes[state.node]
-        return self._on_node_event(state, node, event, sub)
+        flow = self.flows.get(state.flow)
+        if flow is None or state.node not in flow.nodes:
+            # The flow changed under a live call (a new deployment): finish the call politely.
+            state.note(f"flow {state.flow} has no node {state.node} any more; hanging up")
+            return [Hangup(for_everyone=True)]
+        if sub == "announce" and kind in ("PlayCompleted", "PlayFailed"):
+            # One announcement leads on once, even if the service reports its end twice.
+            if state.vars.get("_announced") == event.operation_context:
+                return []
+            state.vars["_announced"] = event.operation_context or ""
+        return self._on_node_event(state, flow.nodes[state.node], event, sub)
 
     def on_result(self, state: CallState, action: Action, result: dict[str, str]) -> None:
         """Keep what a synchronous response told us (invitation ids, recording ids)."""
@@ -165,7 +174,7 @@ class FlowEngine:
             state.participants.append(state.caller)
         if state.simring:
             return [
-                AddParticipant(target=Target(to=t), timeout_seconds=30, context=context(SIMRING, i))
+                AddParticipant(target=Target(to=t), timeout_seconds=state.simring_timeout, context=context(SIMRING, i))
                 for i, t in enumerate(state.simring)
             ]
         actions: list[Action] = []

@@ -249,6 +249,30 @@ class Flow(_Strict):
             for node_id in self.nodes:
                 if node_id not in reachable:
                     problems.append(f"flow {name}, node {node_id}: unreachable from start or on_tone")
+            problems += self._instant_loops(name)
+        return problems
+
+    def _instant(self, node_id: str) -> bool:
+        """Nodes that act and move on without waiting for an event from the call."""
+        node = self.nodes[node_id]
+        if isinstance(node, MuteNode | HoldNode | UnholdNode):
+            return True
+        return isinstance(node, RecordNode) and not (node.action == "start" and node.announcement)
+
+    def _instant_loops(self, name: str) -> list[str]:
+        problems: list[str] = []
+        reported: set[str] = set()
+        for first in self.nodes:
+            path: list[str] = []
+            current: str | None = first
+            while current is not None and self._instant(current) and current not in path:
+                path.append(current)
+                current = getattr(self.nodes[current], "next", None)
+            if current is not None and current in path and current not in reported:
+                loop = path[path.index(current):]
+                reported.update(loop)
+                problems.append(f"flow {name}, node {current}: the nodes {' -> '.join(loop + [current])} finish at "
+                                "once and loop forever without waiting for the caller")
         return problems
 
     def _reachable(self) -> set[str]:

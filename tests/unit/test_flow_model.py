@@ -309,3 +309,21 @@ def test_needs_ai_services() -> None:
 def test_flowset_model_validate_raises_for_model_problems() -> None:
     with pytest.raises(ValidationError):
         FlowSet.model_validate(with_change("nodes.welcome.prompt", {}))
+
+
+def test_a_loop_of_instant_nodes_is_refused():
+    from core.flows.model import Flow
+
+    flow = Flow.model_validate({"start": "a", "nodes": {
+        "a": {"type": "mute", "next": "b"},
+        "b": {"type": "hold", "next": "a"},
+    }})
+    problems = flow.check("loopy")
+    assert problems == ["flow loopy, node a: the nodes a -> b -> a finish at once and loop forever without waiting "
+                        "for the caller"]
+    # A loop through a node that waits for the caller (a menu, a play) is fine.
+    flow = Flow.model_validate({"start": "a", "nodes": {
+        "a": {"type": "mute", "next": "b"},
+        "b": {"type": "play", "prompt": {"audio": "https://x/y.wav"}, "next": "a"},
+    }})
+    assert flow.check("fine") == []
