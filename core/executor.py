@@ -73,12 +73,14 @@ class Executor:
         conn = self.client.get_call_connection(call_connection_id)
         ctx = action.context
         rep = repeatability(action)
+        cb = {"operation_callback_url": action.callback_url} if action.callback_url else {}
         if isinstance(action, Play):
             conn.play_media(
                 [play_source(p) for p in action.prompts],
                 play_to=[identifier(action.to)] if action.to else "all",
                 loop=action.loop,
                 operation_context=ctx,
+                **cb,
             )
         elif isinstance(action, Recognize):
             prompts = [play_source(p) for p in action.prompts]
@@ -87,16 +89,23 @@ class Executor:
                 "operation_context": ctx,
                 "play_prompt": prompts or None,
                 "interrupt_prompt": True,
+                **cb,
             }
             target = identifier(action.target)
+            dtmf: dict[str, Any] = {
+                "dtmf_max_tones_to_collect": action.max_tones,
+                "dtmf_stop_tones": [KEY_TONES[k] for k in action.stop_keys] or None,
+                "dtmf_inter_tone_timeout": action.inter_tone_timeout,
+            }
             if action.mode == "dtmf":
+                conn.start_recognizing_media(RecognizeInputType.DTMF, target, **dtmf, **common)
+            elif action.mode == "speech":
                 conn.start_recognizing_media(
-                    RecognizeInputType.DTMF,
-                    target,
-                    dtmf_max_tones_to_collect=action.max_tones,
-                    dtmf_stop_tones=[KEY_TONES[k] for k in action.stop_keys] or None,
-                    dtmf_inter_tone_timeout=action.inter_tone_timeout,
-                    **common,
+                    RecognizeInputType.SPEECH, target, speech_language=action.speech_language, **common
+                )
+            elif action.mode == "speech_or_dtmf":
+                conn.start_recognizing_media(
+                    RecognizeInputType.SPEECH_OR_DTMF, target, speech_language=action.speech_language, **dtmf, **common
                 )
             else:
                 choices = [
@@ -118,6 +127,7 @@ class Executor:
                 transferee=identifier(action.transferee) if action.transferee else None,
                 source_caller_id_number=identifier(t.caller_id) if t.caller_id else None,
                 **rep,
+                **cb,
             )
         elif isinstance(action, AddParticipant):
             t = action.target
@@ -130,15 +140,16 @@ class Executor:
                 sip_headers=t.sip_headers or None,
                 voip_headers=t.voip_headers or None,
                 **rep,
+                **cb,
             )
             return {"invitation_id": result.invitation_id or ""}
         elif isinstance(action, CancelAddParticipant):
-            conn.cancel_add_participant_operation(action.invitation_id, operation_context=ctx, **rep)
+            conn.cancel_add_participant_operation(action.invitation_id, operation_context=ctx, **rep, **cb)
         elif isinstance(action, RemoveParticipant):
-            conn.remove_participant(identifier(action.who), operation_context=ctx, **rep)
+            conn.remove_participant(identifier(action.who), operation_context=ctx, **rep, **cb)
         elif isinstance(action, SendDtmf):
             conn.send_dtmf_tones(
-                [KEY_TONES[k] for k in action.tones], identifier(action.to), operation_context=ctx, **rep
+                [KEY_TONES[k] for k in action.tones], identifier(action.to), operation_context=ctx, **rep, **cb
             )
         elif isinstance(action, Mute):
             conn.mute_participant(identifier(action.who), operation_context=ctx, **rep)
@@ -147,14 +158,16 @@ class Executor:
                 identifier(action.who),
                 play_source=play_source(action.music) if action.music else None,
                 operation_context=ctx,
+                **cb,
             )
         elif isinstance(action, Unhold):
-            conn.unhold(identifier(action.who), operation_context=ctx)
+            conn.unhold(identifier(action.who), operation_context=ctx, **cb)
         elif isinstance(action, ContinuousDtmf):
             if action.start:
+                # The SDK takes no operation callback for start; its tones go to the call's callback.
                 conn.start_continuous_dtmf_recognition(identifier(action.who), operation_context=ctx)
             else:
-                conn.stop_continuous_dtmf_recognition(identifier(action.who), operation_context=ctx)
+                conn.stop_continuous_dtmf_recognition(identifier(action.who), operation_context=ctx, **cb)
         elif isinstance(action, Recording):
             return self._recording(server_call_id, action, rep)
         elif isinstance(action, CancelMedia):

@@ -22,6 +22,7 @@ class _Action(BaseModel):
     first_sent: str | None = None
     origin: str | None = None  # id of the event whose handling queued this action
     error: str | None = None  # set when the service refused it for good
+    callback_url: str | None = None  # operationCallbackUri, where the service supports one
 
 
 class Play(_Action):
@@ -33,7 +34,7 @@ class Play(_Action):
 
 class Recognize(_Action):
     kind: Literal["recognize"] = "recognize"
-    mode: Literal["choices", "dtmf"]
+    mode: Literal["choices", "dtmf", "speech", "speech_or_dtmf"]
     target: str
     prompts: list[Prompt] = Field(default_factory=list)
     choices: list[dict[str, object]] = Field(default_factory=list)  # {label, phrases, key}
@@ -41,6 +42,7 @@ class Recognize(_Action):
     stop_keys: str = ""
     silence_timeout: int = 5
     inter_tone_timeout: int = 3
+    speech_language: str | None = None
 
 
 class Transfer(_Action):

@@ -69,6 +69,51 @@ KEY_TONES = {v: k for k, v in TONE_KEYS.items()}
 INITIAL_SILENCE_SUBCODE = 8510
 MAX_CHAIN = 32
 SIMRING = "simring"
+API_CONTEXT = "api:"
+API_RESULTS_KEPT = 20
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(text: str | None, values: dict[str, str], *, xml: bool = False) -> str | None:
+    """``text`` with ``{name}`` replaced by the call's variables; unknown names are left as they are."""
+    if not text or "{" not in text:
+        return text
+    from xml.sax.saxutils import escape
+
+    safe = _Blank({k: escape(v) if xml else v for k, v in values.items()})
+    try:
+        return text.format_map(safe)
+    except (ValueError, IndexError):
+        return text  # braces that are not placeholders
+
+
+def _fill_prompt(prompt: Prompt | None, values: dict[str, str]) -> Prompt | None:
+    if prompt is None or not (prompt.text or prompt.ssml):
+        return prompt
+    return prompt.model_copy(update={"text": fill(prompt.text, values), "ssml": fill(prompt.ssml, values, xml=True)})
+
+
+def render(action: Action, values: dict[str, str]) -> Action:
+    """Fill call variables into an action's prompts and targets."""
+    if not values:
+        return action
+    if isinstance(action, Play | Recognize):
+        return action.model_copy(update={"prompts": [_fill_prompt(p, values) for p in action.prompts]})
+    if isinstance(action, Hold) and action.music:
+        return action.model_copy(update={"music": _fill_prompt(action.music, values)})
+    if isinstance(action, Transfer | AddParticipant):
+        target = action.target.model_copy(
+            update={
+                "to": fill(action.target.to, values) or action.target.to,
+                "caller_id": fill(action.target.caller_id, values),
+            }
+        )
+        return action.model_copy(update={"target": target})
+    return action
 
 
 @dataclass(frozen=True)
@@ -103,6 +148,28 @@ class FlowEngine:
 
     def handle(self, state: CallState, event: CallEvent) -> list[Action]:
         """Advance the call for one event; return what to do on the call."""
+        if (event.operation_context or "").startswith(API_CONTEXT):
+            self._api_result(state, event)
+        return [render(action, state.vars) for action in self._handle(state, event)]
+
+    @staticmethod
+    def _api_result(state: CallState, event: CallEvent) -> None:
+        """Keep the outcome of an action taken through the control API, for GET /api/calls/{id}."""
+        kind, tones, label, speech = event.recognition
+        summary: dict[str, object] = {
+            "event": event.type,
+            "code": event.result.code,
+            "subCode": event.result.sub_code,
+            "message": event.result.message,
+        }
+        if kind:
+            summary.update(recognitionType=kind, tones=tones, label=label, speech=speech)
+        results = state.outcome.setdefault("api", {})
+        results[event.operation_context or ""] = summary
+        for stale in list(results)[:-API_RESULTS_KEPT]:
+            del results[stale]
+
+    def _handle(self, state: CallState, event: CallEvent) -> list[Action]:
         if event.call_connection_id:
             state.call_connection_id = event.call_connection_id
         if event.server_call_id:
@@ -406,6 +473,8 @@ class FlowEngine:
                 key = TONE_KEYS.get(tones[0])
                 choice = next((c for c in node.choices if c.key == key), None)
             if choice is not None:
+                if node.store_as:
+                    state.vars[node.store_as] = choice.label
                 spoken = bool(speech or (event.data.get("choiceResult") or {}).get("recognizedPhrase"))
                 state.outcome.setdefault("menu", []).append(
                     {"node": state.node, "choice": choice.label, "by": "speech" if spoken else "dtmf"}

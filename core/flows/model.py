@@ -21,7 +21,11 @@ class _Strict(BaseModel):
 
 
 class Prompt(_Strict):
-    """What the caller hears: exactly one of text (TTS), ssml, or audio (a WAV file URL)."""
+    """What the caller hears: exactly one of text (TTS), ssml, or audio (a WAV file URL).
+
+    Text and SSML may name call variables in braces, e.g. ``"Your appointment is on {date}."``:
+    they are filled from the variables given when the call was placed (or collected on it).
+    """
 
     text: str | None = None
     voice: str | None = Field(default=None, description="Azure TTS voice name, e.g. en-US-JennyNeural")
@@ -94,6 +98,11 @@ class MenuNode(_Strict):
     retries: int = Field(default=2, ge=0, le=10)
     no_input_prompt: Prompt | None = None
     invalid_prompt: Prompt | None = None
+    store_as: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Keep the chosen label in this call variable (e.g. for call records)",
+    )
     on_failure: NodeId
 
 
@@ -269,10 +278,12 @@ class Flow(_Strict):
                 path.append(current)
                 current = getattr(self.nodes[current], "next", None)
             if current is not None and current in path and current not in reported:
-                loop = path[path.index(current):]
+                loop = path[path.index(current) :]
                 reported.update(loop)
-                problems.append(f"flow {name}, node {current}: the nodes {' -> '.join(loop + [current])} finish at "
-                                "once and loop forever without waiting for the caller")
+                problems.append(
+                    f"flow {name}, node {current}: the nodes {' -> '.join(loop + [current])} finish at "
+                    "once and loop forever without waiting for the caller"
+                )
         return problems
 
     def _reachable(self) -> set[str]:
