@@ -3,6 +3,7 @@
 import azure.functions as func
 
 from blueprints.callbacks import bp as callbacks
+from blueprints.control import bp as control
 from blueprints.health import bp as health
 from blueprints.incoming_calls import bp as incoming_calls
 from blueprints.recordings import bp as recordings
@@ -11,4 +12,5 @@ app = func.FunctionApp()
 app.register_blueprint(incoming_calls)
 app.register_blueprint(callbacks)
 app.register_blueprint(recordings)
+app.register_blueprint(control)
 app.register_blueprint(health)

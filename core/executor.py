@@ -186,6 +186,8 @@ class Executor:
                 recording_channel_type=action.channel,
                 recording_format_type=action.format,
                 audio_channel_participant_ordering=[identifier(r) for r in action.channel_order] or None,
+                pause_on_start=action.pause_on_start or None,
+                recording_state_callback_url=action.callback_url,
                 **rep,
             )
             return {"recording_id": props.recording_id or "", "recording_state": str(props.recording_state or "")}

@@ -23,6 +23,7 @@ from .flows.actions import Action
 log = logging.getLogger("core.state")
 T = TypeVar("T")
 HISTORY_LIMIT = 60
+INDEX_PREFIX = "ccid-"
 
 
 class CallState(BaseModel):
@@ -152,6 +153,23 @@ class StateStore:
                 log.info("state of %s changed concurrently; retrying (%d)", call_ref, attempt + 1)
                 time.sleep(0.005 * (attempt + 1))
         raise StateConflict(f"{call_ref}: gave up after {attempts} conflicting updates")
+
+    def index(self, call_connection_id: str, call_ref: str) -> None:
+        """Remember which call a call connection id belongs to (the control API is addressed by it)."""
+        if call_connection_id:
+            self._ensure()
+            self._table.upsert_entity(
+                {"PartitionKey": INDEX_PREFIX + call_connection_id, "RowKey": "ref", "callRef": call_ref}
+            )
+
+    def lookup(self, call_connection_id: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self._ensure()
+        try:
+            return self._table.get_entity(partition_key=INDEX_PREFIX + call_connection_id, row_key="ref")["callRef"]
+        except ResourceNotFoundError:
+            return None
 
     @staticmethod
     def _entity(state: CallState) -> dict[str, Any]:

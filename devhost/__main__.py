@@ -28,6 +28,16 @@ def main() -> None:
         default=os.environ.get("DEVHOST_FUNCTION_KEY"),
         help="key for function-level HTTP triggers (default: random, printed)",
     )
+    p.add_argument(
+        "--master-key",
+        default=os.environ.get("DEVHOST_MASTER_KEY"),
+        help="master key: admin-level HTTP triggers, and any other level (default: random, printed)",
+    )
+    p.add_argument(
+        "--eventgrid-key",
+        default=os.environ.get("DEVHOST_EVENTGRID_KEY"),
+        help="require this eventgrid_extension system key (code=) on Event Grid deliveries (default: not required)",
+    )
     args = p.parse_args()
     app_dir = Path(args.app_dir).resolve()
     settings = app_dir / args.settings
@@ -35,9 +45,15 @@ def main() -> None:
         for key, value in json.loads(settings.read_text()).get("Values", {}).items():
             os.environ.setdefault(key, str(value))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    keys = Keys(function=args.function_key) if args.function_key else Keys()
+    keys = Keys(eventgrid=args.eventgrid_key or None)
+    if args.function_key:
+        keys.function = args.function_key
+    if args.master_key:
+        keys.master = args.master_key
     host = Host(app_dir, keys=keys)
-    print(f"Functions (local host) at http://{args.host}:{args.port}; function key {keys.function}", flush=True)
+    print(f"Functions (local host) at http://{args.host}:{args.port}; route prefix /{host.route_prefix}", flush=True)
+    print(f"  function key {keys.function}; master key {keys.master}", flush=True)
+    print(f"  Event Grid system key {'required' if keys.eventgrid else 'not required'}", flush=True)
     for line in host.describe():
         print(line, flush=True)
     web.run_app(host.web, host=args.host, port=args.port, print=None, access_log=None)

@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import json
 import logging
 import re
 import secrets
 import sys
+import threading
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import azure.functions as func
 from aiohttp import web
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+from multidict import CIMultiDict
 
 log = logging.getLogger("devhost")
 EVENTGRID_PATH = "/runtime/webhooks/eventgrid"
+ALL_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"})
+# The Event Grid extension allows these origins in the CloudEvents abuse-protection handshake.
+EVENTGRID_ORIGINS = (
+    "eventgrid.azure.net",
+    "eventgrid.azure.us",
+    "eventgrid.azure.eaglex.ic.gov",
+    "eventgrid.azure.microsoft.scloud",
+    "eventgrid.azure.cn",
+)
 
 
 @dataclass
@@ -30,12 +44,15 @@ class HttpFunction:
     methods: set[str]
     auth_level: str
     target: Any
+    arg_name: str = "req"
+    precedence: tuple[int, ...] = ()
 
 
 @dataclass
 class EventGridFunction:
     name: str
     target: Any
+    arg_name: str = "event"
 
 
 @dataclass
@@ -56,30 +73,115 @@ def load_app(app_dir: Path) -> func.FunctionApp:
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get("function_app")
     sys.modules["function_app"] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        if previous is None:
+            sys.modules.pop("function_app", None)
+        else:
+            sys.modules["function_app"] = previous
+        raise
     apps = [v for v in vars(module).values() if isinstance(v, func.FunctionApp)]
     if len(apps) != 1:
         raise RuntimeError(f"{path} must define exactly one FunctionApp, found {len(apps)}")
     return apps[0]
 
 
+# ASP.NET Core route constraints the Functions host applies to route parameters. Constraints not listed
+# here (min, max, range, length, minlength, maxlength, regex, required, datetime) are accepted but not
+# enforced: the parameter then matches any one segment.
+_CONSTRAINTS = {
+    "int": r"-?\d+",
+    "long": r"-?\d+",
+    "bool": r"(?:true|false)",
+    "alpha": r"[a-z]+",
+    "guid": r"\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?",
+    "double": r"-?(?:\d+\.?\d*|\.\d+)",
+    "float": r"-?(?:\d+\.?\d*|\.\d+)",
+    "decimal": r"-?(?:\d+\.?\d*|\.\d+)",
+}
+_PARAM = re.compile(r"\{([^{}]+)\}")
+# Inbound precedence of a segment, as ASP.NET Core ranks routes: lower is tried first.
+_LITERAL, _COMPLEX, _CONSTRAINED, _PARAMETER, _CATCH_ALL = 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    regex: str
+    optional: bool
+    catch_all: bool
+    constrained: bool
+
+
+def _parse_param(text: str) -> _Param:
+    catch_all = text.startswith("*")
+    text = text.lstrip("*")
+    optional = text.endswith("?")
+    text = text.rstrip("?")
+    text, has_default, _default = text.partition("=")
+    name, *constraints = text.split(":")
+    name = name.strip()
+    if not name.isidentifier():
+        raise ValueError(f"route parameter {name!r} is not a name this host can serve")
+    regex = r"[^/]+"
+    for constraint in constraints:
+        known = _CONSTRAINTS.get(constraint.strip().lower())
+        if known:
+            regex = known
+            break
+    return _Param(name, regex, optional or bool(has_default), catch_all, bool(constraints))
+
+
+def _segment(segment: str) -> tuple[str, int]:
+    """One path segment of a route template as (regex including its leading slash, precedence)."""
+    whole = _PARAM.fullmatch(segment)
+    if whole:
+        param = _parse_param(whole.group(1))
+        if param.catch_all:
+            return f"(?:/(?P<{param.name}>.*))?", _CATCH_ALL
+        piece = f"/(?P<{param.name}>{param.regex})"
+        if param.optional:
+            return f"(?:{piece})?", _PARAMETER
+        return piece, _CONSTRAINED if param.constrained else _PARAMETER
+    if not _PARAM.search(segment):
+        return "/" + re.escape(segment), _LITERAL
+    # A complex segment: literal text around parameters, e.g. ``{name}.{ext}``.
+    pieces, pos = [], 0
+    for m in _PARAM.finditer(segment):
+        pieces.append(re.escape(segment[pos : m.start()]))
+        param = _parse_param(m.group(1))
+        # Greedy: delimiters are matched from the right, as ASP.NET Core does ({a}.{b} on x.y.z: a=x.y, b=z).
+        pieces.append(f"(?P<{param.name}>{param.regex})" + ("?" if param.optional else ""))
+        pos = m.end()
+    pieces.append(re.escape(segment[pos:]))
+    return "/" + "".join(pieces), _COMPLEX
+
+
+def _segments(route: str) -> list[str]:
+    return [s for s in route.strip("/").split("/") if s] if route.strip("/") else []
+
+
 def route_pattern(prefix: str, route: str) -> re.Pattern[str]:
-    """A Functions route template (``a/{id}``, ``{id:int}``, ``{opt?}``, ``{*rest}``) as a regex."""
-    parts = []
-    for segment in route.strip("/").split("/"):
+    """A Functions route template (``a/{id}``, ``{id:int}``, ``{opt?}``, ``{*rest}``) under the host's
+    routePrefix as a regex over the request path. Like the host, literals match case-insensitively, an
+    optional or catch-all parameter may be left out together with its slash, and a trailing slash is
+    allowed."""
+    body = "".join("/" + re.escape(s) for s in _segments(prefix))
+    body += "".join(_segment(s)[0] for s in _segments(route))
+    return re.compile("^" + body + "/?$", re.IGNORECASE)
 
-        def param(m: re.Match[str]) -> str:
-            name = m.group(1)
-            if name.startswith("*"):
-                return f"(?P<{name[1:].split(':')[0]}>.*)"
-            optional = name.endswith("?")
-            name = name.rstrip("?").split(":")[0]
-            return f"(?P<{name}>[^/]+)" + ("?" if optional else "")
 
-        parts.append(re.sub(r"\{([^}]+)\}", param, re.escape(segment).replace(r"\{", "{").replace(r"\}", "}")))
-    base = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    return re.compile("^" + base + "/" + "/".join(parts) + "/?$")
+def route_precedence(route: str) -> tuple[int, ...]:
+    """How the host orders routes that match the same path: literal segments before parameters,
+    constrained parameters before free ones, catch-alls last."""
+    return tuple(_segment(s)[1] for s in _segments(route))
+
+
+def _value(x: Any) -> str:
+    return str(getattr(x, "value", x))
 
 
 def index(app: func.FunctionApp, route_prefix: str) -> Index:
@@ -88,26 +190,26 @@ def index(app: func.FunctionApp, route_prefix: str) -> Index:
         trigger = function.get_trigger()
         name = function.get_function_name()
         if trigger.type == "httpTrigger":
-            methods = {str(getattr(m, "value", m)).upper() for m in (trigger.methods or [])} or {
-                "GET",
-                "POST",
-                "PUT",
-                "DELETE",
-                "PATCH",
-                "HEAD",
-                "OPTIONS",
-            }
-            level = str(getattr(trigger.auth_level, "value", trigger.auth_level) or "function").lower()
+            methods = {_value(m).upper() for m in (trigger.methods or [])} or set(ALL_METHODS)
+            level = _value(trigger.auth_level or "function").lower()
             route = trigger.route or name
             found.http.append(
                 HttpFunction(
-                    name, route, route_pattern(route_prefix, route), methods, level, function.get_user_function()
+                    name,
+                    route,
+                    route_pattern(route_prefix, route),
+                    methods,
+                    level,
+                    function.get_user_function(),
+                    arg_name=trigger.name,
+                    precedence=route_precedence(route),
                 )
             )
         elif trigger.type == "eventGridTrigger":
-            found.eventgrid[name] = EventGridFunction(name, function.get_user_function())
+            found.eventgrid[name] = EventGridFunction(name, function.get_user_function(), arg_name=trigger.name)
         else:
             found.other.append(f"{name} ({trigger.type})")
+    found.http.sort(key=lambda f: f.precedence)  # stable: registration order breaks ties
     return found
 
 
@@ -123,8 +225,51 @@ class Keys:
         if level == "anonymous":
             return True
         if level == "admin":
-            return presented == self.master
-        return presented in (self.function, self.master)
+            return _same(presented, self.master)
+        return _same(presented, self.function) or _same(presented, self.master)
+
+    def allows_eventgrid(self, presented: str | None) -> bool:
+        if not self.eventgrid:
+            return True
+        return _same(presented, self.eventgrid) or _same(presented, self.master)
+
+
+def _same(presented: str | None, key: str | None) -> bool:
+    return bool(presented) and bool(key) and secrets.compare_digest(str(presented), str(key))
+
+
+class _Context(func.Context):
+    """The ``context`` argument the Python worker passes to functions that declare one."""
+
+    def __init__(self, function_name: str, function_directory: str) -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+        self._function_directory = function_directory
+        self._local = threading.local()
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return self._function_directory
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return self._local
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
 
 
 class Host:
@@ -142,13 +287,15 @@ class Host:
         if max_workers:
             from concurrent.futures import ThreadPoolExecutor
 
-            self.web.on_startup.append(
-                lambda _app: asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers))
-            )
+            async def use_pool(_app: web.Application) -> None:
+                asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers))
+
+            self.web.on_startup.append(use_pool)
 
     def describe(self) -> list[str]:
+        prefix = "/" + self.route_prefix.strip("/") if self.route_prefix.strip("/") else ""
         lines = [
-            f"  {f.name}: [{','.join(sorted(f.methods))}] /{self.route_prefix}/{f.route} ({f.auth_level})"
+            f"  {f.name}: [{','.join(sorted(f.methods))}] {prefix}/{f.route.strip('/')} ({f.auth_level})"
             for f in self.index.http
         ]
         lines += [f"  {name}: eventGridTrigger {EVENTGRID_PATH}?functionName={name}" for name in self.index.eventgrid]
@@ -159,104 +306,138 @@ class Host:
     def _presented_key(request: web.Request) -> str | None:
         return request.headers.get("x-functions-key") or request.query.get("code")
 
+    async def _call(self, name: str, target: Any, arg_name: str, value: Any) -> Any:
+        """Call a user function the way the worker binds it: the trigger by its argument name, and a
+        ``context`` when the function declares one; async functions on the loop, others in a thread."""
+        parameters = inspect.signature(target).parameters
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if arg_name in parameters:
+            kwargs[arg_name] = value
+        else:
+            args = (value,)
+        if "context" in parameters and arg_name != "context":
+            kwargs["context"] = _Context(name, str(self.app_dir))
+        self.invocations += 1
+        if inspect.iscoroutinefunction(target):
+            return await target(*args, **kwargs)
+        return await asyncio.to_thread(target, *args, **kwargs)
+
     async def _http(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        for function in self.index.http:
-            m = function.pattern.match(path)
-            if not m:
-                continue
-            if request.method not in function.methods:
-                return web.Response(status=405)
-            if not self.keys.allows(function.auth_level, self._presented_key(request)):
-                return web.Response(status=401)
-            body = await request.read()
-            req = func.HttpRequest(
-                method=request.method,
-                url=str(request.url),
-                headers=dict(request.headers),
-                params={k: v for k, v in request.query.items() if k != "code"},
-                route_params={k: v for k, v in m.groupdict().items() if v is not None},
-                body=body,
-            )
-            self.invocations += 1
-            try:
-                response = await asyncio.to_thread(function.target, req)
-            except Exception:
-                log.exception("function %s failed", function.name)
-                return web.Response(status=500)
-            return web.Response(
-                status=response.status_code,
-                body=response.get_body(),
-                headers={k: v for k, v in response.headers.items() if k.lower() != "content-length"},
-            )
-        return web.Response(status=404, text="no function at this route")
+        matches = [(f, m) for f in self.index.http if (m := f.pattern.match(path))]
+        # As the Functions host routes: the HTTP method is part of the route, so a path served only
+        # for other methods is not found (404), not "method not allowed".
+        chosen = next(((f, m) for f, m in matches if request.method in f.methods), None)
+        if chosen is None:
+            return web.Response(status=404, text="no function at this route for this method")
+        function, m = chosen
+        if not self.keys.allows(function.auth_level, self._presented_key(request)):
+            return web.Response(status=401)
+        headers: dict[str, str] = {}
+        for key, value in request.headers.items():
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        req = func.HttpRequest(
+            method=request.method,
+            url=str(request.url),
+            headers=headers,
+            params={k: v for k, v in request.query.items() if k != "code"},
+            route_params={k: v for k, v in m.groupdict().items() if v},  # an absent catch-all is no value
+            body=await request.read(),
+        )
+        try:
+            response = await self._call(function.name, function.target, function.arg_name, req)
+            return _web_response(response)
+        except Exception:
+            log.exception("function %s failed", function.name)
+            return web.Response(status=500)
 
     async def _eventgrid(self, request: web.Request) -> web.Response:
-        if request.method != "POST":
+        if request.method not in ("POST", "OPTIONS"):
             return web.Response(status=405)
+        if not self.keys.allows_eventgrid(self._presented_key(request)):
+            return web.Response(status=401)
         name = request.query.get("functionName", "")
         function = self.index.eventgrid.get(name)
         if function is None:
-            return web.json_response({"error": f"no Event Grid function named {name!r}"}, status=404)
-        if self.keys.eventgrid and self._presented_key(request) != self.keys.eventgrid:
-            return web.Response(status=401)
-        kind = request.headers.get("aeg-event-type", "")
+            return web.json_response({"error": f"cannot find function: {name!r}"}, status=404)
+        if request.method == "OPTIONS":  # the CloudEvents abuse-protection handshake
+            origin = request.headers.get("WebHook-Request-Origin", "")
+            allowed = origin if origin in EVENTGRID_ORIGINS else EVENTGRID_ORIGINS[0]
+            return web.Response(status=200, headers={"WebHook-Allowed-Origin": allowed})
+        kind = request.headers.get("aeg-event-type", "").lower()
+        if kind == "unsubscribe":
+            return web.Response(status=202)
+        if kind not in ("subscriptionvalidation", "notification"):
+            return web.json_response({"error": "aeg-event-type header is required"}, status=400)
         try:
-            events = await request.json()
+            body = json.loads(await request.read())
         except ValueError:
             return web.json_response({"error": "body is not JSON"}, status=400)
-        if not isinstance(events, list):
-            events = [events]
-        if kind == "SubscriptionValidation":
-            for event in events:
-                if event.get("eventType") == "Microsoft.EventGrid.SubscriptionValidationEvent":
-                    return web.json_response({"validationResponse": event["data"]["validationCode"]})
-            return web.json_response({"error": "no validation event"}, status=400)
-        if kind not in ("Notification", "Unsubscribe"):
-            return web.json_response({"error": "aeg-event-type header is required"}, status=400)
-        if kind == "Unsubscribe":
-            return web.Response(status=202)
-        for event in events:
+        if kind == "subscriptionvalidation":
+            code = _validation_code(body)
+            if code is None:
+                return web.json_response({"error": "no validation code in the request"}, status=400)
+            log.info("Event Grid handshake for function %s", name)
+            return web.json_response({"validationResponse": code})
+        events = body if isinstance(body, list) else [body]
+        if not all(isinstance(e, dict) for e in events):
+            return web.json_response({"error": "expected a JSON object or an array of objects"}, status=400)
+        try:
+            converted = [_to_trigger_value(e) for e in events]
+        except (TypeError, ValueError) as exc:
+            return web.json_response({"error": f"not an Event Grid event: {exc}"}, status=400)
+
+        async def run(event: dict[str, Any], value: Any) -> bool:
             try:
-                grid_event = _to_event_grid_event(event)
-            except (KeyError, TypeError, ValueError) as exc:
-                return web.json_response({"error": f"not an Event Grid event: {exc}"}, status=400)
-            self.invocations += 1
-            try:
-                await asyncio.to_thread(function.target, grid_event)
+                await self._call(name, function.target, function.arg_name, value)
+                return True
             except Exception:
                 log.exception("function %s failed on event %s", name, event.get("id"))
-                # As the Functions host does: a failed invocation is a 500, and Event Grid retries.
-                return web.Response(status=500)
-        return web.Response(status=200)
+                return False
+
+        # As the Event Grid extension does: every event of the batch is invoked (concurrently), and one
+        # failure fails the whole delivery with 500, so Event Grid retries the batch.
+        results = await asyncio.gather(*(run(e, v) for e, v in zip(events, converted, strict=True)))
+        return web.Response(status=202 if all(results) else 500)
 
 
-def _to_event_grid_event(event: dict[str, Any]) -> func.EventGridEvent:
-    if "specversion" in event:  # CloudEvents schema
-        return func.EventGridEvent(
-            id=event["id"],
-            data=event.get("data"),
-            topic=event.get("source", ""),
-            subject=event.get("subject", ""),
-            event_type=event["type"],
-            event_time=_time(event.get("time")),
-            data_version=event.get("dataversion", ""),
-        )
-    return func.EventGridEvent(
-        id=event["id"],
-        data=event.get("data"),
-        topic=event.get("topic", ""),
-        subject=event.get("subject", ""),
-        event_type=event["eventType"],
-        event_time=_time(event.get("eventTime")),
-        data_version=event.get("dataVersion", ""),
-    )
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
+def _validation_code(body: Any) -> str | None:
+    """The validation code of a SubscriptionValidation request, as the Event Grid extension reads it:
+    ``[0].data.validationCode`` of an Event Grid schema array, or ``data.validationCode`` of a CloudEvent
+    (whose data may arrive JSON-encoded as a string)."""
+    try:
+        data = (body[0] if isinstance(body, list) else body)["data"]
+        if isinstance(data, str):
+            data = json.loads(data)
+        code = data["validationCode"]
+    except (IndexError, KeyError, TypeError, ValueError):
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return str(code) if code is not None else None
+
+
+def _to_trigger_value(event: dict[str, Any]) -> Any:
+    """What the Python worker hands an eventGridTrigger function: the azure-functions library's own
+    converter decides, so an Event Grid schema event is a ``func.EventGridEvent`` and a CloudEvents
+    schema event (one with ``specversion``) is a ``func.CloudEvent``."""
+    datum = meta.Datum(type="json", value=json.dumps(event))
+    return EventGridEventInConverter.decode(datum, trigger_metadata={})
+
+
+def _web_response(result: Any) -> web.Response:
+    """The function's return value as the worker and host turn it into an HTTP response."""
+    if isinstance(result, str):
+        return web.Response(status=200, body=result.encode(), content_type="text/plain", charset="utf-8")
+    if not isinstance(result, func.HttpResponse):
+        raise TypeError(f"an HTTP function returned {type(result).__name__}, not func.HttpResponse or str")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for key, value in result.headers.items():
+        if key.lower() not in ("content-length", "transfer-encoding"):
+            headers.add(key, value)
+    if "content-type" not in headers:
+        mimetype = result.mimetype or "text/plain"
+        headers["Content-Type"] = f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
+    return web.Response(status=result.status_code, body=result.get_body() or b"", headers=headers)
 
 
 def eventgrid_url(base: str, function_name: str, key: str | None = None) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,7 @@ class AppProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str]
+    function_key: str = ""
 
     @property
     def api(self) -> str:
@@ -63,6 +66,22 @@ class AppProcess:
 
     def eventgrid_url(self, function_name: str) -> str:
         return eventgrid_url(self.base_url, function_name)
+
+    def call_api(self, method: str, path: str, body: Any = None, *, key: str | None = None) -> tuple[int, Any]:
+        """Call the control API (function-key auth) and return (status, JSON body)."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json", "x-functions-key": self.function_key if key is None else key}
+        request = urllib.request.Request(f"{self.api}/{path.lstrip('/')}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw) if raw else None
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -117,6 +136,7 @@ def start_app(
     settings = app_settings(sim, storage_connection, port, routing=routing, flows=flows, **extra)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
     env.update(settings)
+    env["DEVHOST_FUNCTION_KEY"] = function_key = secrets.token_urlsafe(24)
     env["PYTHONPATH"] = str(ROOT)
     env["NO_PROXY"] = "127.0.0.1,localhost"
     log_path = Path(tempfile.mkstemp(prefix="app-", suffix=".log")[1])
@@ -138,7 +158,7 @@ def start_app(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    app = AppProcess(f"http://127.0.0.1:{port}", process, log_path, settings)
+    app = AppProcess(f"http://127.0.0.1:{port}", process, log_path, settings, function_key)
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

@@ -103,6 +103,7 @@ class Recording(_Action):
     content: str = "audio"
     format: str = "wav"
     channel_order: list[str] = Field(default_factory=list)
+    pause_on_start: bool = False
 
 
 class CancelMedia(_Action):

@@ -245,9 +245,11 @@ class FlowEngine:
                 for i, t in enumerate(state.simring)
             ]
         actions: list[Action] = []
-        flow = self._flow(state)
         if self.recording.mode == "on_connect":
             actions.append(self._recording("start", state))
+        if not state.flow:
+            return actions  # the app only joined (placed or connected through the API without a flow)
+        flow = self._flow(state)
         if flow.on_tone and state.caller:
             state.continuous_dtmf = True
             actions.append(ContinuousDtmf(who=state.caller, context="continuous-dtmf"))

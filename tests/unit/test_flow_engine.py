@@ -866,3 +866,9 @@ def test_a_call_whose_flow_disappeared_is_hung_up(engine: FlowEngine, state: Cal
     redeployed = FlowEngine({})  # a new deployment without the call's flow
     hangup = only(redeployed.handle(state, no_input("main_menu#2")), Hangup)
     assert hangup.for_everyone is True
+
+
+def test_a_call_without_a_flow_only_joins(engine: FlowEngine) -> None:
+    state = new_state(flow="", status="dialing")
+    assert connected(engine, state) == []
+    assert state.status == "connected"

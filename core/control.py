@@ -1,0 +1,263 @@
+"""The control API's contract: request models, the table of operations, and its OpenAPI document.
+
+Every capability of the service's feature list is one operation here. The models validate the
+JSON a caller sends (errors name the field); the table is the single list that the HTTP layer
+serves, the OpenAPI document describes, and the tests compare against the registered routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .flows.model import KEYS, Prompt, Target
+
+RAW_ID = r"^(\+[1-9]\d{1,14}|\d+:.+)$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlaceCall(_Strict):
+    """Place an outbound call to one or more endpoints (a group call when several) into a flow."""
+
+    targets: list[Target] = Field(min_length=1, max_length=20)
+    caller_id: str | None = Field(
+        default=None,
+        pattern=r"^\+[1-9]\d{1,14}$",
+        description="Number shown to phone targets; required when calling a phone",
+    )
+    display_name: str | None = None
+    flow: str | None = Field(default=None, description="Flow to run once connected; none: the app only joins")
+    vars: dict[str, str] = Field(default_factory=dict, description="Call variables for the flow's prompts")
+
+    @model_validator(mode="after")
+    def _caller_id(self) -> PlaceCall:
+        if any(t.to.startswith("+") for t in self.targets) and not self.caller_id:
+            raise ValueError("caller_id is required to call a phone number")
+        if any(t.sip_headers or t.voip_headers for t in self.targets):
+            raise ValueError("custom SIP/VoIP headers go with add-participant and transfer; ACS takes none here")
+        return self
+
+
+class ConnectCall(_Strict):
+    """Connect the app to an ongoing call or a Room (exactly one locator)."""
+
+    server_call_id: str | None = None
+    group_call_id: str | None = None
+    room_id: str | None = None
+    flow: str | None = None
+    vars: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> ConnectCall:
+        if sum(bool(x) for x in (self.server_call_id, self.group_call_id, self.room_id)) != 1:
+            raise ValueError("give exactly one of server_call_id, group_call_id, room_id")
+        return self
+
+
+class Who(_Strict):
+    who: str = Field(pattern=RAW_ID, description="Participant: +E.164 number or raw id")
+
+
+class PlayRequest(_Strict):
+    prompts: list[Prompt] = Field(min_length=1)
+    to: str | None = Field(default=None, pattern=RAW_ID, description="One participant; none: everyone")
+    loop: bool = False
+
+
+class RecognizeChoice(_Strict):
+    label: str
+    phrases: list[str] = Field(default_factory=list)
+    key: str | None = Field(default=None, min_length=1, max_length=1)
+
+
+class RecognizeRequest(_Strict):
+    mode: Literal["dtmf", "choices", "speech", "speech_or_dtmf"]
+    target: str = Field(pattern=RAW_ID)
+    prompt: Prompt | None = None
+    choices: list[RecognizeChoice] = Field(default_factory=list)
+    max_tones: int = Field(default=1, ge=1, le=60)
+    stop_keys: str = ""
+    timeout_seconds: int = Field(default=5, ge=1, le=300)
+    speech_language: str | None = None
+
+    @model_validator(mode="after")
+    def _choices(self) -> RecognizeRequest:
+        if self.mode == "choices" and not self.choices:
+            raise ValueError("choices are required for mode choices")
+        bad = [k for k in self.stop_keys + "".join(c.key or "" for c in self.choices) if k not in KEYS]
+        if bad:
+            raise ValueError(f"{''.join(bad)!r} are not DTMF keys")
+        return self
+
+
+class TransferRequest(_Strict):
+    target: Target
+    transferee: str | None = Field(
+        default=None, pattern=RAW_ID, description="In a group call: the participant to transfer"
+    )
+
+
+class AddParticipantRequest(_Strict):
+    target: Target
+    timeout_seconds: int = Field(default=30, ge=1, le=180)
+
+
+class CancelAddRequest(_Strict):
+    invitation_id: str = Field(min_length=1)
+
+
+class HoldRequest(_Strict):
+    who: str = Field(pattern=RAW_ID)
+    music: Prompt | None = None
+
+
+class SendDtmfRequest(_Strict):
+    to: str = Field(pattern=RAW_ID)
+    tones: str = Field(min_length=1, max_length=18)
+
+    @model_validator(mode="after")
+    def _keys(self) -> SendDtmfRequest:
+        bad = [k for k in self.tones if k not in KEYS]
+        if bad:
+            raise ValueError(f"{''.join(bad)!r} are not DTMF keys")
+        return self
+
+
+class StartRecordingRequest(_Strict):
+    channel: Literal["mixed", "unmixed"] | None = None
+    content: Literal["audio", "audioVideo"] | None = None
+    format: Literal["wav", "mp3", "mp4"] | None = None
+    pause_on_start: bool = False
+
+
+class RecordingRequest(_Strict):
+    recording_id: str = Field(min_length=1)
+
+
+class Empty(_Strict):
+    pass
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    method: str
+    path: str  # below /api
+    summary: str
+    request: type[BaseModel] | None = None
+    success: int = 200
+
+
+CALL = "calls/{call_connection_id}"
+ACTIONS: dict[str, tuple[type[BaseModel], str]] = {
+    "play": (PlayRequest, "Play audio (file, text-to-speech, SSML) to everyone or one participant"),
+    "recognize": (RecognizeRequest, "Recognize DTMF, choices or speech; the result is in GET calls/{id}"),
+    "transfer": (TransferRequest, "Blind-transfer a 1:1 call, or a participant of a group call"),
+    "add-participant": (AddParticipantRequest, "Add an endpoint, with custom SIP/VoIP context"),
+    "cancel-add-participant": (CancelAddRequest, "Cancel a pending add"),
+    "remove-participant": (Who, "Remove a participant"),
+    "mute": (Who, "Mute a participant"),
+    "hold": (HoldRequest, "Put a participant on hold, with music"),
+    "unhold": (Who, "Take a participant off hold"),
+    "send-dtmf": (SendDtmfRequest, "Send DTMF tones to a participant"),
+    "start-continuous-dtmf": (Who, "Start continuous DTMF recognition"),
+    "stop-continuous-dtmf": (Who, "Stop continuous DTMF recognition"),
+    "cancel-media": (Empty, "Cancel all media operations"),
+    "start-recording": (StartRecordingRequest, "Start recording the call"),
+    "pause-recording": (RecordingRequest, "Pause a recording"),
+    "resume-recording": (RecordingRequest, "Resume a recording"),
+    "stop-recording": (RecordingRequest, "Stop a recording"),
+    "hang-up": (Empty, "Hang up the app's leg (the call goes on for the others)"),
+    "terminate": (Empty, "End the call for everyone"),
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("place_call", "POST", "calls", "Place an outbound call into a flow", PlaceCall, 201),
+    Operation("connect_call", "POST", "connections", "Connect to an ongoing call or a Room", ConnectCall, 201),
+    Operation("get_call", "GET", CALL, "Call state, and results of control-API actions"),
+    Operation("list_participants", "GET", CALL + "/participants", "List all participants"),
+    Operation("get_participant", "GET", CALL + "/participants/{participant}", "Get one participant"),
+    *(
+        Operation(f"call_{name.replace('-', '_')}", "POST", f"{CALL}/{name}", summary, model, 202)
+        for name, (model, summary) in ACTIONS.items()
+    ),
+)
+
+
+class RequestError(ValueError):
+    """A request the API refuses; ``fields`` names what is wrong."""
+
+    def __init__(self, message: str, fields: list[dict[str, str]] | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.fields = fields or []
+        self.status = status
+
+    def body(self) -> dict[str, Any]:
+        return {"error": str(self), "fields": self.fields}
+
+
+def parse(model: type[BaseModel], body: bytes) -> Any:
+    """Validate a JSON body; errors name each faulty field."""
+    import json
+
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise RequestError(f"body is not JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]} for e in exc.errors()]
+        names = ", ".join(f["field"] for f in fields)
+        raise RequestError(f"invalid request: {names}", fields) from None
+
+
+def openapi() -> dict[str, Any]:
+    """The control API as OpenAPI 3.1 (request schemas from the models above)."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {
+            "operationId": op.name,
+            "summary": op.summary,
+            "security": [{"functionKey": []}],
+            "responses": {
+                str(op.success): {"description": "Done", "content": {"application/json": {}}},
+                "400": {"description": "Invalid request; `fields` names each problem"},
+                "401": {"description": "Missing or wrong function key"},
+                "404": {"description": "No such call, participant or recording"},
+                "502": {"description": "Communication Services failed; retry"},
+            },
+        }
+        params = [name.strip("{}") for name in op.path.split("/") if name.startswith("{")]
+        if params:
+            entry["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
+            ]
+        if op.request is not None:
+            schema = op.request.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[op.request.__name__] = schema
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.request.__name__}"}}},
+            }
+        paths.setdefault(f"/api/{op.path}", {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Call workflows control API",
+            "version": "1.0.0",
+            "description": "Drive Azure Communication Services calls through the app.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+        },
+    }

@@ -1,0 +1,236 @@
+"""The control API's operations: plain functions over validated requests.
+
+Actions on a call go through the same executor the flows use, with an operation context
+``api:<id>`` (so the flow engine leaves their events alone and keeps their results) and, when
+the call is one of the app's, an operation callback URL back to the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from core import control
+from core.control import RequestError
+from core.executor import identifier
+from core.flows import actions as act
+from core.flows.engine import API_CONTEXT
+from core.runtime import Runtime
+from core.state import CallState, StateNotFound
+
+log = logging.getLogger("handlers.control")
+
+
+def raw(number_or_id: str) -> str:
+    return "4:" + number_or_id if number_or_id.startswith("+") else number_or_id
+
+
+def _acs_error(exc: Exception) -> RequestError:
+    """An SDK failure as the API's answer: the service's 4xx passes through, anything else is a 502."""
+    status = getattr(exc, "status_code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429):
+        return RequestError(f"Communication Services refused: {message.splitlines()[0]}", status=status)
+    return RequestError(f"Communication Services failed: {message.splitlines()[0]}", status=502)
+
+
+def _check_flow(runtime: Runtime, flow: str | None) -> None:
+    if flow and flow not in runtime.settings.flows:
+        raise RequestError(
+            f"unknown flow {flow!r}",
+            [{"field": "flow", "message": f"not one of {', '.join(sorted(runtime.settings.flows))}"}],
+        )
+
+
+def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
+    _check_flow(runtime, req.flow)
+    call_ref = str(uuid.uuid4())
+    first = req.targets[0].to
+    state = CallState(
+        call_ref=call_ref,
+        flow=req.flow or "",
+        status="dialing",
+        caller=raw(first),
+        callee=raw(req.caller_id) if req.caller_id else "",
+        vars=dict(req.vars),
+    )
+    state.note(f"placed through the API to {', '.join(t.to for t in req.targets)}")
+    runtime.store.create(state)
+    targets = [identifier(t.to) for t in req.targets]
+    try:
+        props = runtime.executor.client.create_call(
+            targets if len(targets) > 1 else targets[0],
+            runtime.callback_url(call_ref),
+            source_caller_id_number=identifier(req.caller_id) if req.caller_id else None,
+            source_display_name=req.display_name,
+            operation_context="place",
+            cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+        )
+    except Exception as exc:
+        raise _acs_error(exc) from exc
+    runtime.store.index(props.call_connection_id or "", call_ref)
+    return {
+        "call_ref": call_ref,
+        "call_connection_id": props.call_connection_id,
+        "server_call_id": props.server_call_id,
+        "state": str(props.call_connection_state or ""),
+    }
+
+
+def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
+    _check_flow(runtime, req.flow)
+    call_ref = str(uuid.uuid4())
+    state = CallState(call_ref=call_ref, flow=req.flow or "", status="dialing", vars=dict(req.vars))
+    state.note("connecting through the API")
+    runtime.store.create(state)
+    locator = (
+        {"server_call_id": req.server_call_id}
+        if req.server_call_id
+        else {"group_call_id": req.group_call_id}
+        if req.group_call_id
+        else {"room_id": req.room_id}
+    )
+    try:
+        props = runtime.executor.client.connect_call(
+            runtime.callback_url(call_ref),
+            cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+            operation_context="connect",
+            **locator,
+        )
+    except Exception as exc:
+        raise _acs_error(exc) from exc
+    runtime.store.index(props.call_connection_id or "", call_ref)
+    return {
+        "call_ref": call_ref,
+        "call_connection_id": props.call_connection_id,
+        "server_call_id": props.server_call_id,
+        "state": str(props.call_connection_state or ""),
+    }
+
+
+def _participant(p: Any) -> dict[str, Any]:
+    return {"id": p.identifier.raw_id, "is_muted": bool(p.is_muted), "is_on_hold": bool(p.is_on_hold)}
+
+
+def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
+    try:
+        props = runtime.executor.client.get_call_connection(call_connection_id).get_call_properties()
+    except Exception as exc:
+        raise _acs_error(exc) from exc
+    body: dict[str, Any] = {
+        "call_connection_id": props.call_connection_id,
+        "server_call_id": props.server_call_id,
+        "state": str(props.call_connection_state or ""),
+        "correlation_id": props.correlation_id,
+        "targets": [t.raw_id for t in props.targets or []],
+        "source": props.source.raw_id if props.source else None,
+    }
+    call_ref = runtime.store.lookup(call_connection_id)
+    if call_ref:
+        try:
+            state, _ = runtime.store.get(call_ref)
+        except StateNotFound:
+            state = None
+        if state is not None:
+            body["app"] = {
+                "call_ref": call_ref,
+                "flow": state.flow,
+                "node": state.node,
+                "status": state.status,
+                "participants": state.participants,
+                "vars": state.vars,
+                "outcome": state.outcome,
+                "recording_id": state.recording_id or None,
+            }
+    return body
+
+
+def list_participants(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
+    try:
+        participants = list(runtime.executor.client.get_call_connection(call_connection_id).list_participants())
+    except Exception as exc:
+        raise _acs_error(exc) from exc
+    return {"participants": [_participant(p) for p in participants]}
+
+
+def get_participant(call_connection_id: str, participant: str, runtime: Runtime) -> dict[str, Any]:
+    try:
+        found = runtime.executor.client.get_call_connection(call_connection_id).get_participant(identifier(participant))
+    except Exception as exc:
+        raise _acs_error(exc) from exc
+    return _participant(found)
+
+
+def _action_for(name: str, req: Any, context: str) -> act.Action:
+    """The request of one call action as the executor's action."""
+    match name:
+        case "play":
+            return act.Play(prompts=req.prompts, to=req.to, loop=req.loop, context=context)
+        case "recognize":
+            return act.Recognize(
+                mode=req.mode,
+                target=req.target,
+                prompts=[req.prompt] if req.prompt else [],
+                choices=[c.model_dump() for c in req.choices],
+                max_tones=req.max_tones,
+                stop_keys=req.stop_keys,
+                silence_timeout=req.timeout_seconds,
+                speech_language=req.speech_language,
+                context=context,
+            )
+        case "transfer":
+            return act.Transfer(target=req.target, transferee=req.transferee, context=context)
+        case "add-participant":
+            return act.AddParticipant(target=req.target, timeout_seconds=req.timeout_seconds, context=context)
+        case "cancel-add-participant":
+            return act.CancelAddParticipant(invitation_id=req.invitation_id, context=context)
+        case "remove-participant":
+            return act.RemoveParticipant(who=req.who, context=context)
+        case "mute":
+            return act.Mute(who=req.who, context=context)
+        case "hold":
+            return act.Hold(who=req.who, music=req.music, context=context)
+        case "unhold":
+            return act.Unhold(who=req.who, context=context)
+        case "send-dtmf":
+            return act.SendDtmf(tones=req.tones, to=req.to, context=context)
+        case "start-continuous-dtmf" | "stop-continuous-dtmf":
+            return act.ContinuousDtmf(who=req.who, start=name.startswith("start"), context=context)
+        case "cancel-media":
+            return act.CancelMedia(context=context)
+        case "start-recording":
+            return act.Recording(
+                op="start",
+                channel=req.channel or "unmixed",
+                content=req.content or "audio",
+                format=req.format or "wav",
+                pause_on_start=req.pause_on_start,
+                context=context,
+            )
+        case "pause-recording" | "resume-recording" | "stop-recording":
+            return act.Recording(op=name.split("-")[0], recording_id=req.recording_id, context=context)
+        case "hang-up" | "terminate":
+            return act.Hangup(for_everyone=name == "terminate", context=context)
+    raise RequestError(f"unknown action {name!r}", status=404)
+
+
+def call_action(call_connection_id: str, name: str, body: bytes, runtime: Runtime) -> dict[str, Any]:
+    if name not in control.ACTIONS:
+        raise RequestError(f"unknown action {name!r}; see /api/openapi.json", status=404)
+    model, _ = control.ACTIONS[name]
+    req = control.parse(model, body)
+    context = f"{API_CONTEXT}{name}:{uuid.uuid4().hex[:12]}"
+    action = _action_for(name, req, context)
+    call_ref = runtime.store.lookup(call_connection_id)
+    if call_ref:
+        action.callback_url = runtime.callback_url(call_ref)
+    server_call_id = ""
+    if isinstance(action, act.Recording) and action.op == "start":
+        server_call_id = get_call(call_connection_id, runtime)["server_call_id"]
+    try:
+        result = runtime.executor.run(call_connection_id, server_call_id, action)
+    except Exception as exc:
+        raise _acs_error(exc) from exc
+    log.info("control API %s on %s (%s)", name, call_connection_id, context)
+    return {"operation_context": context, **result}
