@@ -44,6 +44,8 @@ def main() -> None:
     if settings.exists():
         for key, value in json.loads(settings.read_text()).get("Values", {}).items():
             os.environ.setdefault(key, str(value))
+    # As the Functions host does for its workers (Core Tools: Development; Azure: Production).
+    os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     keys = Keys(eventgrid=args.eventgrid_key or None)
     if args.function_key:
