@@ -7,6 +7,7 @@ import logging
 
 from core.dispatch import callbacks
 from core.events import CallEvent
+from core.lifecycle import call_ended
 from core.runtime import Runtime
 
 log = logging.getLogger("handlers.callbacks")
@@ -25,6 +26,7 @@ def call_connected(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
 def call_disconnected(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     state = runtime.advance(call_ref, event)
     log.info("call disconnected: %s; outcome %s", event.result.message, state.outcome)
+    call_ended(state, runtime)
 
 
 @callbacks.on("ConnectFailed")
@@ -32,13 +34,13 @@ def connect_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.warning(
         "connecting to the call failed: %s (%s/%s)", event.result.message, event.result.code, event.result.sub_code
     )
-    runtime.advance(call_ref, event)
+    call_ended(runtime.advance(call_ref, event), runtime)
 
 
 @callbacks.on("CreateCallFailed", "AnswerFailed")
 def call_setup_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.warning("%s: %s (%s/%s)", event.type, event.result.message, event.result.code, event.result.sub_code)
-    runtime.advance(call_ref, event)
+    call_ended(runtime.advance(call_ref, event), runtime)
 
 
 @callbacks.on("ParticipantsUpdated")
