@@ -33,3 +33,20 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+
+# Infrastructure checks: checkov (Bicep, offline) in its own venv, since checkov pins an older
+# pycep-parser than tests/infra uses. Parsing and structural tests of infra/ run in `pytest`.
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+.PHONY: infra-check
+test: infra-check
+
+$(CHECKOV_STAMP): infra/checks/requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r infra/checks/requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
+infra-check: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/python infra/checks/run_checkov.py

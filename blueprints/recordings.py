@@ -4,9 +4,11 @@ import logging
 
 import azure.functions as func
 
+from core import clients
 from core.events import EventFormatError, RecordingFileStatus
 from core.observability import call_scope
-from handlers.recordings import handle_recording_file_status
+from core.runtime import get_runtime
+from handlers.recordings import handle_recording_file_status, server_call_id_of
 
 bp = func.Blueprint()
 log = logging.getLogger("blueprints.recordings")
@@ -23,6 +25,8 @@ def recording_file_status(event: func.EventGridEvent) -> None:
     except EventFormatError as exc:
         log.error("malformed RecordingFileStatusUpdated %s: %s", event.id, exc)
         return
-    with call_scope("RecordingFileStatusUpdated"):
-        report = handle_recording_file_status(status)
-        log.info("recording event %s: %d chunk(s)", event.id, report.chunks)
+    with call_scope("RecordingFileStatusUpdated", server_call_id=server_call_id_of(status.subject)):
+        settings = get_runtime().settings
+        report = handle_recording_file_status(status, clients.recording_copier(settings), clients.state_store(settings),
+                                              clients.event_filter(settings))
+        log.info("recording event %s: %d chunk(s) copied", event.id, len(report.chunks))

@@ -14,9 +14,10 @@ from .settings import Settings
 if TYPE_CHECKING:
     from azure.communication.callautomation import CallAutomationClient
 
+    from .records import RecordStore
     from .state import EventFilter, StateStore
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # factories call each other (the copier makes a blob client)
 _cache: dict[str, Any] = {}
 
 
@@ -64,6 +65,61 @@ def event_filter(settings: Settings) -> EventFilter:
 
     s = settings.storage
     return _once("events", lambda: EventFilter.connect(s.connection_string, s.table_endpoint, s.events_table))
+
+
+def blob_service(settings: Settings) -> Any:
+    def make() -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        s = settings.storage
+        if s.connection_string:
+            return BlobServiceClient.from_connection_string(s.connection_string)
+        return BlobServiceClient(s.blob_endpoint or "", credential=credential())
+
+    return _once("blob", make)
+
+
+def http_session() -> Any:
+    """One requests session (the HTTP library the SDKs use), pooling connections to ACS's recording hosts."""
+
+    def make() -> Any:
+        import requests
+
+        session = requests.Session()
+        session.trust_env = False  # recording downloads carry credentials: no proxies from the environment
+        return session
+
+    return _once("http", make)
+
+
+def recording_copier(settings: Settings) -> Any:
+    def make() -> Any:
+        from .recording_copy import HostAllowList, RecordingAuth, RecordingCopier
+
+        rec = settings.recording
+        auth = RecordingAuth(settings.acs_endpoint, settings.acs_access_key,
+                             None if settings.acs_access_key else credential())
+        container = blob_service(settings).get_container_client(rec.container)
+        return RecordingCopier(container=container, session=http_session(), auth=auth,
+                               allow=HostAllowList(rec.allowed_hosts), delete_after_copy=rec.delete_after_copy,
+                               split=rec.split_participants)
+
+    return _once("copier", make)
+
+
+def outbound_table(settings: Settings) -> Any:
+    """The table of campaigns and number-masking sessions (OUTBOUND_TABLE)."""
+    from .state import _table_client
+
+    s = settings.storage
+    return _once("outbound", lambda: _table_client(s.connection_string, s.table_endpoint, s.outbound_table))
+
+
+def call_records(settings: Settings) -> RecordStore:
+    from .records import RecordStore
+
+    s = settings.storage
+    return _once("records", lambda: RecordStore.connect(s.connection_string, s.table_endpoint, s.records_table))
 
 
 def reset() -> None:

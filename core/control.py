@@ -8,7 +8,7 @@ serves, the OpenAPI document describes, and the tests compare against the regist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -143,6 +143,51 @@ class Empty(_Strict):
     pass
 
 
+PHONE = r"^\+[1-9]\d{1,14}$"
+
+
+class StartCampaign(_Strict):
+    """Call a list of numbers into a flow, at most ``concurrency`` calls at a time."""
+
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="Your id for the campaign: a repeated request with it returns the campaign (and places any "
+        "call a failed attempt left unplaced) instead of starting another",
+    )
+    numbers: list[Annotated[str, Field(pattern=RAW_ID)]] = Field(
+        min_length=1, max_length=1000, description="Who to call: +E.164 numbers or raw ids; repeats are called once"
+    )
+    caller_id: str | None = Field(default=None, pattern=PHONE, description="Number shown to phone targets")
+    flow: str = Field(default="outage_notice", description="Flow each answered call runs")
+    vars: dict[str, str] = Field(default_factory=dict, description="Call variables for the flow's prompts")
+    concurrency: int = Field(default=5, ge=1, le=50, description="Most calls live at once")
+
+    @model_validator(mode="after")
+    def _caller_id(self) -> StartCampaign:
+        if any(n.startswith(("+", "4:")) for n in self.numbers) and not self.caller_id:
+            raise ValueError("caller_id is required to call a phone number")
+        return self
+
+
+class MaskingSessionRequest(_Strict):
+    """Let two parties call each other through a masked number, neither seeing the other's number."""
+
+    masked_number: str = Field(pattern=PHONE, description="One of your numbers, routed by a rule of type mask")
+    party_a: str = Field(pattern=RAW_ID, description="+E.164 number (or raw id) of one party, e.g. the buyer")
+    party_b: str = Field(pattern=RAW_ID, description="The other party, e.g. the seller")
+    ttl_minutes: int = Field(default=1440, ge=1, le=43200, description="How long the session lasts")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MaskingSessionRequest:
+        plain = {p[2:] if p.startswith("4:") else p for p in (self.party_a, self.party_b)}
+        if len(plain) != 2:
+            raise ValueError("party_a and party_b must differ")
+        if self.masked_number in plain:
+            raise ValueError("the masked number cannot be a party")
+        return self
+
+
 @dataclass(frozen=True)
 class Operation:
     name: str
@@ -151,6 +196,7 @@ class Operation:
     summary: str
     request: type[BaseModel] | None = None
     success: int = 200
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON schema type, description)
 
 
 CALL = "calls/{call_connection_id}"
@@ -185,6 +231,36 @@ OPERATIONS: tuple[Operation, ...] = (
     *(
         Operation(f"call_{name.replace('-', '_')}", "POST", f"{CALL}/{name}", summary, model, 202)
         for name, (model, summary) in ACTIONS.items()
+    ),
+    Operation(
+        "start_campaign",
+        "POST",
+        "campaigns",
+        "Call a list of numbers into a flow (default outage_notice), a bounded number at a time",
+        StartCampaign,
+        201,
+    ),
+    Operation("get_campaign", "GET", "campaigns/{campaign_id}", "A campaign's progress and each number's result"),
+    Operation(
+        "create_masking_session",
+        "POST",
+        "masking",
+        "Connect two parties through a masked number without revealing either",
+        MaskingSessionRequest,
+        201,
+    ),
+    Operation(
+        "list_records",
+        "GET",
+        "records",
+        "Recent calls' records, newest first",
+        query=(("limit", "integer", "How many calls (1-100, default 20)"),),
+    ),
+    Operation(
+        "get_record",
+        "GET",
+        "records/{server_call_id}",
+        "One call's record: start, end, duration, participants, end reason and the flows' outcomes",
     ),
 )
 
@@ -239,6 +315,10 @@ def openapi() -> dict[str, Any]:
             entry["parameters"] = [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
             ]
+        for name, kind, description in op.query:
+            entry.setdefault("parameters", []).append(
+                {"name": name, "in": "query", "required": False, "description": description, "schema": {"type": kind}}
+            )
         if op.request is not None:
             schema = op.request.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))

@@ -3,7 +3,8 @@
 A rule matches on the called number, the caller (exact, prefix or regular expression), business
 hours in a named time zone, and custom SIP/VoIP headers. Its action answers into a flow,
 redirects (forward to one target; sim-ring to several, done by answering and inviting all of
-them at once, since ACS redirects to one target only), or rejects with ACS's reasons.
+them at once, since ACS redirects to one target only), rejects with ACS's reasons, or masks
+(connects the caller to the other party of a number-masking session).
 """
 
 from __future__ import annotations
@@ -152,7 +153,18 @@ class RejectAction(_Strict):
     reason: Literal["none", "busy", "forbidden"] = "none"
 
 
-Action = Annotated[AnswerAction | RedirectAction | RejectAction, Field(discriminator="type")]
+class MaskAction(_Strict):
+    """Number masking on the called number: a caller in a masking session there is answered into ``flow``
+    with the call variables ``peer`` (the other party) and ``masked_number``; anyone else is answered into
+    ``unknown_flow`` (a polite message), or rejected with ``reason`` when there is none."""
+
+    type: Literal["mask"]
+    flow: str = "number_masking"
+    unknown_flow: str | None = None
+    reason: Literal["none", "busy", "forbidden"] = "none"
+
+
+Action = Annotated[AnswerAction | RedirectAction | RejectAction | MaskAction, Field(discriminator="type")]
 
 
 class Rule(_Strict):
@@ -215,3 +227,15 @@ def route(rules: RoutingRules, facts: CallFacts) -> Rule:
         if rule_matches(rule, facts):
             return rule
     return rules.default_rule()
+
+
+def resolve_mask(
+    action: MaskAction, to: str, peer: str | None
+) -> tuple[AnswerAction | RejectAction, dict[str, str]]:
+    """What a mask rule does for one call, given the caller's peer in a session on ``to`` (None: no session)."""
+    masked = _number(to)
+    if peer:
+        return AnswerAction(type="answer", flow=action.flow), {"peer": peer, "masked_number": masked}
+    if action.unknown_flow:
+        return AnswerAction(type="answer", flow=action.unknown_flow), {"masked_number": masked}
+    return RejectAction(type="reject", reason=action.reason), {}

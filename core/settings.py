@@ -87,6 +87,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("APP_STORAGE__blobServiceUri", "Blob endpoint for QA recordings (managed identity)."),
     SettingSpec("STATE_TABLE", "Table of per-call state.", default="callstate"),
     SettingSpec("EVENTS_TABLE", "Table of processed event ids (duplicate filter).", default="callevents"),
+    SettingSpec(
+        "RECORDS_TABLE",
+        "Table of call records for reporting (Event Grid call events and the flows' outcomes).",
+        default="callrecords",
+    ),
+    SettingSpec("OUTBOUND_TABLE", "Table of call campaigns and number-masking sessions.", default="outbound"),
     SettingSpec("RECORDING_MODE", "When to record: off, on_connect, after_consent or on_demand.", default="off"),
     SettingSpec("RECORDING_CHANNEL", "unmixed (one channel per participant) or mixed.", default="unmixed"),
     SettingSpec("RECORDING_CONTENT", "audio or audioVideo.", default="audio"),
@@ -101,6 +107,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "RECORDING_DELETE_AFTER_COPY",
         "true: delete the recording from ACS after its copy is verified.",
         default="false",
+    ),
+    SettingSpec(
+        "RECORDING_SPLIT_PARTICIPANTS",
+        "true: also write one mono WAV per participant from an unmixed recording.",
+        default="true",
     ),
     SettingSpec("LOG_LEVEL", "Python log level of the app's loggers.", default="INFO"),
     SettingSpec(
@@ -123,6 +134,8 @@ class StorageSettings:
     blob_endpoint: str | None
     state_table: str
     events_table: str
+    records_table: str = "callrecords"
+    outbound_table: str = "outbound"
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,7 @@ class RecordingSettings:
     container: str
     allowed_hosts: tuple[str, ...]
     delete_after_copy: bool
+    split_participants: bool = True
 
 
 @dataclass(frozen=True)
@@ -274,12 +288,12 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         raise SettingsError(_pydantic_message("ROUTING_RULES", exc)) from None
     flows = load_flows(env, root)
     for rule in [*routing.rules, routing.default_rule()]:
-        flow = getattr(rule.action, "flow", None)
-        if flow and flow not in flows:
-            raise SettingsError(
-                f"setting ROUTING_RULES: rule {rule.name!r} answers into unknown flow {flow!r} "
-                f"(flows: {', '.join(sorted(flows))})"
-            )
+        for flow in (getattr(rule.action, "flow", None), getattr(rule.action, "unknown_flow", None)):
+            if flow and flow not in flows:
+                raise SettingsError(
+                    f"setting ROUTING_RULES: rule {rule.name!r} answers into unknown flow {flow!r} "
+                    f"(flows: {', '.join(sorted(flows))})"
+                )
 
     cognitive = (
         _url("COGNITIVE_SERVICES_ENDPOINT", env["COGNITIVE_SERVICES_ENDPOINT"])
@@ -307,6 +321,7 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         container=get("RECORDINGS_CONTAINER"),
         allowed_hosts=tuple(h.strip().lower() for h in get("RECORDING_ALLOWED_HOSTS").split(",") if h.strip()),
         delete_after_copy=_bool("RECORDING_DELETE_AFTER_COPY", get("RECORDING_DELETE_AFTER_COPY")),
+        split_participants=_bool("RECORDING_SPLIT_PARTICIPANTS", get("RECORDING_SPLIT_PARTICIPANTS")),
     )
     log_level = get("LOG_LEVEL").upper()
     _choice("LOG_LEVEL", log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -321,7 +336,15 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         cognitive_services_endpoint=cognitive,
         routing=routing,
         flows=flows,
-        storage=StorageSettings(connection, table_endpoint, blob_endpoint, get("STATE_TABLE"), get("EVENTS_TABLE")),
+        storage=StorageSettings(
+            connection,
+            table_endpoint,
+            blob_endpoint,
+            get("STATE_TABLE"),
+            get("EVENTS_TABLE"),
+            records_table=get("RECORDS_TABLE"),
+            outbound_table=get("OUTBOUND_TABLE"),
+        ),
         recording=recording,
         log_level=log_level,
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,

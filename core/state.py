@@ -46,6 +46,7 @@ class CallState(BaseModel):
     simring: list[str] = Field(default_factory=list)
     simring_failed: int = 0
     simring_timeout: int = 30
+    campaign: str = ""  # id of the campaign that placed this call, if any
     recording_id: str = ""
     recording_state: str = ""
     continuous_dtmf: bool = False
@@ -54,6 +55,8 @@ class CallState(BaseModel):
     outcome: dict[str, Any] = Field(default_factory=dict)
     history: list[str] = Field(default_factory=list)
     stale_events: int = 0
+    connected_at: str = ""  # times of the app's leg (CallConnected, and the event that ended it)
+    ended_at: str = ""
 
     def mark_handled(self, event_id: str) -> None:
         self.handled.append(event_id)
@@ -153,6 +156,14 @@ class StateStore:
                 log.info("state of %s changed concurrently; retrying (%d)", call_ref, attempt + 1)
                 time.sleep(0.005 * (attempt + 1))
         raise StateConflict(f"{call_ref}: gave up after {attempts} conflicting updates")
+
+    def find_by_server_call(self, server_call_id: str) -> CallState | None:
+        """The app's state of a call, by the service's server call id (recording events carry only that)."""
+        self._ensure()
+        escaped = server_call_id.replace("'", "''")
+        for entity in self._table.query_entities(f"serverCallId eq '{escaped}'"):
+            return CallState.model_validate_json(entity["data"])
+        return None
 
     def index(self, call_connection_id: str, call_ref: str) -> None:
         """Remember which call a call connection id belongs to (the control API is addressed by it)."""

@@ -114,18 +114,23 @@ def _participant(p: Any) -> dict[str, Any]:
 
 
 def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
+    props = None
     try:
         props = runtime.executor.client.get_call_connection(call_connection_id).get_call_properties()
     except Exception as exc:
-        raise _acs_error(exc) from exc
-    body: dict[str, Any] = {
-        "call_connection_id": props.call_connection_id,
-        "server_call_id": props.server_call_id,
-        "state": str(props.call_connection_state or ""),
-        "correlation_id": props.correlation_id,
-        "targets": [t.raw_id for t in props.targets or []],
-        "source": props.source.raw_id if props.source else None,
-    }
+        # The service forgets a call once it ends; the app's state of it (vars, outcome) remains.
+        if getattr(exc, "status_code", None) != 404 or not runtime.store.lookup(call_connection_id):
+            raise _acs_error(exc) from exc
+    body: dict[str, Any] = {"call_connection_id": call_connection_id, "server_call_id": None, "state": "disconnected"}
+    if props is not None:
+        body = {
+            "call_connection_id": props.call_connection_id,
+            "server_call_id": props.server_call_id,
+            "state": str(props.call_connection_state or ""),
+            "correlation_id": props.correlation_id,
+            "targets": [t.raw_id for t in props.targets or []],
+            "source": props.source.raw_id if props.source else None,
+        }
     call_ref = runtime.store.lookup(call_connection_id)
     if call_ref:
         try:
@@ -133,6 +138,7 @@ def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
         except StateNotFound:
             state = None
         if state is not None:
+            body["server_call_id"] = body["server_call_id"] or state.server_call_id or None
             body["app"] = {
                 "call_ref": call_ref,
                 "flow": state.flow,

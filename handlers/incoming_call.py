@@ -15,7 +15,7 @@ from typing import Any
 
 from core.events import IncomingCall
 from core.executor import identifier
-from core.routing import AnswerAction, CallFacts, RedirectAction, RejectAction, route
+from core.routing import AnswerAction, CallFacts, MaskAction, RedirectAction, RejectAction, route
 from core.runtime import Runtime, derived_id, http_date, is_permanent
 from core.state import CallState
 
@@ -62,6 +62,11 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
     action = rule.action
     client = runtime.executor.client
     log.info("incoming call from %s to %s matched rule %s -> %s", call.caller, call.to, rule.name, action.type)
+    call_vars: dict[str, str] = {}
+    if isinstance(action, MaskAction):
+        from handlers.masking import route_masked
+
+        action, call_vars = route_masked(action, call.to, call.caller, runtime)
     try:
         if isinstance(action, RejectAction):
             client.reject_call(
@@ -79,6 +84,7 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
             callee=call.to,
             server_call_id=call.server_call_id,
             correlation_id=call.correlation_id,
+            vars=call_vars,
         )
         if isinstance(action, AnswerAction):
             state.flow = action.flow
@@ -98,6 +104,7 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
             **_repeatability(call, "answer", sent),
         )
         log.info("answered: call connection %s", props.call_connection_id)
+        runtime.store.index(props.call_connection_id or "", call_ref)  # the control API addresses it by that id
         return Outcome(rule.name, kind, call_ref, props.call_connection_id or "")
     except Exception as exc:
         if is_permanent(exc):

@@ -1,15 +1,19 @@
-"""RecordingFileStatusUpdated: a recording's files are ready at ACS.
+"""RecordingFileStatusUpdated: copy every chunk of the recording into the QA container.
 
-The streaming copy into Blob Storage (verified, per chunk, per participant) is the recordings
-issue's work; here the event is parsed, checked and dispatched, and its chunks are reported.
+Each chunk is streamed from ACS into Blob Storage, verified, and (for unmixed audio) split per
+participant; see core/recording_copy.py. A failure raises, so Event Grid delivers the event
+again and the copy is redone; a URL outside the allow-list is refused, logged, and never fetched.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Any
 
 from core.events import RecordingFileStatus
+from core.recording_copy import CallInfo, ChunkResult, RefusedUrl
 
 log = logging.getLogger("handlers.recordings")
 
@@ -17,11 +21,51 @@ log = logging.getLogger("handlers.recordings")
 @dataclass(frozen=True)
 class RecordingReport:
     event_id: str
-    chunks: int
-    documents: tuple[str, ...]
+    server_call_id: str
+    chunks: list[ChunkResult] = field(default_factory=list)
+    refused: str | None = None
+    duplicate: bool = False
 
 
-def handle_recording_file_status(status: RecordingFileStatus) -> RecordingReport:
-    for chunk in status.chunks:
-        log.info("recording chunk %d (%s) ready at %s", chunk.index, chunk.document_id, chunk.content_location)
-    return RecordingReport(status.event_id, len(status.chunks), tuple(c.document_id for c in status.chunks))
+def server_call_id_of(subject: str) -> str:
+    """``/recording/call/{callId}/serverCallId/{serverCallId}`` -> the server call id."""
+    m = re.search(r"/serverCallId/([^/]+)", subject or "")
+    return m.group(1) if m else ""
+
+
+def handle_recording_file_status(status: RecordingFileStatus, copier: Any, store: Any,
+                                 events: Any | None = None) -> RecordingReport:
+    """Copy every chunk; ``events`` (the duplicate filter) keeps a duplicate delivery from copying
+    the same recording at the same time as the first."""
+    server_call_id = server_call_id_of(status.subject)
+    if events is not None and not events.claim("recordings", status.event_id):
+        log.info("duplicate recording event %s: already handled or being handled", status.event_id)
+        return RecordingReport(status.event_id, server_call_id, duplicate=True)
+    try:
+        report = _copy_all(status, server_call_id, copier, store)
+    except Exception:
+        if events is not None:
+            events.release("recordings", status.event_id)
+        raise
+    if events is not None:
+        events.done("recordings", status.event_id)
+    return report
+
+
+def _copy_all(status: RecordingFileStatus, server_call_id: str, copier: Any, store: Any) -> RecordingReport:
+    state = store.find_by_server_call(server_call_id) if server_call_id else None
+    info = CallInfo(server_call_id=server_call_id or "unknown-call",
+                    recording_id=state.recording_id if state else "",
+                    caller=state.caller if state else "",
+                    call_connection_id=state.call_connection_id if state else "")
+    results = []
+    try:
+        for chunk in sorted(status.chunks, key=lambda c: c.index):
+            results.append(copier.copy_chunk(chunk, info, start_time=status.start_time,
+                                             channel_type=status.channel_type, format_type=status.format_type,
+                                             duration_ms=status.duration_ms))
+    except RefusedUrl as exc:
+        # Never fetched and never retried: a URL like this is a misconfiguration or an attack.
+        log.error("recording event %s refused: %s", status.event_id, exc)
+        return RecordingReport(status.event_id, server_call_id, results, refused=str(exc))
+    return RecordingReport(status.event_id, server_call_id, results)

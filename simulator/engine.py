@@ -402,15 +402,29 @@ class Engine:
         behaviour: Behaviour | None = None,
         ring_timeout: float | None = None,
         parties: dict[str, Behaviour] | None = None,
+        members: list[str] | None = None,
     ) -> tuple[ServerCall, Offer]:
-        """A party calls one of the resource's numbers: IncomingCall goes out over Event Grid."""
+        """A party calls one of the resource's numbers: IncomingCall goes out over Event Grid.
+
+        With ``members``, the call is a group call already going on among the caller and them, into
+        which the app is invited (answering it is answering a group call)."""
         caller, callee = normalize(caller), normalize(callee)
-        call = self.new_call(label)
+        members = [normalize(m) for m in members or []]
+        call = self.new_call(label, group_call_id=str(uuid.uuid4()) if members else None)
         call.started_by = caller
         call.parties = {normalize(k): v for k, v in (parties or {}).items()}
         party = Participant(caller, behaviour or self.behaviour_of(caller), role="caller")
         call.participants[caller] = party
         call.ever_joined.append(caller)
+        if members:
+            call.state = "established"  # the group call goes on whether or not the app answers
+            for raw in members:
+                self._join(call, raw, quiet=True)
+            self.publish(call, "CallStarted", f"call/{call.id}/startedBy/{caller}", self._calling_props(call))
+            for raw in [caller, *members]:
+                self._participant_added_eg(call, raw)
+            for raw in members:
+                self._schedule_timed_steps(call, raw)
         ttl = ring_timeout if ring_timeout is not None else self.config.ring_timeout
         rule = self.faults.take("incoming_context")
         if rule is not None:
@@ -418,7 +432,9 @@ class Engine:
         context = _incoming_context(call.id)
         offer = Offer(context, call, caller, callee, time.monotonic(), ttl)
         self.offers[context] = offer
-        call.timeline.add("party", f"{caller} calls {callee}")
+        call.timeline.add(
+            "party", f"{caller} calls {callee}" + (f" from a call with {', '.join(members)}" if members else "")
+        )
         data: dict[str, Any] = {
             "to": model_of(callee),
             "from": model_of(caller),
@@ -821,15 +837,16 @@ class Engine:
         context = body.get("operationContext")
         url = self._op_callback(conn, body)
         headers = body.get("customCallingContext") or {}
+        group = len(conn.call.participants) > 1
         conn.state = "transferring"
         conn.call.timeline.add(
             "call", f"transfer to {target}" + (f" with headers {json.dumps(headers)}" if headers else "")
         )
-        self.spawn(self._do_transfer(conn, target, transferee, context, url), "transfer")
+        self.spawn(self._do_transfer(conn, target, transferee, context, url, group=group), "transfer")
         return 202, {"operationContext": context} if context is not None else {}
 
     async def _do_transfer(
-        self, conn: Connection, target: str, transferee: str | None, context: str | None, url: str
+        self, conn: Connection, target: str, transferee: str | None, context: str | None, url: str, group: bool = False
     ) -> None:
         call = conn.call
         result = await self._ring_result(call, target)
@@ -855,6 +872,16 @@ class Engine:
             url=url,
             context=context,
         )
+        if group and transferee:
+            # A participant of a group call: they leave, the target takes their place, the app stays.
+            conn.state = "connected"
+            call.timeline.add("party", f"{transferee} leaves: transferred to {target}")
+            self._leave(call, transferee, rc.TRANSFER_ACCEPTED)
+            self._join(call, target)
+            self._participant_added_eg(call, target)
+            self._participants_updated(call)
+            self._schedule_timed_steps(call, target)
+            return
         self._join(call, target)
         call.outcome = f"transferred to {target}"
         self._participant_added_eg(call, target)

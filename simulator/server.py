@@ -517,6 +517,9 @@ class Simulator:
             raise web.HTTPBadRequest(text=str(exc)) from None
         if not body.get("from") or not body.get("to"):
             raise web.HTTPBadRequest(text="'from' and 'to' are required")
+        members = body.get("members") or []
+        if not isinstance(members, list) or not all(isinstance(m, str) and m for m in members):
+            raise web.HTTPBadRequest(text="'members' must be a list of ids already in the call")
         call, offer = self.engine.ring(
             body["from"],
             body["to"],
@@ -526,6 +529,7 @@ class Simulator:
             behaviour=behaviour,
             ring_timeout=body.get("ring_timeout"),
             parties=call_parties,
+            members=members,
         )
         return _json(
             201, {"serverCallId": call.id, "correlationId": call.correlation_id, "incomingCallContext": offer.context}

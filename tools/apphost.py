@@ -23,6 +23,7 @@ from devhost.host import eventgrid_url
 
 ROOT = Path(__file__).resolve().parents[1]
 AI_ENDPOINT = "https://ai-sim.cognitiveservices.azure.com/"
+CALL_RECORD_EVENTS = ("CallStarted", "CallEnded", "CallParticipantAdded", "CallParticipantRemoved")
 
 DEFAULT_ROUTING: dict[str, Any] = {
     "rules": [
@@ -179,13 +180,12 @@ def start_app(
 
 
 def subscribe_eventgrid(sim: Any, app: AppProcess) -> None:
-    for function, event_type in (
-        ("incoming_call", "Microsoft.Communication.IncomingCall"),
-        ("recording_file_status", "Microsoft.Communication.RecordingFileStatusUpdated"),
+    for function, types in (
+        ("incoming_call", ["Microsoft.Communication.IncomingCall"]),
+        ("recording_file_status", ["Microsoft.Communication.RecordingFileStatusUpdated"]),
+        ("call_records", [f"Microsoft.Communication.{t}" for t in CALL_RECORD_EVENTS]),
     ):
-        body = json.dumps(
-            {"endpoint": app.eventgrid_url(function), "eventTypes": [event_type], "name": function}
-        ).encode()
+        body = json.dumps({"endpoint": app.eventgrid_url(function), "eventTypes": types, "name": function}).encode()
         request = urllib.request.Request(
             sim.endpoint + "/__sim/eventgrid/subscriptions",
             data=body,

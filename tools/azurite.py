@@ -62,6 +62,19 @@ class Azurite:
         shutil.rmtree(self.location, ignore_errors=True)
 
 
+def restart(azurite: Azurite, *, down_for: float = 0.0, timeout: float = 30.0) -> None:
+    """Stop Azurite and start it again on the same ports and data (a storage outage, then recovery)."""
+    import time
+
+    if azurite.process.poll() is None:
+        azurite.process.terminate()
+        azurite.process.wait(timeout=10)
+    time.sleep(down_for)
+    azurite.process = _spawn(azurite.location, azurite.blob_port, azurite.queue_port, azurite.table_port)
+    for port in (azurite.blob_port, azurite.queue_port, azurite.table_port):
+        _wait(port, azurite.process, timeout)
+
+
 def binary() -> Path:
     path = ROOT / "node_modules" / ".bin" / "azurite"
     if not path.exists():
@@ -69,10 +82,8 @@ def binary() -> Path:
     return path
 
 
-def start(timeout: float = 30.0) -> Azurite:
-    location = Path(tempfile.mkdtemp(prefix="azurite-"))
-    blob, queue, table = _free_port(), _free_port(), _free_port()
-    process = subprocess.Popen(
+def _spawn(location: Path, blob: int, queue: int, table: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             str(binary()),
             "--silent",
@@ -95,12 +106,18 @@ def start(timeout: float = 30.0) -> Azurite:
             str(table),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
-    azurite = Azurite(blob, queue, table, process, location)
+
+
+def start(timeout: float = 30.0) -> Azurite:
+    """Azurite on free loopback ports, its data in a new temp folder."""
+    location = Path(tempfile.mkdtemp(prefix="azurite-"))
+    blob, queue, table = _free_port(), _free_port(), _free_port()
+    azurite = Azurite(blob, queue, table, _spawn(location, blob, queue, table), location)
     try:
         for port in (blob, queue, table):
-            _wait(port, process, timeout)
+            _wait(port, azurite.process, timeout)
     except Exception:
         azurite.stop()
         raise

@@ -148,7 +148,8 @@ class FlowEngine:
 
     def handle(self, state: CallState, event: CallEvent) -> list[Action]:
         """Advance the call for one event; return what to do on the call."""
-        if (event.operation_context or "").startswith(API_CONTEXT):
+        # A CallDisconnected after a transfer carries the transfer's context: it must not replace its result.
+        if (event.operation_context or "").startswith(API_CONTEXT) and event.type != "CallDisconnected":
             self._api_result(state, event)
         return [render(action, state.vars) for action in self._handle(state, event)]
 
@@ -178,6 +179,7 @@ class FlowEngine:
             state.correlation_id = event.correlation_id
         kind = event.type
         if kind == "CallConnected":
+            state.connected_at = state.connected_at or event.time or ""
             return self._connected(state)
         if kind == "ParticipantsUpdated":
             state.participants = event.participants
@@ -185,10 +187,13 @@ class FlowEngine:
         if kind == "CallDisconnected":
             state.outcome.setdefault("ended", event.result.message or "disconnected")
             state.status = "ended"
+            state.ended_at = state.ended_at or event.time or ""
             return []
         if kind in ("ConnectFailed", "CreateCallFailed", "AnswerFailed"):
             state.status = "ended"
+            state.ended_at = state.ended_at or event.time or ""
             state.outcome["failed"] = f"{kind}: {event.result.message}"
+            state.outcome["failed_code"] = event.result.code  # 408 no answer, 486 busy, 603 declined
             return []
         if kind == "RecordingStateChanged":
             state.recording_id = event.recording_id or state.recording_id

@@ -50,7 +50,7 @@ class AppStack:
             summary = self.summary(call_id)
             connections = summary["connections"]
             if summary["state"] == "ended" or (connections and all(c["state"] == "disconnected" for c in connections)):
-                self.ctl("GET", "/__sim/idle?timeout=10")
+                self.ctl("GET", "/__sim/idle?timeout=5")
                 return summary
             time.sleep(0.05)
         raise AssertionError(f"call did not finish in {timeout}s:\n{self.timeline(call_id)}\n{self.app.logs()[-4000:]}")

@@ -137,7 +137,9 @@ def test_health_reports_settings_and_dependencies(stack):
         report = json.loads(response.read())
     assert response.status == 200
     assert report["status"] == "ok"
-    assert report["settings"]["flows"] == ["customer_service"]
+    assert report["settings"]["flows"] == [
+        "appointment_reminder", "customer_service", "number_masking", "number_masking_unknown", "outage_notice"
+    ]
     assert report["settings"]["acs_auth"] == "access key"
     assert set(report["dependencies"]) == {"acs", "callback_keys", "state_table"}
     assert all(d["ok"] for d in report["dependencies"].values())

@@ -38,6 +38,12 @@ EXPECTED: dict[str, tuple[str, str | None, frozenset[str] | None, str | None]] =
     ),
     "call_action": ("httpTrigger", "calls/{call_connection_id}/{action}", frozenset({"POST"}), "function"),
     "openapi": ("httpTrigger", "openapi.json", frozenset({"GET"}), "anonymous"),
+    "call_records": ("eventGridTrigger", None, None, None),
+    "list_records": ("httpTrigger", "records", frozenset({"GET"}), "function"),
+    "get_record": ("httpTrigger", "records/{server_call_id}", frozenset({"GET"}), "function"),
+    "start_campaign": ("httpTrigger", "campaigns", frozenset({"POST"}), "function"),
+    "get_campaign": ("httpTrigger", "campaigns/{campaign_id}", frozenset({"GET"}), "function"),
+    "create_masking_session": ("httpTrigger", "masking", frozenset({"POST"}), "function"),
 }
 # A request path each HTTP function must serve, and the route parameters it gets.
 SAMPLE_PATHS = {
@@ -53,6 +59,11 @@ SAMPLE_PATHS = {
     ),
     "call_action": ("POST", "/api/calls/abc-1/play", {"call_connection_id": "abc-1", "action": "play"}),
     "openapi": ("GET", "/api/openapi.json", {}),
+    "list_records": ("GET", "/api/records", {}),
+    "get_record": ("GET", "/api/records/c2VydmVyLWNhbGw", {"server_call_id": "c2VydmVyLWNhbGw"}),
+    "start_campaign": ("POST", "/api/campaigns", {}),
+    "get_campaign": ("GET", "/api/campaigns/c-1", {"campaign_id": "c-1"}),
+    "create_masking_session": ("POST", "/api/masking", {}),
 }
 
 

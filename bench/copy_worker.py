@@ -1,0 +1,72 @@
+"""One measured transfer, in a process of its own so its peak memory is its own.
+
+    python -m bench.copy_worker MODE EVENT_JSON ENDPOINT ACCESS_KEY STORAGE_CONNECTION
+
+MODE: handler (the app's real RecordingFileStatusUpdated handler), naive (what public samples do:
+download the whole recording into memory, then upload it), raw (download only, bytes discarded).
+Prints one JSON line: seconds, bytes, peak RSS in MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import uuid
+
+import requests
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    mode, event_json, endpoint, key, storage = sys.argv[1:6]
+    event = json.loads(event_json)
+    from core.events import RecordingFileStatus
+    from core.recording_copy import HostAllowList, RecordingAuth, RecordingCopier
+
+    status = RecordingFileStatus.parse(event["id"], event["subject"], event["data"])
+    chunk = status.chunks[0]
+    auth = RecordingAuth(endpoint, key)
+    session = requests.Session()
+    session.trust_env = False
+    baseline_rss = peak_rss_mib()
+    started = time.perf_counter()
+    copied = 0
+    if mode == "raw":
+        with session.get(chunk.content_location, headers=auth.headers("GET", chunk.content_location), stream=True,
+                         timeout=60) as response:
+            for block in response.iter_content(1024 * 1024):
+                copied += len(block)
+    elif mode == "naive":
+        from azure.storage.blob import BlobServiceClient
+
+        data = session.get(chunk.content_location, headers=auth.headers("GET", chunk.content_location),
+                           timeout=600).content
+        copied = len(data)
+        container = BlobServiceClient.from_connection_string(storage).get_container_client("bench-naive")
+        if not container.exists():
+            container.create_container()
+        container.upload_blob(f"naive-{uuid.uuid4().hex}.wav", data, overwrite=True)
+    else:
+        from azure.storage.blob import BlobServiceClient
+
+        from core.recording_copy import CallInfo
+
+        container = BlobServiceClient.from_connection_string(storage).get_container_client("bench-handler")
+        copier = RecordingCopier(container=container, session=session, auth=auth,
+                                 allow=HostAllowList(["127.0.0.1"]), split=True)
+        result = copier.copy_chunk(chunk, CallInfo(server_call_id=f"bench-{uuid.uuid4().hex}"),
+                                   start_time=status.start_time, channel_type=status.channel_type,
+                                   format_type=status.format_type, duration_ms=status.duration_ms)
+        copied = result.size
+    seconds = time.perf_counter() - started
+    print(json.dumps({"mode": mode, "seconds": seconds, "bytes": copied, "peak_rss_mib": peak_rss_mib(),
+                      "rss_before_mib": baseline_rss}))
+
+
+if __name__ == "__main__":
+    main()

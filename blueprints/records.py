@@ -1,0 +1,59 @@
+"""Call records: the Event Grid trigger for the calling events, and the records API
+(GET /api/records, GET /api/records/{server_call_id}; function-key auth)."""
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from core.control import RequestError
+from core.events import EventFormatError
+from core.observability import call_scope
+from core.records import EVENT_TYPES, CallRecordEvent
+from handlers import records
+
+bp = func.Blueprint()
+log = logging.getLogger("blueprints.records")
+TYPES = {"Microsoft.Communication." + t for t in EVENT_TYPES}
+
+
+@bp.function_name("call_records")
+@bp.event_grid_trigger(arg_name="event")
+def call_records(event: func.EventGridEvent) -> None:
+    if event.event_type not in TYPES:
+        log.warning("ignored %s %s: this function takes %s", event.event_type, event.id, ", ".join(EVENT_TYPES))
+        return
+    try:
+        parsed = CallRecordEvent.parse(event.id, event.event_type, event.event_time, event.get_json(), event.subject)
+    except EventFormatError as exc:
+        # Redelivery cannot fix a malformed event; log it and let it go.
+        log.error("malformed %s %s: %s", event.event_type, event.id, exc)
+        return
+    correlation = parsed.fields.get("correlation_id")
+    with call_scope(parsed.type, server_call_id=parsed.server_call_id, correlation_id=correlation):
+        records.handle_call_record_event(parsed)
+
+
+def _json(status: int, body: Any) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _answer(work: Callable[[], Any]) -> func.HttpResponse:
+    try:
+        return _json(200, work())
+    except RequestError as exc:
+        return _json(exc.status, exc.body())
+
+
+@bp.function_name("list_records")
+@bp.route(route="records", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_records(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(lambda: records.list_records(req.params.get("limit")))
+
+
+@bp.function_name("get_record")
+@bp.route(route="records/{server_call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_record(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(lambda: records.get_record(req.route_params["server_call_id"]))

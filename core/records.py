@@ -1,0 +1,574 @@
+"""Call records for reporting, in Azure Table Storage: one record per server call id.
+
+A record is folded from rows, never edited in place, so it comes out the same whatever order
+the rows arrive in and however often each arrives:
+
+- one row per Event Grid event (CallStarted, CallEnded, CallParticipantAdded,
+  CallParticipantRemoved), keyed by the event's id: a redelivery writes nothing new;
+- one row per app leg, keyed by the call's reference: the flow's outcome when the call ended for
+  the app (an on_call_ended hook); a rerun of the hook rewrites the same row.
+
+Table layout (one table, ``RECORDS_TABLE``):
+
+    PartitionKey                RowKey                              what
+    c<hash of server call id>   ev-<event id>                       one Event Grid event's fields
+    c<hash of server call id>   flow-<call ref>                     one app leg's flow outcome
+    c<hash of server call id>   record                              the folded summary (ETag-guarded)
+    recent                      <inverted start time>-<s|e>-<hash>  the listing index: newest first
+
+After a row is written the summary is folded again from all rows of the call and written with
+a compare-and-swap on its ETag (a conflict re-reads and refolds), so concurrent deliveries of
+one call's events cannot lose each other's rows. The summary names its listing key; the key is
+the call's start (``s``: from CallStarted) or, until CallStarted arrives, the earliest moment
+known of it (``e``). Keys only move to new values (an ``e`` estimate only ever goes down, an
+``s`` key is never an ``e`` key), so a key the summary has left is never used again and can be
+deleted; the listing also skips and removes any such leftover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .events import PREFIX, EventFormatError, raw_id
+from .state import CallState
+
+log = logging.getLogger("core.records")
+
+EVENT_TYPES = ("CallStarted", "CallEnded", "CallParticipantAdded", "CallParticipantRemoved")
+EVENT_ROW = "ev-"
+FLOW_ROW = "flow-"
+RECORD_ROW = "record"
+LIST_PARTITION = "recent"
+MAX_MICROS = 9_999_999_999_999_999  # inverted timestamps: 19 digits, good for centuries
+LISTED_PARTICIPANTS = 50
+_ORDER = {"CallStarted": 0, "CallParticipantAdded": 1, "CallParticipantRemoved": 2, "CallEnded": 3}
+_UNSAFE_KEY_CHARS = set("/\\#?")
+
+
+class RecordConflict(Exception):
+    """The summary kept changing under us: let the delivery fail and come again."""
+
+
+# -- times ------------------------------------------------------------------------------------
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A UTC datetime from an ISO 8601 string (any fraction, ``Z`` or offset) or a datetime."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def iso(value: Any) -> str | None:
+    """A time as the records write it: UTC, microseconds, ``Z`` (so strings sort as times)."""
+    moment = parse_time(value)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z") if moment else None
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def call_key(server_call_id: str) -> str:
+    """The partition of a call: a hash, since server call ids may hold characters keys cannot."""
+    return "c" + hashlib.sha256(server_call_id.encode()).hexdigest()[:40]
+
+
+def safe_key(value: str) -> str:
+    """A row key part: the value itself when Table Storage takes it, else its hash."""
+    if value and len(value) <= 200 and not (_UNSAFE_KEY_CHARS & set(value)) and value.isprintable():
+        return value
+    return "h" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def index_key(record: dict[str, Any], server_call_id: str) -> str | None:
+    """The listing key of a record: newest first, ``s`` when the start is known, ``e`` while estimated."""
+    moment = parse_time(record.get("started_at"))
+    if moment is None:
+        return None
+    flag = "s" if record.get("started_at_source") == "CallStarted" else "e"
+    return f"{MAX_MICROS - _micros(moment):019d}-{flag}-{call_key(server_call_id)}"
+
+
+# -- Event Grid events ------------------------------------------------------------------------
+
+
+def _participant(props: Any) -> dict[str, Any] | None:
+    """An AcsCallParticipantProperties (or AcsCallEndedByProperties) as {id, role/kind, name}."""
+    if not isinstance(props, dict):
+        return None
+    identifier = raw_id(props.get("communicationIdentifier")) or raw_id(props)
+    if not identifier:
+        return None
+    out: dict[str, Any] = {"id": identifier}
+    for source, target in (("role", "role"), ("type", "kind"), ("kind", "kind"), ("name", "name")):
+        if props.get(source) not in (None, ""):
+            out.setdefault(target, props[source])
+    return out
+
+
+def _subject_call_id(subject: str | None) -> str:
+    # Event Grid subjects of calling events: call/{serverCallId}/startedBy/... or .../participant/...
+    if subject and subject.startswith("call/"):
+        return subject.split("/", 2)[1]
+    return ""
+
+
+@dataclass(frozen=True)
+class CallRecordEvent:
+    """One calling event of Event Grid (AcsCallStartedEventData etc.), reduced to what records keep."""
+
+    id: str
+    type: str  # short name, e.g. "CallEnded"
+    server_call_id: str
+    time: str | None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(
+        cls, event_id: str, event_type: str, event_time: Any, data: Any, subject: str | None = None
+    ) -> CallRecordEvent:
+        short = event_type[len(PREFIX) :] if event_type.startswith(PREFIX) else event_type
+        if short not in EVENT_TYPES:
+            raise EventFormatError(f"{event_type} is not a calling event the records take")
+        if not event_id:
+            raise EventFormatError(f"{short} has no id")
+        if not isinstance(data, dict):
+            raise EventFormatError(f"{short} data must be an object")
+        server_call_id = str(data.get("serverCallId") or _subject_call_id(subject))
+        if not server_call_id:
+            raise EventFormatError(f"{short} {event_id} has no serverCallId")
+        fields: dict[str, Any] = {}
+        for source, target in (("correlationId", "correlation_id"), ("isTwoParty", "is_two_party"),
+                               ("isRoomsCall", "is_rooms_call")):
+            if data.get(source) is not None:
+                fields[target] = data[source]
+        for source, target in (("group", "group_call_id"), ("room", "room_id")):
+            value = data.get(source)
+            if isinstance(value, dict) and value.get("id"):
+                fields[target] = str(value["id"])
+        started_by = _participant(data.get("startedBy"))
+        if started_by:
+            fields["started_by"] = started_by
+        if short in ("CallParticipantAdded", "CallParticipantRemoved"):
+            user = _participant(data.get("user"))
+            if not user:
+                raise EventFormatError(f"{short} {event_id} names no participant (user.communicationIdentifier)")
+            fields["participant"] = user
+            for source, target in (("displayName", "display_name"), ("participantId", "participant_id"),
+                                   ("userAgent", "user_agent")):
+                if data.get(source):
+                    fields[target] = str(data[source])
+        if short == "CallEnded":
+            ended_by = _participant(data.get("endedBy"))
+            if ended_by:
+                fields["ended_by"] = ended_by
+            reason = data.get("reason")
+            if isinstance(reason, dict):
+                fields["end_reason"] = {
+                    "code": reason.get("code"),
+                    "sub_code": reason.get("subCode"),
+                    "phrase": reason.get("phrase") or "",
+                }
+            duration = data.get("callDurationInSeconds")
+            if isinstance(duration, int | float) and not isinstance(duration, bool):
+                fields["duration_seconds"] = float(duration)
+        return cls(str(event_id), short, server_call_id, iso(event_time), fields)
+
+    def row(self) -> dict[str, Any]:
+        """As build_record takes it."""
+        return {"kind": "event", "id": self.id, "type": self.type, "time": self.time, "data": self.fields}
+
+
+# -- flow outcomes ----------------------------------------------------------------------------
+
+
+def flow_outcome(state: CallState) -> dict[str, Any]:
+    """What an app leg's flow did, from its final state."""
+    outcome = dict(state.outcome)
+    connected, ended = parse_time(state.connected_at), parse_time(state.ended_at)
+    duration = round((ended - connected).total_seconds(), 3) if connected and ended else None
+    return {
+        "call_ref": state.call_ref,
+        "call_connection_id": state.call_connection_id,
+        "correlation_id": state.correlation_id,
+        "flow": state.flow,
+        "status": state.status,
+        "caller": state.caller,
+        "callee": state.callee,
+        "connected_at": iso(state.connected_at),
+        "ended_at": iso(state.ended_at),
+        "duration_seconds": duration,
+        "menu_choices": outcome.get("menu", []),
+        "menu_misses": outcome.get("menu_misses", []),
+        "transfer_target": outcome.get("transfer_target"),
+        "transfer_result": outcome.get("transfer_result"),
+        "tones": outcome.get("tones", []),
+        "recording_id": state.recording_id or None,
+        "ended_reason": outcome.get("failed") or outcome.get("ended"),
+        "ended_by_flow": outcome.get("ended_by_flow"),
+        "outcome": outcome,
+    }
+
+
+def flow_row(flow: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "flow", "id": flow.get("call_ref") or "", "time": flow.get("connected_at"), "data": flow}
+
+
+# -- the fold ---------------------------------------------------------------------------------
+
+
+def _sessions(moves: list[tuple[str | None, int, str]]) -> list[dict[str, str | None]]:
+    """Join/leave moves of one participant (time, 0 added / 1 removed, event id) as sessions."""
+    sessions: list[dict[str, str | None]] = []
+    open_session: dict[str, str | None] | None = None
+    for moment, move, _ in sorted(moves, key=lambda m: (m[0] or "", m[1], m[2])):
+        if move == 0:
+            if open_session is None:  # a second join while in: the first one counts
+                open_session = {"joined_at": moment, "left_at": None}
+                sessions.append(open_session)
+        elif open_session is not None:
+            open_session["left_at"] = moment
+            open_session = None
+        else:  # a leave whose join has not arrived (or never will)
+            sessions.append({"joined_at": None, "left_at": moment})
+    return sessions
+
+
+def build_record(server_call_id: str, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Fold a call's rows into its record. The same rows in any order give the same record."""
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:  # a row seen twice (the same event id, the same app leg) counts once
+        unique.setdefault((row.get("kind") or "", row.get("id") or ""), row)
+    events = sorted(
+        (r for r in unique.values() if r.get("kind") == "event" and r.get("type") in _ORDER),
+        key=lambda r: (r.get("time") or "", _ORDER[r["type"]], r.get("id") or ""),
+    )
+    flows = sorted(
+        (r["data"] for r in unique.values() if r.get("kind") == "flow"),
+        key=lambda f: (f.get("connected_at") or f.get("ended_at") or "", f.get("call_ref") or ""),
+    )
+    started = [e for e in events if e["type"] == "CallStarted"]
+    ended = [e for e in events if e["type"] == "CallEnded"]
+
+    def first(name: str, among: list[dict[str, Any]] = events) -> Any:
+        for e in among:
+            if e["data"].get(name) not in (None, ""):
+                return e["data"][name]
+        return None
+
+    def last(name: str) -> Any:
+        for e in reversed(events):
+            if e["data"].get(name) is not None:
+                return e["data"][name]
+        return None
+
+    record: dict[str, Any] = {
+        "server_call_id": server_call_id,
+        "correlation_id": first("correlation_id") or next((f.get("correlation_id") for f in flows), None) or None,
+        "status": "ended" if ended else "active",
+        "complete": bool(started and ended),
+        "group_call_id": first("group_call_id"),
+        "room_id": first("room_id"),
+        "is_two_party": last("is_two_party"),
+        "is_rooms_call": any(e["data"].get("is_rooms_call") for e in events),
+        "started_by": first("started_by", started) or first("started_by"),
+    }
+
+    # Start and end: the service's events when they are in, else what the rows imply.
+    ended_at = ended[-1]["time"] if ended else None
+    duration = first("duration_seconds", ended) if ended else None
+    if started:
+        record["started_at"], record["started_at_source"] = started[0]["time"], "CallStarted"
+    else:
+        candidates = [parse_time(e["time"]) for e in events] + [
+            parse_time(f.get(k)) for f in flows for k in ("connected_at", "ended_at")
+        ]
+        if ended_at and duration is not None:
+            end = parse_time(ended_at)
+            candidates.append(end - timedelta(seconds=duration) if end else None)
+        known = [c for c in candidates if c is not None]
+        record["started_at"] = iso(min(known)) if known else None
+        record["started_at_source"] = "estimated" if known else None
+    record["ended_at"] = ended_at
+    if duration is None and record["started_at_source"] == "CallStarted" and ended_at:
+        start, end = parse_time(record["started_at"]), parse_time(ended_at)
+        duration = round((end - start).total_seconds(), 3) if start and end else None
+    record["duration_seconds"] = duration
+    record["ended_by"] = first("ended_by", ended) if ended else None
+    record["end_reason"] = first("end_reason", ended) if ended else None
+
+    # Participants: each join and leave, in time order, paired into sessions.
+    people: dict[str, dict[str, Any]] = {}
+    moves: dict[str, list[tuple[str | None, int, str]]] = {}
+    for e in events:
+        if e["type"] not in ("CallParticipantAdded", "CallParticipantRemoved"):
+            continue
+        who = e["data"]["participant"]
+        person = people.setdefault(
+            who["id"], {"id": who["id"], "role": None, "display_name": None, "user_agent": None, "participant_ids": []}
+        )
+        person["role"] = who.get("role") or person["role"]
+        for key in ("display_name", "user_agent"):
+            person[key] = e["data"].get(key) or person[key]
+        pid = e["data"].get("participant_id")
+        if pid and pid not in person["participant_ids"]:
+            person["participant_ids"].append(pid)
+        moves.setdefault(who["id"], []).append((e["time"], 0 if e["type"] == "CallParticipantAdded" else 1, e["id"]))
+    participants = []
+    for who, person in people.items():
+        sessions = _sessions(moves[who])
+        joins = [s["joined_at"] for s in sessions if s["joined_at"]]
+        leaves = [s["left_at"] for s in sessions if s["left_at"]]
+        still_in = bool(sessions) and sessions[-1]["left_at"] is None
+        participants.append(
+            {
+                **person,
+                "participant_ids": sorted(person["participant_ids"]),
+                "joined_at": min(joins) if joins else None,
+                "left_at": None if still_in or not leaves else max(leaves),
+                "sessions": sessions,
+            }
+        )
+    participants.sort(key=lambda p: (p["joined_at"] or p["left_at"] or "", p["id"]))
+    record["participants"] = participants
+    record["flows"] = flows
+    record["events"] = [{"id": e["id"], "type": e["type"], "time": e["time"]} for e in events]
+    return record
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a record the listing shows (bounded in size)."""
+    return {
+        "server_call_id": record["server_call_id"],
+        "correlation_id": record.get("correlation_id"),
+        "status": record.get("status"),
+        "complete": record.get("complete"),
+        "started_at": record.get("started_at"),
+        "started_at_source": record.get("started_at_source"),
+        "ended_at": record.get("ended_at"),
+        "duration_seconds": record.get("duration_seconds"),
+        "started_by": record.get("started_by"),
+        "end_reason": record.get("end_reason"),
+        "participant_count": len(record.get("participants") or []),
+        "participants": [p["id"] for p in (record.get("participants") or [])][:LISTED_PARTICIPANTS],
+        "flows": [
+            {
+                "flow": f.get("flow"),
+                "call_connection_id": f.get("call_connection_id"),
+                "menu_choices": [m.get("choice") for m in f.get("menu_choices") or [] if isinstance(m, dict)],
+                "transfer_target": f.get("transfer_target"),
+                "transfer_result": f.get("transfer_result"),
+                "ended_reason": f.get("ended_reason"),
+            }
+            for f in record.get("flows") or []
+        ],
+    }
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class RecordStore:
+    """Rows per call, the folded summary with ETag concurrency, and the newest-first index."""
+
+    def __init__(self, table: Any, attempts: int = 12) -> None:
+        self._table = table
+        self._attempts = attempts
+        self._ensured = False
+
+    @classmethod
+    def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> RecordStore:
+        from .state import _table_client
+
+        return cls(_table_client(connection_string, endpoint, table))
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            from azure.core.exceptions import ResourceExistsError
+
+            try:
+                self._table.create_table()
+            except ResourceExistsError:
+                pass
+            self._ensured = True
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def add_event(self, event: CallRecordEvent) -> dict[str, Any]:
+        """Keep one Event Grid event (once, however often delivered) and refold the call's summary."""
+        from azure.core.exceptions import ResourceExistsError
+
+        self._ensure()
+        time_ = event.time or iso(datetime.now(UTC))  # no eventTime: the moment it first came
+        entity = {
+            "PartitionKey": call_key(event.server_call_id),
+            "RowKey": EVENT_ROW + safe_key(event.id),
+            "kind": "event",
+            "eventId": event.id,
+            "type": event.type,
+            "time": time_,
+            "serverCallId": event.server_call_id,
+            "data": _dumps(event.fields),
+        }
+        try:
+            self._table.create_entity(entity)
+        except ResourceExistsError:
+            log.info("%s %s is in the record already (a redelivery)", event.type, event.id)
+        return self.refresh(event.server_call_id)
+
+    def add_flow(self, server_call_id: str, flow: dict[str, Any]) -> dict[str, Any]:
+        """Keep (or rewrite) an app leg's flow outcome and refold the call's summary."""
+        self._ensure()
+        self._table.upsert_entity(
+            {
+                "PartitionKey": call_key(server_call_id),
+                "RowKey": FLOW_ROW + safe_key(flow.get("call_ref") or flow.get("call_connection_id") or "app"),
+                "kind": "flow",
+                "time": flow.get("connected_at") or flow.get("ended_at") or "",
+                "serverCallId": server_call_id,
+                "data": _dumps(flow),
+            },
+            mode="replace",
+        )
+        return self.refresh(server_call_id)
+
+    def refresh(self, server_call_id: str) -> dict[str, Any]:
+        """Fold the call's rows into its summary (compare-and-swap), then index it for the listing."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        partition = call_key(server_call_id)
+        for attempt in range(self._attempts):
+            current: Any = None
+            try:
+                current = self._table.get_entity(partition_key=partition, row_key=RECORD_ROW)
+            except ResourceNotFoundError:
+                pass
+            record = build_record(server_call_id, self._rows(partition))
+            key = index_key(record, server_call_id)
+            old_key = (current or {}).get("indexKey") or None
+            stale = set(json.loads((current or {}).get("staleIndexKeys") or "[]"))
+            if old_key and old_key != key:
+                stale.add(old_key)
+            stale.discard(key)
+            summary = summarize(record)
+            entity = {
+                "PartitionKey": partition,
+                "RowKey": RECORD_ROW,
+                "serverCallId": server_call_id,
+                "status": record["status"],
+                "startedAt": record.get("started_at") or "",
+                "indexKey": key or "",
+                "staleIndexKeys": _dumps(sorted(stale)),
+                "summary": _dumps(summary),
+            }
+            try:
+                if current is None:
+                    self._table.create_entity(entity)
+                else:
+                    self._table.update_entity(
+                        entity,
+                        mode="replace",
+                        etag=current.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                log.info("record of %s changed concurrently; folding again (%d)", server_call_id, attempt + 1)
+                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+                continue
+            break
+        else:
+            raise RecordConflict(f"{server_call_id}: gave up after {self._attempts} conflicting updates")
+        if key:
+            self._table.upsert_entity(
+                {"PartitionKey": LIST_PARTITION, "RowKey": key, "serverCallId": server_call_id}, mode="replace"
+            )
+        for old in stale:  # keys the summary has left are never used again
+            self._delete(LIST_PARTITION, old)
+        return record
+
+    def _delete(self, partition: str, row: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._table.delete_entity(partition_key=partition, row_key=row)
+        except ResourceNotFoundError:
+            pass
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _rows(self, partition: str) -> list[dict[str, Any]]:
+        rows = []
+        for entity in self._table.query_entities(f"PartitionKey eq '{partition}'"):
+            kind = entity.get("kind")
+            if kind not in ("event", "flow"):
+                continue
+            rows.append(
+                {
+                    "kind": kind,
+                    "id": entity.get("eventId") or entity["RowKey"],
+                    "type": entity.get("type"),
+                    "time": entity.get("time") or None,
+                    "data": json.loads(entity.get("data") or "{}"),
+                }
+            )
+        return rows
+
+    def get(self, server_call_id: str) -> dict[str, Any] | None:
+        """One call's full record, folded now from its rows; None when nothing is known of it."""
+        self._ensure()
+        rows = self._rows(call_key(server_call_id))
+        return build_record(server_call_id, rows) if rows else None
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The latest calls, newest first: a range read of the index, each checked against its summary."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self._ensure()
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        query = self._table.query_entities(
+            f"PartitionKey eq '{LIST_PARTITION}'",
+            results_per_page=min(limit + 5, 1000),
+            select=["RowKey", "serverCallId"],
+        )
+        for entry in query:
+            server_call_id = entry.get("serverCallId") or ""
+            try:
+                current = self._table.get_entity(partition_key=call_key(server_call_id), row_key=RECORD_ROW)
+            except ResourceNotFoundError:
+                current = None
+            if current is None or current.get("indexKey") != entry["RowKey"] or server_call_id in seen:
+                # Left behind by a summary whose start moved (keys are never reused): drop it.
+                self._delete(LIST_PARTITION, entry["RowKey"])
+                continue
+            seen.add(server_call_id)
+            out.append(json.loads(current["summary"]))
+            if len(out) >= limit:
+                break
+        return out

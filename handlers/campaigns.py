@@ -1,0 +1,190 @@
+"""Campaigns: start one, report on it, and place the next call whenever one of its calls ends.
+
+The first ``concurrency`` numbers are called when the campaign starts; each call's end (a
+``core.lifecycle`` hook) records its result and claims the next numbers in one compare-and-swap
+on the campaign's row (``core.campaigns``), then places them. Placing is idempotent (the call
+reference and the CreateCall repeatability id derive from the campaign and the number's
+position): a redelivered event, a repeated request or another call's end places again only what
+is still unplaced, and a number is never called twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from core import clients, control
+from core.campaigns import Campaign, CampaignCall, CampaignNotFound, CampaignStore, call_result, missing_vars
+from core.control import RequestError
+from core.executor import identifier
+from core.lifecycle import on_call_ended
+from core.runtime import Runtime, derived_id, http_date, is_permanent
+from core.state import CallState, StateNotFound
+from handlers.control import raw
+
+log = logging.getLogger("handlers.campaigns")
+REPEATABILITY_WINDOW = timedelta(minutes=4)  # the service keeps repeatability ids for 5 minutes
+START = "start"
+
+
+def store(runtime: Runtime) -> CampaignStore:
+    return CampaignStore(clients.outbound_table(runtime.settings))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _ref(campaign_id: str):  # noqa: ANN202 - a small closure
+    return lambda index: derived_id("campaign", campaign_id, str(index))
+
+
+def _claim(campaign: Campaign, by: str) -> list[CampaignCall]:
+    return campaign.claim(by, _now(), http_date(), _ref(campaign.id))
+
+
+def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, Any]:
+    flow = runtime.settings.flows.get(req.flow)
+    if flow is None:
+        raise RequestError(
+            f"unknown flow {req.flow!r}",
+            [{"field": "flow", "message": f"not one of {', '.join(sorted(runtime.settings.flows))}"}],
+        )
+    missing = missing_vars(flow, req.vars)
+    if missing:
+        raise RequestError(
+            f"flow {req.flow} needs call variables {', '.join(missing)}",
+            [{"field": f"vars.{name}", "message": f"flow {req.flow} says {{{name}}}"} for name in missing],
+        )
+    numbers = list(dict.fromkeys(req.numbers))  # each number once, in order
+    campaign = Campaign(
+        id=req.id or str(uuid.uuid4()),
+        flow=req.flow,
+        caller_id=req.caller_id,
+        vars=dict(req.vars),
+        concurrency=req.concurrency,
+        created_at=_now(),
+        calls=[CampaignCall(number=n) for n in numbers],
+    )
+    campaigns = store(runtime)
+    if not campaigns.create(campaign):
+        existing, _ = campaigns.get(campaign.id)
+        if [c.number for c in existing.calls] != numbers or existing.flow != req.flow:
+            raise RequestError(
+                f"campaign {campaign.id} exists with other numbers or another flow",
+                [{"field": "id", "message": "already used"}],
+                status=409,
+            )
+        log.info("campaign %s requested again: placing what is still unplaced", campaign.id)
+    campaigns.mutate(campaign.id, lambda c: _claim(c, START))
+    log.info("campaign %s: %d numbers, %d at a time, flow %s", campaign.id, len(numbers), req.concurrency, req.flow)
+    return _place_claimed(runtime, campaign.id, START).describe()
+
+
+def get_campaign(campaign_id: str, runtime: Runtime) -> dict[str, Any]:
+    try:
+        campaign, _ = store(runtime).get(campaign_id)
+    except CampaignNotFound:
+        raise RequestError(f"no campaign {campaign_id}", status=404) from None
+    return campaign.describe()
+
+
+@on_call_ended
+def campaign_call_ended(state: CallState, runtime: Runtime) -> None:
+    """A campaign's call ended: record its result and call the next numbers the freed slot allows."""
+    if not state.campaign:
+        return
+
+    def change(campaign: Campaign) -> list[CampaignCall]:
+        status, detail, results = call_result(state, campaign.vars)
+        if campaign.finish(state.call_ref, status, detail, results, _now()):
+            log.info("campaign %s: %s -> %s %s", campaign.id, state.caller, status, detail)
+        return _claim(campaign, state.call_ref)
+
+    try:
+        store(runtime).mutate(state.campaign, change)
+    except CampaignNotFound:
+        log.warning("call %s names campaign %s, which does not exist", state.call_ref, state.campaign)
+        return
+    _place_claimed(runtime, state.campaign, state.call_ref)
+
+
+def _place_claimed(runtime: Runtime, campaign_id: str, by: str) -> Campaign:
+    """Place every claimed call not placed yet: those ``by`` just claimed, and any an earlier attempt left
+    unplaced (placing is idempotent, so two placers of one number make one call). A number the service
+    refuses for good counts as failed and frees its slot for the next, claimed by ``by``."""
+    campaigns = store(runtime)
+    while True:
+        campaign, _ = campaigns.get(campaign_id)
+        todo = [c for c in campaign.calls if c.status == "calling" and not c.call_connection_id]
+        if not todo:
+            return campaign
+        placed: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        transient: Exception | None = None
+        for entry in todo:
+            try:
+                placed[entry.call_ref] = _dial(runtime, campaign, entry)
+            except Exception as exc:
+                if not is_permanent(exc):
+                    transient = exc  # the request (or the event) fails and is retried: nothing is lost
+                    break
+                refused[entry.call_ref] = str(getattr(exc, "message", exc)).splitlines()[0]
+                log.warning("campaign %s: %s refused: %s", campaign_id, entry.number, refused[entry.call_ref])
+
+        def record(c: Campaign, placed: dict[str, str] = placed, refused: dict[str, str] = refused) -> None:
+            for entry in c.calls:
+                if entry.call_ref in placed and not entry.call_connection_id:
+                    entry.call_connection_id = placed[entry.call_ref]
+            for call_ref, why in refused.items():
+                c.finish(call_ref, "failed", why, {}, _now())
+            if refused:
+                _claim(c, by)
+
+        campaign, _ = campaigns.mutate(campaign_id, record)
+        if transient is not None:
+            raise transient
+        if not refused:
+            return campaign
+
+
+def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
+    """Place one number's call (idempotent: one state row and one repeatability id per number)."""
+    state = CallState(
+        call_ref=entry.call_ref,
+        flow=campaign.flow,
+        status="dialing",
+        caller=raw(entry.number),
+        callee=raw(campaign.caller_id) if campaign.caller_id else "",
+        vars=dict(campaign.vars),
+        campaign=campaign.id,
+    )
+    state.note(f"campaign {campaign.id}: calling {entry.number}")
+    if not runtime.store.create(state):
+        try:
+            existing, _ = runtime.store.get(entry.call_ref)
+        except StateNotFound:  # pragma: no cover - created a moment ago
+            existing = state
+        if existing.call_connection_id:
+            return existing.call_connection_id  # placed before: its events have arrived
+    headers: dict[str, Any] = {}
+    if datetime.now(UTC) - parsedate_to_datetime(entry.first_sent) < REPEATABILITY_WINDOW:
+        headers = {
+            "headers": {
+                "Repeatability-Request-ID": derived_id(entry.call_ref, "create"),
+                "Repeatability-First-Sent": entry.first_sent,
+            }
+        }
+    props = runtime.executor.client.create_call(
+        identifier(entry.number),
+        runtime.callback_url(entry.call_ref),
+        source_caller_id_number=identifier(campaign.caller_id) if campaign.caller_id else None,
+        operation_context=f"campaign:{campaign.id}",
+        cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+        **headers,
+    )
+    runtime.store.index(props.call_connection_id or "", entry.call_ref)
+    return props.call_connection_id or ""

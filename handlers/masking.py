@@ -1,0 +1,47 @@
+"""Number masking: sessions created through the API, and the lookup the routing action ``mask`` makes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from core import clients, control
+from core.control import RequestError
+from core.masking import MaskingConflict, MaskingStore, new_session
+from core.routing import AnswerAction, MaskAction, RejectAction, resolve_mask
+from core.runtime import Runtime
+
+log = logging.getLogger("handlers.masking")
+
+
+def store(runtime: Runtime) -> MaskingStore:
+    return MaskingStore(clients.outbound_table(runtime.settings))
+
+
+def create_session(req: control.MaskingSessionRequest, runtime: Runtime) -> dict[str, Any]:
+    session = new_session(
+        str(uuid.uuid4()), req.masked_number, req.party_a, req.party_b, req.ttl_minutes, datetime.now(UTC)
+    )
+    try:
+        store(runtime).create(session)
+    except MaskingConflict as exc:
+        raise RequestError(
+            f"{exc.party} is already in another masking session on {session.masked_number}",
+            [{"field": "party_a" if exc.party == session.party_a else "party_b", "message": "in another session"}],
+            status=409,
+        ) from None
+    log.info("masking session %s on %s", session.id, session.masked_number)
+    return session.model_dump()
+
+
+def route_masked(
+    action: MaskAction, to: str, caller: str, runtime: Runtime
+) -> tuple[AnswerAction | RejectAction, dict[str, str]]:
+    """The answer (with the call variables) or rejection a mask rule gives this caller."""
+    session = store(runtime).find(to, caller)
+    peer = session.peer_of(caller[2:] if caller.startswith("4:") else caller) if session else None
+    if session is None:
+        log.info("no masking session on %s for this caller", to)
+    return resolve_mask(action, to, peer)

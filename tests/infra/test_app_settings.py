@@ -1,0 +1,239 @@
+"""The Function App's app settings in Bicep are exactly the settings the code reads
+(core.settings.SETTINGS), plus the platform's own; their values are the code's defaults or
+wired to the resources they name; and together they make a configuration the app loads."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from core.settings import SETTINGS, SettingsError, load
+from tests.infra import bicep
+
+# Read by the code, deliberately not set in Azure (with the reason).
+NOT_SET_IN_AZURE = {
+    "ACS_CONNECTION_STRING": "local runs only: in Azure the app uses ACS_ENDPOINT with its managed identity",
+    "APP_STORAGE": "local runs only (Azurite): in Azure the app uses APP_STORAGE__tableServiceUri / "
+    "APP_STORAGE__blobServiceUri with its managed identity",
+}
+
+# Not read by core/settings.py, read by the Functions platform or the Azure SDKs.
+PLATFORM = {
+    "AzureWebJobsStorage__blobServiceUri": "Functions host storage, identity-based",
+    "AzureWebJobsStorage__queueServiceUri": "Functions host storage, identity-based",
+    "AzureWebJobsStorage__tableServiceUri": "Functions host storage, identity-based",
+    "AzureWebJobsStorage__credential": "Functions host storage: use a managed identity",
+    "AzureWebJobsStorage__clientId": "Functions host storage: which (user-assigned) identity",
+    "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential (core/clients.py, core/state.py) picks the "
+    "user-assigned identity by it; without it the app has no identity on a site with no system-assigned one",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "optional (appInsightsEntraAuth): Entra ID for the host's telemetry",
+}
+
+# Settings the Flex Consumption plan rejects or ignores (runtime and version are in functionAppConfig).
+NOT_ON_FLEX = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+    "AzureWebJobsStorage",
+}
+
+MAIN = bicep.template("main.bicep")
+FUNCTION_APP = bicep.template("modules/functionapp.bicep")
+CTX = bicep.Context(MAIN).module("functionApp")
+SPECS = {s.name: s for s in SETTINGS}
+
+
+def app_settings() -> dict[str, list[tuple[bicep.Context, object, bool]]]:
+    configs = [
+        d
+        for d in FUNCTION_APP.resources_of_type("Microsoft.Web/sites/config").values()
+        if d.body["name"] == "appsettings"
+    ]
+    assert len(configs) == 1, "one Microsoft.Web/sites/config 'appsettings' resource holds every app setting"
+    sites = FUNCTION_APP.resources_of_type("Microsoft.Web/sites")
+    for site in sites.values():
+        assert "appSettings" not in site.body["properties"].get("siteConfig", {}), "app settings live in one place"
+    return bicep.object_entries(CTX, configs[0].body["properties"])
+
+
+SETTINGS_IN_BICEP = app_settings()
+
+
+def value(name: str) -> object:
+    [(ctx, expr, _)] = SETTINGS_IN_BICEP[name]
+    return bicep.evaluate(ctx, expr)
+
+
+def source_resource(name: str) -> tuple[bicep.Context, bicep.Decl, tuple[str, ...]]:
+    [(ctx, expr, _)] = SETTINGS_IN_BICEP[name]
+    return bicep.resource_of(ctx, expr)
+
+
+def test_the_reasons_name_real_settings():
+    assert set(NOT_SET_IN_AZURE) <= set(SPECS), "a setting listed as not set in Azure is no longer read by the code"
+    assert not set(PLATFORM) & set(SPECS), "a platform setting is now read by the code: move it out of PLATFORM"
+
+
+def test_bicep_sets_exactly_the_settings_the_code_reads_plus_the_platforms():
+    in_bicep = set(SETTINGS_IN_BICEP)
+    expected_app = set(SPECS) - set(NOT_SET_IN_AZURE)
+    app_part = in_bicep - set(PLATFORM)
+    missing = expected_app - app_part
+    unknown = app_part - expected_app
+    assert not missing, f"read by the code (core/settings.py) but not set in Bicep: {sorted(missing)}"
+    assert not unknown, f"set in Bicep but not read by the code nor a known platform setting: {sorted(unknown)}"
+    assert set(PLATFORM) <= in_bicep, f"platform settings missing: {sorted(set(PLATFORM) - in_bicep)}"
+
+
+def test_local_only_and_flex_rejected_settings_are_not_set():
+    assert not set(NOT_SET_IN_AZURE) & set(SETTINGS_IN_BICEP)
+    assert not NOT_ON_FLEX & set(SETTINGS_IN_BICEP)
+
+
+def test_only_the_entra_telemetry_setting_is_optional():
+    optional = {name for name, arms in SETTINGS_IN_BICEP.items() if not all(always for _, _, always in arms)}
+    assert optional == {"APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+    default = bicep.evaluate(CTX, bicep.Ref("appInsightsEntraAuth"))
+    assert default is False
+
+
+@pytest.mark.parametrize("spec", [s for s in SETTINGS if s.default is not None], ids=lambda s: s.name)
+def test_settings_with_a_code_default_get_that_default(spec):
+    assert value(spec.name) == spec.default, (
+        f"{spec.name}: Bicep sets {value(spec.name)!r}, the code's default is {spec.default!r}"
+    )
+
+
+def test_acs_settings_come_from_the_acs_resource():
+    [(ctx, endpoint, _)] = SETTINGS_IN_BICEP["ACS_ENDPOINT"]
+    assert isinstance(endpoint, bicep.Interp) and endpoint.parts[0] == "https://" and len(endpoint.parts) == 2
+    _, resource, props = bicep.resource_of(ctx, endpoint.parts[1])
+    assert resource.resource_type == "Microsoft.Communication/communicationServices"
+    assert props == ("properties", "hostName")
+    _, resource, props = source_resource("ACS_RESOURCE_ID")
+    assert resource.resource_type == "Microsoft.Communication/communicationServices"
+    assert props == ("properties", "immutableResourceId"), "the JWT audience is the immutable resource id (a GUID)"
+
+
+def test_callback_base_url_is_the_apps_https_host_and_route_prefix():
+    [(_, expr, _)] = SETTINGS_IN_BICEP["CALLBACK_BASE_URL"]
+    assert isinstance(expr, bicep.Interp)
+    assert expr.parts[0] == "https://" and expr.parts[-1] == "/api"
+    root, props = expr.parts[1].chain()
+    assert props == ("properties", "defaultHostName")
+    assert FUNCTION_APP.resources[root.name].resource_type == "Microsoft.Web/sites"
+    host = json.loads((bicep.ROOT / "host.json").read_text())
+    assert host["extensions"]["http"]["routePrefix"] == "api"
+
+
+def test_callback_secret_is_a_key_vault_reference_to_the_generated_secret():
+    [(ctx, expr, _)] = SETTINGS_IN_BICEP["CALLBACK_SECRET"]
+    assert isinstance(expr, bicep.Interp)
+    assert expr.parts[0] == "@Microsoft.KeyVault(SecretUri=" and expr.parts[-1] == ")"
+    _, secret, props = bicep.resource_of(ctx, expr.parts[1])
+    assert secret.resource_type == "Microsoft.KeyVault/vaults/secrets" and secret.existing
+    # A versioned URI: every instance resolves the same version, and a new value (a redeployment)
+    # changes the setting, which restarts the app on it.
+    assert props == ("properties", "secretUriWithVersion")
+    # ... the secret keyvault.bicep creates, from main.bicep's @secure() parameter.
+    assert bicep.evaluate(ctx, secret.body["name"]) == bicep.evaluate(
+        bicep.Context(MAIN).module("keyVault"), bicep.Ref("callbackSecretName")
+    )
+    param = MAIN.params["callbackSecret"]
+    assert "secure" in param.decorators
+    default = param.value
+    assert isinstance(default, bicep.Call) and default.name == "base64"
+    calls = [p for p in default.args[0].parts if isinstance(p, bicep.Call)]
+    assert [c.name for c in calls] == ["newGuid", "newGuid"], "random at deployment: two newGuid()s"
+
+
+def test_the_generated_callback_secret_is_long_enough_for_the_app():
+    # base64 of two GUIDs' text: 72 bytes, the app wants 32 or more.
+    sample = base64.b64encode(("12345678-1234-1234-1234-123456789012" * 2).encode()).decode()
+    assert len(base64.b64decode(sample, validate=True)) == 72
+
+
+def test_storage_settings_are_identity_based_endpoints_of_the_account():
+    for name, endpoint in [
+        ("APP_STORAGE__tableServiceUri", "table"),
+        ("APP_STORAGE__blobServiceUri", "blob"),
+        ("AzureWebJobsStorage__blobServiceUri", "blob"),
+        ("AzureWebJobsStorage__queueServiceUri", "queue"),
+        ("AzureWebJobsStorage__tableServiceUri", "table"),
+    ]:
+        _, resource, props = source_resource(name)
+        assert resource.resource_type == "Microsoft.Storage/storageAccounts", name
+        assert props == ("properties", "primaryEndpoints", endpoint), name
+    assert value("AzureWebJobsStorage__credential") == "managedidentity"
+    for name in ("AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID"):
+        ctx, identity, props = source_resource(name)
+        assert identity.resource_type == "Microsoft.ManagedIdentity/userAssignedIdentities", name
+        assert props == ("properties", "clientId"), name
+        assert ctx.template.rel == "infra/modules/identity.bicep"
+
+
+def test_cognitive_services_endpoint_is_the_ai_services_account():
+    _, resource, props = source_resource("COGNITIVE_SERVICES_ENDPOINT")
+    assert resource.resource_type == "Microsoft.CognitiveServices/accounts"
+    assert props == ("properties", "endpoint")
+
+
+def test_app_insights_connection_string_comes_from_the_component_not_a_parameter():
+    ctx, resource, props = source_resource("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    assert resource.resource_type == "Microsoft.Insights/components" and resource.existing
+    assert props == ("properties", "ConnectionString")
+    assert ctx.template is FUNCTION_APP, "read in place: never passed through a parameter or an output"
+
+
+def test_no_setting_carries_a_key_or_connection_string():
+    secret_specs = {s.name for s in SETTINGS if s.secret}
+    # Secrets the code reads are either not set in Azure or come from Key Vault.
+    for name in secret_specs & set(SETTINGS_IN_BICEP):
+        [(_, expr, _)] = SETTINGS_IN_BICEP[name]
+        text = bicep.src(expr)
+        if name == "APPLICATIONINSIGHTS_CONNECTION_STRING":
+            continue  # an ingestion address, not a credential (checked above: read from the component)
+        assert text.startswith("'@Microsoft.KeyVault("), f"{name} is a secret: it must be a Key Vault reference"
+    for name, arms in SETTINGS_IN_BICEP.items():
+        for _, expr, _ in arms:
+            text = bicep.src(expr).lower()
+            for marker in ("listkeys", "accountkey", "accesskey", "connectionstrings", "sharedaccess"):
+                assert marker not in text, f"{name}: {text}"
+
+
+def test_the_settings_bicep_sets_are_a_configuration_the_app_loads():
+    """Evaluate every setting as deployed (parameter defaults); runtime values (host names,
+    the resource id, the secret) get stand-ins of the right shape. core.settings.load must accept it."""
+    stand_ins = {
+        "ACS_ENDPOINT": "https://acs-x.communication.azure.com",
+        "ACS_RESOURCE_ID": "00000000-0000-0000-0000-000000000001",
+        "CALLBACK_BASE_URL": "https://func-x.azurewebsites.net/api",
+        "CALLBACK_SECRET": base64.b64encode(b"s" * 72).decode(),
+        "COGNITIVE_SERVICES_ENDPOINT": "https://ai-x.cognitiveservices.azure.com/",
+        "APP_STORAGE__tableServiceUri": "https://stx.table.core.windows.net/",
+        "APP_STORAGE__blobServiceUri": "https://stx.blob.core.windows.net/",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
+    }
+    env: dict[str, str] = {}
+    for name in SETTINGS_IN_BICEP:
+        if name not in SPECS:
+            continue
+        try:
+            env[name] = str(value(name))
+        except bicep.Unknown:
+            assert name in stand_ins, f"{name} has no static value and no stand-in in this test"
+            env[name] = stand_ins[name]
+    try:
+        settings = load(env)
+    except SettingsError as exc:  # pragma: no cover - the failure message is the point
+        pytest.fail(f"the app rejects the Bicep settings: {exc}")
+    assert settings.storage.state_table == "callstate" and settings.storage.events_table == "callevents"
+    assert settings.describe()["acs_auth"] == "managed identity"
+    assert settings.describe()["storage"] == "managed identity"

@@ -1,0 +1,178 @@
+"""`azd up` wiring: azure.yaml, main.parameters.json, the postdeploy hook that deploys the Event
+Grid subscriptions after the code, the package's .funcignore, the workflow for users with
+internet, and `make test` running the infra checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.infra import bicep
+
+ROOT = bicep.ROOT
+MAIN = bicep.template("main.bicep")
+EG = bicep.template("eventgrid.bicep")
+AZURE_YAML = yaml.safe_load((ROOT / "azure.yaml").read_text())
+PARAMETERS = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+
+
+def test_azure_yaml_provisions_main_and_deploys_the_function_app():
+    assert AZURE_YAML["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    [(name, service)] = AZURE_YAML["services"].items()
+    assert service == {"project": ".", "language": "python", "host": "function"}
+    assert name == "api"  # the azd-service-name tag on the site (test_resources)
+
+
+def test_postdeploy_hook_runs_the_event_grid_deployment():
+    hook = AZURE_YAML["hooks"]["postdeploy"]
+    for platform, script in (("posix", "infra/hooks/postdeploy.sh"), ("windows", "infra/hooks/postdeploy.ps1")):
+        assert hook[platform]["run"] == f"./{script}"
+        assert hook[platform]["continueOnError"] is False
+        text = (ROOT / script).read_text()
+        assert "--template-file infra/eventgrid.bicep" in text
+        for param in EG.params:
+            if not EG.params[param].has_default or param in (
+                "incomingCallNumbers",
+                "deployCallRecordsSubscription",
+                "deadLetterContainerName",
+            ):
+                assert re.search(rf"\b{param}\b", text), f"{script} does not pass {param}"
+    assert os.access(ROOT / "infra/hooks/postdeploy.sh", os.X_OK)
+
+
+def test_hook_reads_only_outputs_of_main_or_documented_options():
+    text = (ROOT / "infra/hooks/postdeploy.sh").read_text()
+    used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", text))
+    options = {"INCOMING_CALL_NUMBERS", "DEPLOY_CALL_RECORDS_SUBSCRIPTION"}
+    assert used - options <= set(MAIN.outputs), sorted(used - options - set(MAIN.outputs))
+    readme = (ROOT / "infra" / "README.md").read_text()
+    for option in options:
+        assert option in readme, f"infra/README.md does not document {option}"
+
+
+def test_main_parameters_match_main_bicep():
+    assert set(PARAMETERS) <= set(MAIN.params), sorted(set(PARAMETERS) - set(MAIN.params))
+    required = {n for n, d in MAIN.params.items() if not d.has_default}
+    assert required <= set(PARAMETERS), f"azd would prompt for {sorted(required - set(PARAMETERS))}"
+    assert PARAMETERS["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert PARAMETERS["location"]["value"] == "${AZURE_LOCATION}"
+    # Unset, azd leaves it out and the newGuid() default applies; set, the secret stays stable.
+    assert PARAMETERS["callbackSecret"]["value"] == "${CALLBACK_SECRET}"
+    for name, entry in PARAMETERS.items():
+        default = re.fullmatch(r"\$\{[A-Z_]+=(.*)\}", str(entry["value"]))
+        if default and MAIN.params[name].has_default:
+            assert default.group(1) == bicep.evaluate(bicep.Context(MAIN), MAIN.params[name].value), name
+
+
+def test_every_main_output_is_a_plain_name_or_endpoint():
+    for name in MAIN.outputs:
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]+", name), f"azd env names are UPPER_CASE: {name}"
+
+
+@pytest.fixture
+def fake_az(tmp_path: Path) -> Path:
+    log = tmp_path / "az.log"
+    script = tmp_path / "bin" / "az"
+    script.parent.mkdir()
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexit 0\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return tmp_path
+
+
+def run_hook(fake_az: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": f"{fake_az / 'bin'}:{os.environ['PATH']}",
+        "AZURE_RESOURCE_GROUP": "rg-test",
+        "AZURE_FUNCTION_APP_NAME": "func-test",
+        "AZURE_STORAGE_ACCOUNT_NAME": "sttest",
+        "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt-test",
+        "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletter",
+        **extra,
+    }
+    return subprocess.run(
+        ["sh", str(ROOT / "infra/hooks/postdeploy.sh")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_hook_waits_for_the_functions_then_deploys_the_subscriptions(fake_az: Path):
+    result = run_hook(fake_az)
+    assert result.returncode == 0, result.stderr
+    calls = (fake_az / "az.log").read_text().splitlines()
+    shown = [c for c in calls if c.startswith("functionapp function show")]
+    assert [re.search(r"--function-name (\S+)", c).group(1) for c in shown] == [
+        "incoming_call",
+        "recording_file_status",
+        "call_records",
+    ]
+    [deploy] = [c for c in calls if c.startswith("deployment group create")]
+    assert "--resource-group rg-test" in deploy and "--template-file infra/eventgrid.bicep" in deploy
+    for expected in (
+        "systemTopicName=evgt-test",
+        "functionAppName=func-test",
+        "storageAccountName=sttest",
+        "deadLetterContainerName=eventgrid-deadletter",
+        "incomingCallNumbers=[]",
+        "deployCallRecordsSubscription=true",
+    ):
+        assert expected in deploy
+    assert calls.index(deploy) > calls.index(shown[-1]), "subscriptions only once the functions exist"
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_hook_passes_the_number_filter_and_the_call_records_switch(fake_az: Path):
+    result = run_hook(fake_az, INCOMING_CALL_NUMBERS='["+14255550100"]', DEPLOY_CALL_RECORDS_SUBSCRIPTION="false")
+    assert result.returncode == 0, result.stderr
+    calls = (fake_az / "az.log").read_text().splitlines()
+    assert not any("--function-name call_records" in c for c in calls)
+    [deploy] = [c for c in calls if c.startswith("deployment group create")]
+    assert 'incomingCallNumbers=["+14255550100"]' in deploy and "deployCallRecordsSubscription=false" in deploy
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_hook_refuses_to_run_outside_azd(fake_az: Path):
+    result = run_hook(fake_az, AZURE_FUNCTION_APP_NAME="")
+    assert result.returncode != 0 and "AZURE_FUNCTION_APP_NAME" in result.stderr
+    assert not (fake_az / "az.log").exists()
+
+
+def test_funcignore_keeps_the_app_and_drops_the_tools():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".funcignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for kept in ("function_app.py", "host.json", "requirements.txt", "blueprints/", "core/", "handlers/", "flows/"):
+        assert kept not in patterns and kept.rstrip("/") not in patterns, kept
+    for dropped in (".venv/", "node_modules/", "tests/", "simulator/", "infra/", "local.settings.json"):
+        assert dropped in patterns, dropped
+
+
+def test_workflow_builds_every_template_and_runs_a_what_if():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/infra.yml").read_text())
+    text = (ROOT / ".github/workflows/infra.yml").read_text()
+    assert "az bicep build" in text
+    assert "az deployment sub what-if" in text and "infra/main.bicep" in text
+    assert "az deployment group what-if" in text and "infra/eventgrid.bicep" in text
+    assert "jobs" in workflow and len(workflow["jobs"]) >= 2
+
+
+def test_make_test_runs_the_infra_checks():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^infra-check:", makefile, re.M)
+    assert re.search(r"^test:.*\binfra-check\b", makefile, re.M), "make test must run make infra-check"
+    gate = (ROOT / "infra/checks/run_checkov.py").read_text()
+    assert re.search(r'"--framework",\s*"bicep"', gate) and '"--skip-download"' in gate
+    assert re.search(
+        r"^\tpython.*run_checkov|\$\(CHECKOV_VENV\)/bin/python infra/checks/run_checkov.py", makefile, re.M
+    )
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".venv-checkov/" in ignored
