@@ -179,13 +179,22 @@ class Executor:
         return {}
 
     def _recording(self, server_call_id: str, action: Recording, rep: dict[str, Any]) -> dict[str, str]:
+        from azure.communication.callautomation import ChannelAffinity
+
         if action.op == "start":
             props = self.client.start_recording(
                 server_call_id=server_call_id,
                 recording_content_type=action.content,
                 recording_channel_type=action.channel,
                 recording_format_type=action.format,
-                audio_channel_participant_ordering=[identifier(r) for r in action.channel_order] or None,
+                # Channel affinity: each known party keeps the same channel in every recording (the caller: 0).
+                channel_affinity=[
+                    ChannelAffinity(target_participant=identifier(r), channel=i)
+                    for i, r in enumerate(action.channel_order)
+                ]
+                or None
+                if action.channel == "unmixed"
+                else None,
                 pause_on_start=action.pause_on_start or None,
                 recording_state_callback_url=action.callback_url,
                 **rep,

@@ -38,10 +38,29 @@ def stored_outcomes(connection_string: str) -> dict[str, dict[str, object]]:
 
     table = TableClient.from_connection_string(connection_string, table_name="callstate")
     rows = {}
-    for entity in table.list_entities():
+    for entity in table.query_entities("RowKey eq 'state'"):
         state = json.loads(entity["data"])
         rows[state.get("server_call_id", "")] = state
     return rows
+
+
+def qa_blobs(connection_string: str, recordings: int, timeout: float = 30.0) -> dict[str, list[tuple[str, int]]]:
+    """The verified QA copies by server call id, once every recorded call's copy is there (bounded wait)."""
+    from azure.storage.blob import BlobServiceClient
+
+    container = BlobServiceClient.from_connection_string(connection_string).get_container_client("qa-recordings")
+    deadline = time.monotonic() + timeout
+    while True:
+        found: dict[str, list[tuple[str, int]]] = {}
+        if container.exists():
+            for blob in container.list_blobs(include=["metadata"]):
+                meta = blob.metadata or {}
+                if meta.get("verified") == "true":
+                    found.setdefault(meta.get("serverCallId", ""), []).append((blob.name, blob.size))
+        chunks = sum(1 for blobs in found.values() for name, _ in blobs if "/participants/" not in name)
+        if chunks >= recordings or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
 
 
 def main() -> int:
@@ -58,11 +77,13 @@ def main() -> int:
     try:
         simulator = SimulatorThread(config=Config())
         with simulator as sim:
-            app = start_app(sim, storage.connection_string)
+            app = start_app(sim, storage.connection_string, RECORDING_MODE="on_connect")
             try:
                 print(f"  simulator {sim.endpoint}   app {app.base_url}   Azurite blob port {storage.blob_port}\n")
                 calls = simulator.call(run(sim.sim, scenario, timeout=60), timeout=90)
                 outcomes = stored_outcomes(storage.connection_string)
+                recorded = sum(1 for call in calls if call.recordings)
+                qa = qa_blobs(storage.connection_string, recorded)
                 for call in calls:
                     print(call.timeline.render())
                     state = outcomes.get(call.id)
@@ -71,6 +92,12 @@ def main() -> int:
                             f"  app state in Table Storage: flow={state['flow']} node={state['node']} "
                             f"status={state['status']} outcome={json.dumps(state['outcome'])}"
                         )
+                    copies = sorted(qa.get(call.id, []))
+                    if copies:
+                        folder = copies[0][0].rsplit("/", 1)[0]
+                        print(f"  QA copies (verified) in qa-recordings/{folder[:40]}…/")
+                    for name, size in copies:
+                        print(f"    {name[len(folder) + 1:]:<60} {size:>10,} bytes")
                     print()
                 done = sum(finished(c) for c in calls)
                 print(f"{done}/{len(calls)} scripted call(s) finished as scripted")

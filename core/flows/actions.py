@@ -102,7 +102,7 @@ class Recording(_Action):
     channel: str = "unmixed"
     content: str = "audio"
     format: str = "wav"
-    channel_order: list[str] = Field(default_factory=list)
+    channel_order: list[str] = Field(default_factory=list)  # raw ids pinned to channels 0, 1, ... (unmixed)
     pause_on_start: bool = False
 
 
