@@ -27,6 +27,11 @@ def recording_file_status(event: func.EventGridEvent) -> None:
         return
     with call_scope("RecordingFileStatusUpdated", server_call_id=server_call_id_of(status.subject)):
         settings = get_runtime().settings
-        report = handle_recording_file_status(status, clients.recording_copier(settings), clients.state_store(settings),
-                                              clients.event_filter(settings))
+        report = handle_recording_file_status(
+            status,
+            clients.recording_copier(settings),
+            clients.state_store(settings),
+            clients.event_filter(settings),
+            in_place=settings.recording.storage == "byos",
+        )
         log.info("recording event %s: %d chunk(s) copied", event.id, len(report.chunks))

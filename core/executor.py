@@ -179,7 +179,7 @@ class Executor:
         return {}
 
     def _recording(self, server_call_id: str, action: Recording, rep: dict[str, Any]) -> dict[str, str]:
-        from azure.communication.callautomation import ChannelAffinity
+        from azure.communication.callautomation import AzureBlobContainerRecordingStorage, ChannelAffinity
 
         if action.op == "start":
             props = self.client.start_recording(
@@ -196,6 +196,8 @@ class Executor:
                 if action.channel == "unmixed"
                 else None,
                 pause_on_start=action.pause_on_start or None,
+                recording_storage=AzureBlobContainerRecordingStorage(action.container_url)
+                if action.container_url else None,
                 recording_state_callback_url=action.callback_url,
                 **rep,
             )

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 log = logging.getLogger("core.recording_copy")
 
@@ -199,8 +199,15 @@ class BlockUploader:
     filled block per uploader, is all the memory a copy holds, whatever the recording's size.
     """
 
-    def __init__(self, blob: Any, *, block_size: int = BLOCK_SIZE, pool: ThreadPoolExecutor | None = None,
-                 gate: threading.BoundedSemaphore | None = None, digest: bool = True) -> None:
+    def __init__(
+        self,
+        blob: Any,
+        *,
+        block_size: int = BLOCK_SIZE,
+        pool: ThreadPoolExecutor | None = None,
+        gate: threading.BoundedSemaphore | None = None,
+        digest: bool = True,
+    ) -> None:
         self._blob = blob
         self._block_size = block_size
         self._parts: list[bytes] = []
@@ -222,7 +229,7 @@ class BlockUploader:
             joined = b"".join(self._parts)
             cut = len(joined) - len(joined) % self._block_size
             for offset in range(0, cut, self._block_size):
-                self._stage(joined[offset:offset + self._block_size])
+                self._stage(joined[offset : offset + self._block_size])
             rest = joined[cut:]
             self._parts = [rest] if rest else []
             self._buffered = len(rest)
@@ -366,8 +373,22 @@ def pcm_wav_header(channels: int, sample_width: int, rate: int, frames: int) -> 
     """The 44-byte header of a PCM WAV whose size is known before its samples are (stdlib ``wave``
     only writes a header together with the frames, and patches it on close when they differ)."""
     data = frames * channels * sample_width
-    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data, b"WAVE", b"fmt ", 16, 1, channels, rate,
-                       rate * channels * sample_width, channels * sample_width, sample_width * 8, b"data", data)
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + data,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        channels,
+        rate,
+        rate * channels * sample_width,
+        channels * sample_width,
+        sample_width * 8,
+        b"data",
+        data,
+    )
 
 
 # -- the copy ----------------------------------------------------------------------------------------------
@@ -598,6 +619,126 @@ class RecordingCopier:
         )
         return result
 
+    def index_in_place(
+        self,
+        chunk: Any,
+        info: CallInfo,
+        *,
+        start_time: str | None,
+        channel_type: str | None,
+        format_type: str | None,
+        duration_ms: int | None,
+    ) -> ChunkResult:
+        """Bring your own storage: ACS wrote the chunk into our container; verify it, tag it, split it.
+
+        Only blobs in the QA container are touched (the URL must point into it); nothing is
+        downloaded from ACS and no ACS credential is used.
+        """
+        self._ensure_container()
+        prefix = self.container.url.rstrip("/") + "/"
+        for url in (chunk.content_location, chunk.metadata_location):
+            if not url.split("?")[0].startswith(prefix):
+                raise RefusedUrl(f"{urlparse(url).hostname or url!r}: not in the QA container {self.container.url}")
+        name = unquote(chunk.content_location.split("?")[0][len(prefix) :])
+        blob = self.container.get_blob_client(name)
+        done, props = is_verified(blob)
+        if done:
+            log.info("chunk %d already verified in place at %s", chunk.index, name)
+            return ChunkResult(chunk.index, name, props.size, props.metadata.get("sha256", ""), skipped=True)
+        if props is None:
+            raise CopyFailed(f"chunk {chunk.index}: {name} is not in the container (yet)")
+        metadata_doc = json.loads(
+            self.container.get_blob_client(unquote(chunk.metadata_location.split("?")[0][len(prefix) :]))
+            .download_blob()
+            .readall()
+        )
+        participants = metadata_doc.get("participants") or []
+        channel_of = {p.get("participantId"): p.get("channel") for p in participants if p.get("channel") is not None}
+        role_of = {raw: ("caller" if raw == info.caller else "participant") for raw in channel_of}
+        unmixed = (channel_type or "").lower() == "unmixed"
+        ext = (format_type or "wav").lower()
+        digest = hashlib.sha256()
+        read = 0
+        gate = threading.BoundedSemaphore(MAX_BLOCKS_IN_FLIGHT)
+        outputs: dict[int, tuple[str, BlockUploader]] = {}
+        with ThreadPoolExecutor(max_workers=MAX_BLOCKS_IN_FLIGHT) as pool:
+
+            def make_output(channel: int, fmt: WavFormat) -> BlockUploader:
+                who = next((raw for raw, ch in channel_of.items() if ch == channel), f"channel-{channel}")
+                out = (
+                    name.rsplit(".", 1)[0] + f"/participants/ch{channel}-{role_of.get(who, 'unknown')}-{_safe(who)}.wav"
+                )
+                uploader = BlockUploader(self.container.get_blob_client(out), pool=pool, gate=gate)
+                outputs[channel] = (out, uploader)
+                return uploader
+
+            splitter = WavSplitter(make_output) if (self.split and unmixed and ext == "wav") else None
+            # Read once, in pieces: the checksum, the size and the split come from the same pass.
+            for piece in blob.download_blob(etag=props.etag, match_condition=_if_unmodified()).chunks():
+                digest.update(piece)
+                read += len(piece)
+                if splitter is not None:
+                    splitter.feed(piece)
+            if read != props.size:
+                raise CopyFailed(f"chunk {chunk.index}: read {read} bytes of {props.size}")
+            if splitter is not None and splitter.format is not None and splitter.failed is None:
+                expected = splitter.format.data_size
+                if read < expected:
+                    raise CopyFailed(
+                        f"chunk {chunk.index}: the WAV says {expected} bytes of audio, the blob is shorter"
+                    )
+                for channel, (_name, uploader) in sorted(outputs.items()):
+                    who = next((raw for raw, ch in channel_of.items() if ch == channel), "")
+                    uploader.commit(
+                        metadata={
+                            "serverCallId": info.server_call_id,
+                            "channel": str(channel),
+                            "participant": who,
+                            "role": role_of.get(who, "unknown"),
+                            "size": str(uploader.size),
+                            "verified": "true",
+                        },
+                        tags={
+                            "serverCallId": _tag(info.server_call_id),
+                            "chunk": str(chunk.index),
+                            "participant": _tag(who),
+                            "channel": str(channel),
+                            "format": "wav",
+                        },
+                        content_type="audio/wav",
+                    )
+        recording = info.recording_id or chunk.document_id or "recording"
+        blob.set_blob_tags(
+            {
+                "serverCallId": _tag(info.server_call_id),
+                "recordingId": _tag(recording),
+                "chunk": str(chunk.index),
+                "startTime": _tag(start_time or ""),
+                "durationMs": _tag(duration_ms if duration_ms is not None else ""),
+                "format": _tag(ext),
+                "channelType": _tag(channel_type or ""),
+                "channels": str(len(channel_of) or 1),
+                "participants": _tag(",".join(channel_of)),
+                "storage": "byos",
+            }
+        )
+        blob.set_blob_metadata(
+            {
+                **(props.metadata or {}),
+                "serverCallId": info.server_call_id,
+                "recordingId": recording,
+                "chunkIndex": str(chunk.index),
+                "channelMap": json.dumps(channel_of, separators=(",", ":")),
+                "size": str(read),
+                "sha256": digest.hexdigest(),
+                "verified": "true",
+            },
+            etag=props.etag,
+            match_condition=_if_unmodified(),
+        )
+        log.info("chunk %d verified in place at %s (%d bytes)", chunk.index, name, read)
+        return ChunkResult(chunk.index, name, read, digest.hexdigest(), participants=[o for o, _ in outputs.values()])
+
     def _delete_and_mark(self, content_blob: Any, url: str) -> None:
         """Delete the recording at ACS; called only once the copy is verified."""
         self.allow.check(url)
@@ -606,6 +747,12 @@ class RecordingCopier:
             raise CopyFailed(f"DELETE {url} answered {response.status_code}")
         metadata = content_blob.get_blob_properties().metadata
         content_blob.set_blob_metadata({**metadata, "deletedFromAcs": "true"})
+
+
+def _if_unmodified() -> Any:
+    from azure.core import MatchConditions
+
+    return MatchConditions.IfNotModified
 
 
 def iter_blocks(stream: Any, size: int = READ_SIZE) -> Iterator[bytes]:

@@ -104,6 +104,19 @@ _runtime: Runtime | None = None
 _lock = threading.Lock()
 
 
+def byos_container_url(settings: Settings) -> str | None:
+    """With RECORDING_STORAGE=byos, the QA container's URL, which ACS is told to write recordings into."""
+    if settings.recording.storage != "byos":
+        return None
+    container = clients.blob_service(settings).get_container_client(settings.recording.container)
+    try:  # ACS writes into it, and does not create it (the deployment does; locally, the app)
+        if not container.exists():
+            container.create_container()
+    except Exception as exc:  # the copy path reports storage trouble; the call must go on
+        log.warning("cannot check the recordings container %s: %s", container.url, exc)
+    return container.url
+
+
 def build(settings: Settings) -> Runtime:
     flows_engine = FlowEngine(
         settings.flows,
@@ -112,6 +125,7 @@ def build(settings: Settings) -> Runtime:
             channel=settings.recording.channel,
             content=settings.recording.content,
             format=settings.recording.format,
+            container_url=byos_container_url(settings),
         ),
     )
     return Runtime(

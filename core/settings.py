@@ -109,6 +109,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="false",
     ),
     SettingSpec(
+        "RECORDING_STORAGE",
+        "copy: the app streams each recording from ACS into RECORDINGS_CONTAINER; byos: ACS writes it there "
+        "itself (bring your own storage, with its managed identity) and the app only verifies, indexes and splits.",
+        default="copy",
+    ),
+    SettingSpec(
         "RECORDING_SPLIT_PARTICIPANTS",
         "true: also write one mono WAV per participant from an unmixed recording.",
         default="true",
@@ -148,6 +154,7 @@ class RecordingSettings:
     allowed_hosts: tuple[str, ...]
     delete_after_copy: bool
     split_participants: bool = True
+    storage: str = "copy"
 
 
 @dataclass(frozen=True)
@@ -322,6 +329,7 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         allowed_hosts=tuple(h.strip().lower() for h in get("RECORDING_ALLOWED_HOSTS").split(",") if h.strip()),
         delete_after_copy=_bool("RECORDING_DELETE_AFTER_COPY", get("RECORDING_DELETE_AFTER_COPY")),
         split_participants=_bool("RECORDING_SPLIT_PARTICIPANTS", get("RECORDING_SPLIT_PARTICIPANTS")),
+        storage=_choice("RECORDING_STORAGE", get("RECORDING_STORAGE"), ("copy", "byos")),
     )
     log_level = get("LOG_LEVEL").upper()
     _choice("LOG_LEVEL", log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))

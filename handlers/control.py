@@ -234,6 +234,7 @@ def call_action(call_connection_id: str, name: str, body: bytes, runtime: Runtim
     server_call_id = ""
     if isinstance(action, act.Recording) and action.op == "start":
         server_call_id = get_call(call_connection_id, runtime)["server_call_id"]
+        action.container_url = runtime.engine.recording.container_url  # bring your own storage, if configured
     try:
         result = runtime.executor.run(call_connection_id, server_call_id, action)
     except Exception as exc:

@@ -33,16 +33,17 @@ def server_call_id_of(subject: str) -> str:
     return m.group(1) if m else ""
 
 
-def handle_recording_file_status(status: RecordingFileStatus, copier: Any, store: Any,
-                                 events: Any | None = None) -> RecordingReport:
-    """Copy every chunk; ``events`` (the duplicate filter) keeps a duplicate delivery from copying
-    the same recording at the same time as the first."""
+def handle_recording_file_status(
+    status: RecordingFileStatus, copier: Any, store: Any, events: Any | None = None, *, in_place: bool = False
+) -> RecordingReport:
+    """Copy every chunk (or, with bring-your-own-storage, verify and index it where ACS wrote it);
+    ``events`` (the duplicate filter) keeps a duplicate delivery from working at the same time as the first."""
     server_call_id = server_call_id_of(status.subject)
     if events is not None and not events.claim("recordings", status.event_id):
         log.info("duplicate recording event %s: already handled or being handled", status.event_id)
         return RecordingReport(status.event_id, server_call_id, duplicate=True)
     try:
-        report = _copy_all(status, server_call_id, copier, store)
+        report = _copy_all(status, server_call_id, copier, store, in_place)
     except Exception:
         if events is not None:
             events.release("recordings", status.event_id)
@@ -52,18 +53,30 @@ def handle_recording_file_status(status: RecordingFileStatus, copier: Any, store
     return report
 
 
-def _copy_all(status: RecordingFileStatus, server_call_id: str, copier: Any, store: Any) -> RecordingReport:
+def _copy_all(
+    status: RecordingFileStatus, server_call_id: str, copier: Any, store: Any, in_place: bool
+) -> RecordingReport:
     state = store.find_by_server_call(server_call_id) if server_call_id else None
-    info = CallInfo(server_call_id=server_call_id or "unknown-call",
-                    recording_id=state.recording_id if state else "",
-                    caller=state.caller if state else "",
-                    call_connection_id=state.call_connection_id if state else "")
+    info = CallInfo(
+        server_call_id=server_call_id or "unknown-call",
+        recording_id=state.recording_id if state else "",
+        caller=state.caller if state else "",
+        call_connection_id=state.call_connection_id if state else "",
+    )
     results = []
     try:
         for chunk in sorted(status.chunks, key=lambda c: c.index):
-            results.append(copier.copy_chunk(chunk, info, start_time=status.start_time,
-                                             channel_type=status.channel_type, format_type=status.format_type,
-                                             duration_ms=status.duration_ms))
+            work = copier.index_in_place if in_place else copier.copy_chunk
+            results.append(
+                work(
+                    chunk,
+                    info,
+                    start_time=status.start_time,
+                    channel_type=status.channel_type,
+                    format_type=status.format_type,
+                    duration_ms=status.duration_ms,
+                )
+            )
     except RefusedUrl as exc:
         # Never fetched and never retried: a URL like this is a misconfiguration or an attack.
         log.error("recording event %s refused: %s", status.event_id, exc)

@@ -50,6 +50,13 @@ param recordingMode string = 'off'
 @description('Delete a recording from ACS once its copy is verified (RECORDING_DELETE_AFTER_COPY).')
 param recordingDeleteAfterCopy bool = false
 
+@description('copy: the app copies recordings from ACS; byos: ACS writes them into the QA container itself.')
+@allowed([
+  'copy'
+  'byos'
+])
+param recordingStorage string = 'copy'
+
 @description('Log level of the app (LOG_LEVEL).')
 @allowed([
   'DEBUG'
@@ -206,6 +213,8 @@ module roles 'modules/roles.bicep' = {
     systemTopicPrincipalId: communication.outputs.systemTopicPrincipalId
     storageAccountName: storage.outputs.name
     deadLetterContainerName: storage.outputs.deadLetterContainerName
+    recordingsContainerName: storage.outputs.recordingsContainerName
+    recordingStorage: recordingStorage
     keyVaultName: keyVault.outputs.name
     callbackSecretName: keyVault.outputs.callbackSecretName
     acsName: communication.outputs.name
@@ -245,6 +254,7 @@ module functionApp 'modules/functionapp.bicep' = {
     flows: flows
     recordingMode: recordingMode
     recordingDeleteAfterCopy: recordingDeleteAfterCopy
+    recordingStorage: recordingStorage
     logLevel: logLevel
   }
   // The app starts resolving its Key Vault reference and reaching storage at once: grant first.

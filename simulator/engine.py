@@ -1797,16 +1797,24 @@ class Engine:
             recording.documents.append(doc)
             base = (cfg.recording_base_url or cfg.base_url).rstrip("/")
             media = "audio" if recording.content_type == "audio" else "video"
-            chunk_infos.append(
-                {
-                    "documentId": document_id,
-                    "index": index,
-                    "endReason": reason if index == chunks - 1 else "ChunkIsFull",
-                    "contentLocation": f"{base}/v1/objects/{document_id}/content/{media}",
-                    "metadataLocation": f"{base}/v1/objects/{document_id}/content/acsmetadata",
-                    "deleteLocation": f"{base}/v1/objects/{document_id}",
-                }
-            )
+            info = {
+                "documentId": document_id,
+                "index": index,
+                "endReason": reason if index == chunks - 1 else "ChunkIsFull",
+                "contentLocation": f"{base}/v1/objects/{document_id}/content/{media}",
+                "metadataLocation": f"{base}/v1/objects/{document_id}/content/acsmetadata",
+                "deleteLocation": f"{base}/v1/objects/{document_id}",
+            }
+            container_url = (recording.external_storage or {}).get("recordingDestinationContainerUrl")
+            if container_url:
+                # Bring your own storage: the service writes the files into the customer's container.
+                folder = f"{datetime.now(UTC):%Y%m%d}/{recording.call.correlation_id}/{recording.id[:32]}"
+                content_url, metadata_url = await asyncio.to_thread(
+                    write_to_customer_container, container_url, folder, doc)
+                info = {"documentId": document_id, "index": index, "endReason": info["endReason"],
+                        "contentLocation": content_url, "metadataLocation": metadata_url}
+                recording.call.timeline.add("call", f"recording chunk {index} written into {container_url}")
+            chunk_infos.append(info)
             recording.call.timeline.add("call", f"recording chunk {index} ready: {size} bytes, {channels} channel(s)")
         data = {
             "recordingStorageInfo": {"recordingChunks": chunk_infos},
@@ -1825,6 +1833,28 @@ class Engine:
             f"/recording/call/{recording.call.correlation_id}/serverCallId/{recording.call.id}",
             data,
         )
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published development key: it stands in for the ACS resource's managed identity, which the
+# real service uses to write into a customer's container (the customer grants it Storage Blob Data Contributor).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def write_to_customer_container(container_url: str, folder: str, doc: Document) -> tuple[str, str]:
+    """Upload a chunk and its metadata into the given container; return their URLs."""
+    from azure.storage.blob import ContainerClient
+
+    if f"/{AZURITE_ACCOUNT}/" not in container_url + "/":
+        raise ValueError(f"the simulator can only write into Azurite containers, not {container_url}")
+    container = ContainerClient.from_container_url(
+        container_url, credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY})
+    content = container.get_blob_client(f"{folder}/{doc.document_id}.{doc.path.suffix.lstrip('.')}")
+    with open(doc.path, "rb") as fh:
+        content.upload_blob(fh, overwrite=True, max_concurrency=4)
+    metadata = container.get_blob_client(f"{folder}/{doc.document_id}.metadata.json")
+    metadata.upload_blob(json.dumps(doc.metadata).encode(), overwrite=True)
+    return content.url, metadata.url
 
 
 def _short(text: str, limit: int = 70) -> str:

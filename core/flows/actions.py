@@ -104,6 +104,7 @@ class Recording(_Action):
     format: str = "wav"
     channel_order: list[str] = Field(default_factory=list)  # raw ids pinned to channels 0, 1, ... (unmixed)
     pause_on_start: bool = False
+    container_url: str | None = None  # bring your own storage: ACS writes the files into this container
 
 
 class CancelMedia(_Action):

@@ -122,6 +122,7 @@ class RecordingOptions:
     channel: str = "unmixed"
     content: str = "audio"
     format: str = "wav"
+    container_url: str | None = None  # bring your own storage: where ACS writes recordings
 
 
 def context(node: str, seq: int, sub: str = "") -> str:
@@ -401,6 +402,7 @@ class FlowEngine:
             content=self.recording.content,
             format=self.recording.format,
             channel_order=[state.caller] if state.caller else [],
+            container_url=self.recording.container_url,
             context=f"recording-{op}",
         )
 

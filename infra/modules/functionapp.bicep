@@ -113,6 +113,13 @@ param recordingDeleteAfterCopy bool = false
 @description('Also write one mono WAV per participant from an unmixed recording (RECORDING_SPLIT_PARTICIPANTS).')
 param recordingSplitParticipants bool = true
 
+@description('copy: the app copies recordings from ACS; byos: ACS writes them into the QA container (RECORDING_STORAGE).')
+@allowed([
+  'copy'
+  'byos'
+])
+param recordingStorage string = 'copy'
+
 @description('Log level of the app\'s loggers (LOG_LEVEL).')
 @allowed([
   'DEBUG'
@@ -282,6 +289,7 @@ var appSettings = {
   RECORDING_ALLOWED_HOSTS: recordingAllowedHosts
   RECORDING_DELETE_AFTER_COPY: recordingDeleteAfterCopy ? 'true' : 'false'
   RECORDING_SPLIT_PARTICIPANTS: recordingSplitParticipants ? 'true' : 'false'
+  RECORDING_STORAGE: recordingStorage
   LOG_LEVEL: logLevel
   // Not a credential: it names the component and its ingestion endpoint (see infra/README.md).
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString

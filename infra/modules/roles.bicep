@@ -15,6 +15,14 @@ param systemTopicPrincipalId string
 
 param storageAccountName string
 param deadLetterContainerName string
+param recordingsContainerName string
+
+@description('copy or byos (bring your own storage: ACS writes recordings into the QA container).')
+@allowed([
+  'copy'
+  'byos'
+])
+param recordingStorage string = 'copy'
 param keyVaultName string
 param callbackSecretName string
 param acsName string
@@ -46,6 +54,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: deadLetterContainerName
+}
+
+resource recordingsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: recordingsContainerName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -132,6 +145,17 @@ resource acsCognitiveServicesUser 'Microsoft.Authorization/roleAssignments@2022-
   scope: aiServices
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.cognitiveServicesUser)
+    principalId: acsPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Bring your own storage (RECORDING_STORAGE=byos): ACS writes recordings into the QA container with its identity.
+resource acsRecordingWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (recordingStorage == 'byos') {
+  name: guid(recordingsContainer.id, acsPrincipalId, roles.storageBlobDataContributor)
+  scope: recordingsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: acsPrincipalId
     principalType: 'ServicePrincipal'
   }

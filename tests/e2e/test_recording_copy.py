@@ -232,3 +232,20 @@ def test_the_recording_is_deleted_from_acs_only_after_a_verified_copy(storage):
         assert chunk_props.metadata["deletedFromAcs"] == "true"
         text = control(stack.sim, "GET", f"/__sim/calls/{call['serverCallId']}/timeline?format=text")
         assert "deleted from the service" in text
+
+
+def test_bring_your_own_storage_is_verified_indexed_and_split_in_place(storage):
+    for stack in make_stack(storage, RECORDING_STORAGE="byos"):
+        call = record_a_call(stack, "+14255550307")
+        blobs = wait_blobs(storage, lambda bs: len(verified(bs)) == 4)
+        text = stack.timeline(call["serverCallId"])
+        assert "written into http://127.0.0.1" in text  # the service wrote the file into the QA container itself
+        start = next(r for r in stack.requests(call["serverCallId"], "StartRecording"))
+        assert start["body"]["externalStorage"]["recordingStorageKind"] == "azureBlobStorage"
+        assert start["body"]["externalStorage"]["recordingDestinationContainerUrl"].endswith("/qa-recordings")
+        assert all(d["downloads"] == 0 for d in source_documents(stack))  # nothing fetched from ACS
+        chunk = next(b for b in blobs if b.name.endswith(".wav") and "/participants/" not in b.name)
+        assert chunk.tags["storage"] == "byos" and chunk.tags["channels"] == "3"
+        data = container(storage).get_blob_client(chunk.name).download_blob().readall()
+        assert hashlib.sha256(data).hexdigest() == chunk.metadata["sha256"]
+        assert len([b for b in blobs if "/participants/" in b.name]) == 3

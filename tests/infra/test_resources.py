@@ -311,6 +311,9 @@ def test_every_data_plane_access_has_its_role():
         (APP, "Key Vault Secrets User", "Microsoft.KeyVault/vaults/secrets", False),  # CALLBACK_SECRET
         (APP, "Contributor", "Microsoft.Communication/communicationServices", False),  # Call Automation
         (ACS_IDENTITY, "Cognitive Services User", "Microsoft.CognitiveServices/accounts", False),  # TTS, STT
+        # RECORDING_STORAGE=byos: ACS writes recordings into the QA container
+        (ACS_IDENTITY, "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/blobServices/containers",
+         True),
         (
             TOPIC_IDENTITY,
             "Storage Blob Data Contributor",
@@ -319,7 +322,7 @@ def test_every_data_plane_access_has_its_role():
         ),  # dead-letters
         (APP, "Monitoring Metrics Publisher", "Microsoft.Insights/components", True),  # optional Entra telemetry
     }
-    assert len(ROLE_ASSIGNMENTS) == 8
+    assert len(ROLE_ASSIGNMENTS) == 9
 
 
 def test_the_app_identity_in_the_roles_is_the_sites_identity():
