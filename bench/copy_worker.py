@@ -2,8 +2,10 @@
 
     python -m bench.copy_worker MODE EVENT_JSON ENDPOINT ACCESS_KEY STORAGE_CONNECTION
 
-MODE: handler (the app's real RecordingFileStatusUpdated handler), naive (what public samples do:
-download the whole recording into memory, then upload it), raw (download only, bytes discarded).
+MODE: handler (the app's real copy: streamed, hashed, block MD5s, verified, split per participant),
+passthrough (the same bytes streamed from ACS into a block blob with nothing else done: the transport's
+limit for this path), naive (what public samples do: download the whole recording into memory, then
+upload it), raw (download only, bytes discarded: the source's limit).
 Prints one JSON line: seconds, bytes, peak RSS in MiB.
 """
 
@@ -41,6 +43,34 @@ def main() -> None:
                          timeout=60) as response:
             for block in response.iter_content(1024 * 1024):
                 copied += len(block)
+    elif mode == "passthrough":
+        import base64
+        from concurrent.futures import ThreadPoolExecutor
+
+        from azure.storage.blob import BlobBlock, BlobServiceClient
+
+        container = BlobServiceClient.from_connection_string(storage).get_container_client("bench-passthrough")
+        if not container.exists():
+            container.create_container()
+        blob = container.get_blob_client(f"pass-{uuid.uuid4().hex}.wav")
+        ids, futures, buffer = [], [], b""
+        with ThreadPoolExecutor(6) as pool, session.get(chunk.content_location, stream=True, timeout=60,
+                                                        headers=auth.headers("GET", chunk.content_location)) as r:
+            for piece in r.iter_content(1024 * 1024):
+                buffer += piece
+                copied += len(piece)
+                if len(buffer) >= 4 * 1024 * 1024:
+                    ids.append(base64.b64encode(f"{len(ids):08d}".encode()).decode())
+                    futures.append(pool.submit(blob.stage_block, ids[-1], buffer))
+                    buffer = b""
+                    while len([f for f in futures if not f.done()]) >= 6:
+                        time.sleep(0.001)
+            if buffer:
+                ids.append(base64.b64encode(f"{len(ids):08d}".encode()).decode())
+                futures.append(pool.submit(blob.stage_block, ids[-1], buffer))
+            for f in futures:
+                f.result()
+        blob.commit_block_list([BlobBlock(i) for i in ids])
     elif mode == "naive":
         from azure.storage.blob import BlobServiceClient
 

@@ -67,6 +67,8 @@ def main() -> int:
             (event,) = rx.wait_for("RecordingFileStatusUpdated", grid=True, timeout=600)
             print(f"  written in {time.perf_counter() - started:.1f}s\n", flush=True)
             results = {"raw": run_worker("raw", event, sim.endpoint, sim.access_key, storage.connection_string)}
+            results["passthrough"] = run_worker("passthrough", event, sim.endpoint, sim.access_key,
+                                                storage.connection_string)
             results["handler"] = run_worker("handler", event, sim.endpoint, sim.access_key,
                                             storage.connection_string)
             if not args.skip_naive:
@@ -74,14 +76,18 @@ def main() -> int:
                                               storage.connection_string)
     finally:
         storage.stop()
-    raw = results["raw"]
-    print(f"{'approach':<42} {'MB/s':>8} {'seconds':>8} {'peak MiB':>9} {'vs raw':>7}")
-    labels = {"raw": "raw loopback download (the limit)", "handler": "app handler: stream+verify+split to Azurite",
+    limit = results["passthrough"]
+    print(f"{'approach':<50} {'MB/s':>8} {'seconds':>8} {'peak MiB':>9} {'vs limit':>9}")
+    labels = {"raw": "download only, bytes dropped (source ceiling)",
+              "passthrough": "raw transfer ACS -> Azurite blocks (the limit)",
+              "handler": "app handler: stream, verify, split per party",
               "naive": "naive: read whole, then upload"}
     for mode, r in results.items():
         mbps = r["bytes"] / 1e6 / r["seconds"]
-        ratio = (r["bytes"] / r["seconds"]) / (raw["bytes"] / raw["seconds"])
-        print(f"{labels[mode]:<42} {mbps:8.1f} {r['seconds']:8.2f} {r['peak_rss_mib']:9.1f} {ratio:7.0%}")
+        ratio = (r["bytes"] / r["seconds"]) / (limit["bytes"] / limit["seconds"])
+        print(f"{labels[mode]:<50} {mbps:8.1f} {r['seconds']:8.2f} {r['peak_rss_mib']:9.1f} {ratio:9.0%}")
+    print(f"\n{args.size_mib} MiB, {args.channels} channels; peak = the copying process's max RSS "
+          "(imports included). The handler writes the bytes twice (the recording and its per-party split).")
     return 0
 
 

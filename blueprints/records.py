@@ -5,6 +5,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import azure.functions as func
 
@@ -56,4 +57,5 @@ def list_records(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_record")
 @bp.route(route="records/{server_call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_record(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(lambda: records.get_record(req.route_params["server_call_id"]))
+    # A server call id holding "/" comes percent-encoded (%2F), which the Functions host leaves encoded.
+    return _answer(lambda: records.get_record(unquote(req.route_params["server_call_id"])))

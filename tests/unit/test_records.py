@@ -521,3 +521,12 @@ def test_openapi_lists_the_records_routes():
     ]
     one = paths["/api/records/{server_call_id}"]["get"]
     assert one["operationId"] == "get_record" and one["parameters"][0]["name"] == "server_call_id"
+
+
+def test_the_records_table_is_a_setting_of_its_own():
+    from core.settings import load
+    from tests.unit.test_settings import base_env
+
+    assert load(base_env()).storage.records_table == "callrecords"
+    storage = load(base_env(RECORDS_TABLE="reports", OUTBOUND_TABLE="campaigns")).storage
+    assert (storage.records_table, storage.outbound_table) == ("reports", "campaigns")

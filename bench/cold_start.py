@@ -1,0 +1,217 @@
+"""Benchmark: cold start, from a fresh process to the first IncomingCall answered.
+
+    python -m bench.cold_start [--runs 7] [--compare DIR]
+
+Each run starts a fresh local Functions host (``python -m devhost``) on the app, with a fresh simulator
+(in this process) and one Azurite for the whole benchmark. As soon as the host accepts connections, Event
+Grid is subscribed and a caller rings; the cold start is the time from spawning the process to the
+simulator logging the app's AnswerCall. Measured in the same run, in fresh interpreters:
+
+- the floor: ``python -c "import azure.functions"`` (the worker must load that library to index the app);
+- every SDK the app uses, imported eagerly (``python -c "import azure.functions, azure.communication...."``);
+- ``import function_app`` itself, as a Functions host loads it (settings and flows validated);
+- the same cold start with every SDK imported eagerly before the app is loaded (what an app that imports its
+  SDKs at module level pays);
+- with ``--compare DIR``, the same cold start of another checkout of the app (e.g. before a change).
+
+Runs are interleaved (variant by variant within a run) so drift affects every variant alike; medians shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+# Every SDK the app depends on at run time (requirements.txt), as an app that imports them at module level would.
+EAGER_SDKS = (
+    "azure.functions",
+    "azure.communication.callautomation",
+    "azure.core",
+    "azure.data.tables",
+    "azure.storage.blob",
+    "azure.identity",
+    "azure.eventgrid",
+    "jwt",
+    "cryptography.x509",
+    "pydantic",
+    "requests",
+    "opentelemetry.trace",
+    "azure.monitor.opentelemetry",
+)
+EAGER_IMPORT = "import " + ", ".join(EAGER_SDKS)
+
+
+def _post(url: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _timed_process(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> float:
+    started = time.perf_counter()
+    subprocess.run(args, check=True, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def _host_env(app_dir: Path, settings: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
+    env.update(settings)
+    env["AZURE_FUNCTIONS_ENVIRONMENT"] = "Development"  # as the host sets it for its workers
+    env["PYTHONPATH"] = f"{app_dir}{os.pathsep}{ROOT}"
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    return env
+
+
+def import_function_app(app_dir: Path, settings: dict[str, str]) -> float:
+    """Seconds ``import function_app`` takes in a fresh interpreter loaded as under a Functions host."""
+    code = "import time; t = time.perf_counter(); import function_app; print(time.perf_counter() - t)"
+    out = subprocess.run([PY, "-c", code], check=True, env=_host_env(app_dir, settings), cwd=app_dir,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return time.monotonic()
+        if process.poll() is not None:
+            raise SystemExit(f"the host exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.002)
+    raise SystemExit(f"the host did not listen within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
+    """One fresh host on ``app_dir``: seconds to listening, to IncomingCall answered, and the first call's share."""
+    from simulator.engine import Config
+    from simulator.runner import SimulatorThread
+    from tools.apphost import app_settings, free_port
+
+    with SimulatorThread(config=Config(prompt_seconds=5.0)) as sim:
+        port = free_port()
+        env = _host_env(app_dir, app_settings(sim, storage, port))
+        env["DEVHOST_FUNCTION_KEY"] = secrets.token_urlsafe(24)
+        host_args = ["--app-dir", str(app_dir), "--port", str(port), "--settings", "no-local-settings.json"]
+        if eager:
+            code = (f"{EAGER_IMPORT}\nimport runpy, sys\nsys.argv = ['devhost', *{host_args!r}]\n"
+                    "runpy.run_module('devhost', run_name='__main__', alter_sys=True)")
+            cmd = [PY, "-c", code]
+        else:
+            cmd = [PY, "-m", "devhost", *host_args]
+        log = Path(tempfile.mkstemp(prefix="cold-start-", suffix=".log")[1])
+        with open(log, "wb") as out:
+            started = time.monotonic()
+            process = subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            listening = _wait_listening(port, process, log)
+            base = f"http://127.0.0.1:{port}"
+            from devhost.host import eventgrid_url
+
+            sub = _post(sim.endpoint + "/__sim/eventgrid/subscriptions",
+                        {"endpoint": eventgrid_url(base, "incoming_call"), "name": "incoming_call",
+                         "eventTypes": ["Microsoft.Communication.IncomingCall"]})
+            if sub["provisioningState"] != "Succeeded":
+                raise SystemExit(f"subscription failed: {sub}")
+            rang = time.monotonic()
+            call = _post(sim.endpoint + "/__sim/calls", {"from": "+14255550001", "to": "+18005550123"})
+            timeline = sim.sim.engine.calls[call["serverCallId"]].timeline
+            deadline = time.monotonic() + 60
+            answered = None
+            while answered is None:
+                for entry in list(timeline.entries):
+                    if entry.kind == "request" and entry.detail.get("operation") == "AnswerCall":
+                        if entry.detail.get("status") != 200:
+                            raise SystemExit(f"AnswerCall failed: {entry.summary}\n{log.read_text()[-3000:]}")
+                        answered = entry.at
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the app never answered:\n{log.read_text()[-3000:]}")
+                time.sleep(0.001)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.unlink(missing_ok=True)
+    return {"listening": listening - started, "answered": answered - started, "first_call": answered - rang}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), measured alike")
+    args = p.parse_args()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from simulator.engine import Config
+    from simulator.runner import SimulatorThread
+    from tools import azurite
+    from tools.apphost import app_settings
+
+    apps = {"app": ROOT}
+    if args.compare:
+        apps["compare"] = args.compare.resolve()
+    results: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    storage = azurite.start()
+    try:
+        with SimulatorThread(config=Config()) as sim:
+            settings = app_settings(sim, storage.connection_string, 7071)
+        for app_dir in apps.values():  # warm the OS file cache (and create the tables)
+            cold_start(app_dir, storage.connection_string, eager=False)
+        for run in range(args.runs):
+            print(f"run {run + 1}/{args.runs}...", flush=True)
+            add("floor", _timed_process([PY, "-c", "import azure.functions"]))
+            add("eager_imports", _timed_process([PY, "-c", EAGER_IMPORT]))
+            for name, app_dir in apps.items():
+                add(f"{name}:import", import_function_app(app_dir, settings))
+                for key, value in cold_start(app_dir, storage.connection_string, eager=False).items():
+                    add(f"{name}:{key}", value)
+            for key, value in cold_start(ROOT, storage.connection_string, eager=True).items():
+                add(f"eager:{key}", value)
+    finally:
+        storage.stop()
+
+    def ms(name: str) -> str:
+        return f"{statistics.median(results[name]) * 1000:7.0f}" if name in results else f"{'':>7}"
+
+    print(f"\nmedian of {args.runs} runs, milliseconds; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
+    print(f"{'process':<58} {'listening':>9} {'answered':>9} {'1st call':>9}")
+    for label, key in (('python -c "import azure.functions" (the floor, to exit)', "floor"),
+                       ('python -c "import <every SDK>" (to exit)', "eager_imports")):
+        print(f"{label:<58} {'':>9} {ms(key):>9} {'':>9}")
+    rows = [("app: fresh host, IncomingCall answered", "app")]
+    if args.compare:
+        rows.append((f"compare ({args.compare}): fresh host, answered", "compare"))
+    rows.append(("app with every SDK imported eagerly first", "eager"))
+    for label, key in rows:
+        print(f"{label:<58} {ms(key + ':listening'):>9} {ms(key + ':answered'):>9} {ms(key + ':first_call'):>9}")
+    print(f"\n{'import function_app (in a fresh interpreter, host settings)':<58} {ms('app:import'):>9}")
+    if args.compare:
+        print(f"{'import function_app of ' + str(args.compare):<58} {ms('compare:import'):>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
