@@ -1,11 +1,13 @@
 """HTTP trigger for every mid-call callback: POST /api/callbacks/{call_ref}?sig=..."""
 
 import json
+import time
 
 import azure.functions as func
 
 import handlers.callbacks  # noqa: F401 - registers the event handlers in the dispatch table
 from core.dispatch import handle_callback
+from core.observability import server_timing, timings
 from core.runtime import get_runtime
 
 bp = func.Blueprint()
@@ -14,9 +16,16 @@ bp = func.Blueprint()
 @bp.function_name("callbacks")
 @bp.route(route="callbacks/{call_ref}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def callbacks(req: func.HttpRequest) -> func.HttpResponse:
-    reply = handle_callback(
-        req.route_params.get("call_ref", ""), req.params.get("sig"), dict(req.headers), req.get_body(), get_runtime()
-    )
+    # Server-Timing: the app's time on this callback ("handler"), and within it the time spent waiting on ACS ("acs")
+    # and on Table Storage ("storage"). Benchmarks read it (bench/callback_latency.py); it carries no call data.
+    started = time.perf_counter()
+    call_ref, sig = req.route_params.get("call_ref", ""), req.params.get("sig")
+    with timings() as spent:
+        reply = handle_callback(call_ref, sig, dict(req.headers), req.get_body(), get_runtime())
+    spent = {"handler": (time.perf_counter() - started) * 1000, **spent}
     return func.HttpResponse(
-        json.dumps(reply.body), status_code=reply.status, headers=reply.headers, mimetype="application/json"
+        json.dumps(reply.body),
+        status_code=reply.status,
+        headers={**reply.headers, "Server-Timing": server_timing(spent)},
+        mimetype="application/json",
     )

@@ -18,9 +18,11 @@ import logging
 import threading
 import time
 import urllib.request
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import jwt
+if TYPE_CHECKING:  # PyJWT (and cryptography under it) is imported on the first callback, not at start-up
+    import jwt
 
 log = logging.getLogger("core.callback_auth")
 LEEWAY_SECONDS = 60
@@ -51,6 +53,8 @@ class CallbackAuthenticator:
         self._lock = threading.Lock()
 
     def _keys(self) -> jwt.PyJWKClient:
+        import jwt
+
         with self._lock:
             if self._jwks is None or time.monotonic() - self._jwks_at > CONFIG_TTL_SECONDS:
                 with urllib.request.urlopen(self._openid_config_url, timeout=10) as response:  # noqa: S310
@@ -67,6 +71,8 @@ class CallbackAuthenticator:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthError("no bearer token")
         token = authorization[7:].strip()
+        import jwt
+
         try:
             key = self._keys().get_signing_key_from_jwt(token)
             return jwt.decode(

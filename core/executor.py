@@ -29,6 +29,7 @@ from .flows.actions import (
 )
 from .flows.engine import KEY_TONES
 from .flows.model import Prompt
+from .observability import timed
 
 if TYPE_CHECKING:
     from azure.communication.callautomation import CallAutomationClient
@@ -66,6 +67,7 @@ class Executor:
         self.client = client
         self.callback_url = callback_url
 
+    @timed("acs")
     def run(self, call_connection_id: str, server_call_id: str, action: Action) -> dict[str, str]:
         """Do one action; return what the synchronous response told (invitation or recording id)."""
         from azure.communication.callautomation import RecognitionChoice, RecognizeInputType

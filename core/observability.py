@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ _EMPTY: dict[str, str] = {}
 _ids: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("call_ids", default=_EMPTY)  # noqa: B039 - never mutated
 IDS = ("call_connection_id", "server_call_id", "correlation_id", "call_ref")
 _configured = False
+_timings: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("timings", default=None)
 
 
 class CallIdsFilter(logging.Filter):
@@ -93,6 +95,36 @@ class _NoTracer:
     @contextlib.contextmanager
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[None]:
         yield None
+
+
+@contextlib.contextmanager
+def timings() -> Iterator[dict[str, float]]:
+    """Within the block, ``timed`` sections add their milliseconds here, by name."""
+    spent: dict[str, float] = {}
+    token = _timings.set(spent)
+    try:
+        yield spent
+    finally:
+        _timings.reset(token)
+
+
+@contextlib.contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Count the block's (or, as a decorator, the call's) wall time under ``name`` in the current ``timings``."""
+    spent = _timings.get()
+    if spent is None:
+        yield
+        return
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent[name] = spent.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+
+def server_timing(spent: dict[str, float]) -> str:
+    """A ``Server-Timing`` header value (``name;dur=<ms>``, comma-separated)."""
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in spent.items())
 
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from .flows.actions import Action
+from .observability import timed
 
 log = logging.getLogger("core.state")
 T = TypeVar("T")
@@ -111,6 +112,7 @@ class StateStore:
         self._ensure()
         next(iter(self._table.query_entities("PartitionKey eq 'health'", results_per_page=1)), None)
 
+    @timed("storage")
     def get(self, call_ref: str) -> tuple[CallState, str]:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -121,6 +123,7 @@ class StateStore:
             raise StateNotFound(call_ref) from None
         return CallState.model_validate_json(entity["data"]), entity.metadata["etag"]
 
+    @timed("storage")
     def create(self, state: CallState) -> bool:
         """Insert; False when a row already exists (a redelivered event set it up before)."""
         from azure.core.exceptions import ResourceExistsError
@@ -132,6 +135,7 @@ class StateStore:
             return False
         return True
 
+    @timed("storage")
     def replace(self, state: CallState, etag: str) -> str:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -157,6 +161,7 @@ class StateStore:
                 time.sleep(0.005 * (attempt + 1))
         raise StateConflict(f"{call_ref}: gave up after {attempts} conflicting updates")
 
+    @timed("storage")
     def find_by_server_call(self, server_call_id: str) -> CallState | None:
         """The app's state of a call, by the service's server call id (recording events carry only that)."""
         self._ensure()
@@ -165,6 +170,7 @@ class StateStore:
             return CallState.model_validate_json(entity["data"])
         return None
 
+    @timed("storage")
     def index(self, call_connection_id: str, call_ref: str) -> None:
         """Remember which call a call connection id belongs to (the control API is addressed by it)."""
         if call_connection_id:
@@ -173,6 +179,7 @@ class StateStore:
                 {"PartitionKey": INDEX_PREFIX + call_connection_id, "RowKey": "ref", "callRef": call_ref}
             )
 
+    @timed("storage")
     def lookup(self, call_connection_id: str) -> str | None:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -216,6 +223,7 @@ class EventFilter:
                 pass
             self._ensured = True
 
+    @timed("storage")
     def claim(self, scope: str, event_id: str) -> bool:
         """True: go ahead. False: done already, or being handled right now by another delivery."""
         from azure.core import MatchConditions
@@ -240,9 +248,11 @@ class EventFilter:
             return False
         return True
 
+    @timed("storage")
     def done(self, scope: str, event_id: str) -> None:
         self._table.upsert_entity({"PartitionKey": scope, "RowKey": event_id, "status": "done", "until": 0.0})
 
+    @timed("storage")
     def release(self, scope: str, event_id: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,7 +144,7 @@ class Delivery:
         action = rule.action if rule else None
         if action == "drop":
             self.stats["dropped"] += 1
-            self._note(item, f"{event_type} DROPPED (fault)", dropped=True)
+            self._note(item, f"{event_type} DROPPED (fault)", dropped=True, id=item.event["id"], type=event_type)
             return
         if action == "reorder" and item.key not in self._held:
             # Hold this event back and send it after the next one (or after a short wait).
@@ -182,14 +183,21 @@ class Delivery:
             headers = {"Content-Type": "application/json", "Authorization": "Bearer " + self.signer.token()}
             status: int | None = None
             error = ""
+            timing = ""
+            sent = time.monotonic()
             try:
                 self.stats["webhook_posts"] += 1
                 async with self._session.post(item.url, data=body, headers=headers) as resp:
                     status = resp.status
+                    timing = resp.headers.get("Server-Timing", "")
                     await resp.read()
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 error = type(exc).__name__
             if status is not None and 200 <= status < 300:
+                # The round trip as the service saw it, and the receiver's own Server-Timing (benchmarks read both).
+                extra = {"round_trip_ms": round((time.monotonic() - sent) * 1000, 3)}
+                if timing:
+                    extra["server_timing"] = timing
                 self._note(
                     item,
                     f"{event_type} -> {status}",
@@ -198,6 +206,7 @@ class Delivery:
                     id=item.event["id"],
                     data=item.event.get("data"),
                     type=event_type,
+                    **extra,
                 )
                 return
             self.stats["webhook_failures"] += 1
@@ -281,7 +290,10 @@ class Delivery:
                 action = rule.action if rule else None
                 if action == "drop":
                     if timeline:
-                        timeline.add("eventgrid", f"{short} DROPPED (fault)", subscription=sub.name)
+                        timeline.add(
+                            "eventgrid", f"{short} DROPPED (fault)", subscription=sub.name, dropped=True,
+                            id=event["id"], type=short,
+                        )
                     continue
                 delay = rule.delay if rule and action in ("delay", "reorder") else 0.0
                 copies = 2 if action == "duplicate" else 1

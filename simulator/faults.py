@@ -54,8 +54,8 @@ def parse_rule(data: dict[str, Any]) -> Rule:
         raise ValueError(f"callback fault action must be one of {sorted(CALLBACK_ACTIONS)}")
     if kind == "eventgrid" and rule.action not in CALLBACK_ACTIONS:
         raise ValueError(f"eventgrid fault action must be one of {sorted(CALLBACK_ACTIONS)}")
-    if kind == "download" and rule.cut_after_bytes <= 0:
-        raise ValueError("a download fault needs cut_after_bytes > 0")
+    if kind == "download" and rule.cut_after_bytes <= 0 and rule.latency <= 0:
+        raise ValueError("a download fault needs cut_after_bytes > 0 or latency > 0 (seconds per MiB sent)")
     if kind == "incoming_context" and rule.ttl <= 0:
         raise ValueError("an incoming_context fault needs ttl > 0 (seconds)")
     return rule

@@ -432,7 +432,8 @@ class Simulator:
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
         cut = self.faults.take("download", doc.document_id)
-        limit = cut.cut_after_bytes if cut else None
+        limit = cut.cut_after_bytes if cut and cut.cut_after_bytes > 0 else None
+        pause = cut.latency if cut else 0.0  # a slow download: this long before each MiB
         sent = 0
         doc.downloads += 1
         with open(doc.path, "rb") as fh:  # noqa: ASYNC230 - reads go through to_thread below
@@ -442,6 +443,8 @@ class Simulator:
                 block = await asyncio.to_thread(fh.read, min(1024 * 1024, remaining))
                 if not block:
                     break
+                if pause:
+                    await asyncio.sleep(pause)
                 if limit is not None and sent + len(block) >= limit:
                     await response.write(block[: max(limit - sent, 0)])
                     # Drop the connection mid-body, as a network fault would.

@@ -179,6 +179,46 @@ def start_app(
     return app
 
 
+def restart_app(app: AppProcess, *, kill: bool = True, down_for: float = 0.0, timeout: float = 30) -> None:
+    """Stop the app's host (SIGKILL by default: requests in flight are lost, as when an instance dies) and start
+    it again on the same port with the same settings and function key, so that callback URLs and Event Grid
+    subscriptions still reach it and the call state comes back from Table Storage."""
+    if app.process.poll() is None:
+        if kill:
+            app.process.kill()
+        else:
+            app.process.terminate()
+        app.process.wait(timeout=10)
+    time.sleep(down_for)
+    port = int(app.base_url.rsplit(":", 1)[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
+    env.update(app.env)
+    env["DEVHOST_FUNCTION_KEY"] = app.function_key
+    env["PYTHONPATH"] = str(ROOT)
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    with open(app.log_path, "ab") as log:
+        log.write(f"\n--- host restarted ({'killed' if kill else 'stopped'}) ---\n".encode())
+        log.flush()
+        app.process = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(port),
+             "--settings", "no-local-settings.json"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        if app.process.poll() is not None:
+            raise RuntimeError(f"the app exited with {app.process.returncode}:\n{app.logs()[-4000:]}")
+        try:
+            with urllib.request.urlopen(app.api + "/health", timeout=2):
+                return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error: the host is up
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not restart within {timeout}s:\n{app.logs()[-4000:]}") from None
+            time.sleep(0.05)
+
+
 def subscribe_eventgrid(sim: Any, app: AppProcess) -> None:
     for function, types in (
         ("incoming_call", ["Microsoft.Communication.IncomingCall"]),

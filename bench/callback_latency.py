@@ -1,0 +1,107 @@
+"""Benchmark: the app's own time per mid-call callback, with 1, 100 and 1,000 concurrent calls.
+
+    python -m bench.callback_latency [--calls 1,100,1000] [--rate 20] [--sequential 30]
+
+Scripted callers go through the IVR (default routing, customer_service flow: welcome, menu, press 1,
+announcement, transfer to sales) on one app instance (the local Functions host, its default thread
+pool), with the simulator and Azurite on this machine's loopback (see bench/ivr_load.py for what is
+measured and how). Levels:
+
+- ``1``: one call at a time, ``--sequential`` calls in a row (the unloaded baseline, same run);
+- ``N`` > 1: N callers ring ``--rate`` per second, and every prompt lasts long enough
+  (``prompt_seconds`` = N / rate, at least 2 s) that the first caller is still in the IVR when the last
+  one rings: all N calls are live at once (the table shows the peak the simulator saw).
+
+For each level: p50/p99 of the app's own time per callback (``handler - acs``: the simulator's latency
+taken out), of the handler, of its Table Storage share, and of the round trip ACS saw (which adds the
+host's queueing); callbacks lost (the simulator gave up after its retries; must be 0), actions
+duplicated (requests to ACS beyond the script's; must be 0), calls completed as scripted.
+Each level is bounded by ``--time-limit`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.ivr_load import Samples, collect, machine, pct, place, stack, wait_done  # noqa: E402
+
+HEADER = (
+    f"{'calls':>6} {'peak':>5} {'done':>5} {'callbacks':>9} {'cb/s':>6} | {'own p50':>7} {'own p99':>7} | "
+    f"{'hdl p50':>7} {'hdl p99':>7} | {'stor p50':>8} {'stor p99':>8} | {'rtt p50':>7} {'rtt p99':>7} | "
+    f"{'lost':>4} {'dup':>4} {'retry':>5}"
+)
+
+
+def row(label: str, s: Samples) -> str:
+    return (
+        f"{label:>6} {s.peak_live:5d} {s.completed:5d} {s.callbacks:9d} {s.callbacks / s.seconds:6.1f} | "
+        f"{pct(s.own, 50):7.1f} {pct(s.own, 99):7.1f} | {pct(s.handler, 50):7.1f} {pct(s.handler, 99):7.1f} | "
+        f"{pct(s.storage, 50):8.1f} {pct(s.storage, 99):8.1f} | {pct(s.round_trip, 50):7.1f} "
+        f"{pct(s.round_trip, 99):7.1f} | {s.lost:4d} {s.duplicated:4d} {s.retried:5d}"
+    )
+
+
+def run_level(storage: str, n: int, args: argparse.Namespace) -> Samples:
+    if n == 1:
+        with stack(storage, prompt_seconds=args.prompt_seconds) as st:
+            place(st, 1, 0, prefix=999)  # warm-up call: clients, connections, JIT-free but first-use costs
+            wait_done(st, list(st.sim.sim.engine.calls), time.monotonic() + 60)
+            ids = []
+            deadline = time.monotonic() + args.time_limit
+            for i in range(args.sequential):
+                (cid,) = place(st, 1, 0, prefix=i)
+                ids.append(cid)
+                if not wait_done(st, [cid], deadline):
+                    break
+            return collect(st, ids)
+    prompt = max(2.0, n / args.rate)
+    with stack(storage, prompt_seconds=prompt) as st:
+        warm = place(st, 1, 0, prefix=999)
+        wait_done(st, warm, time.monotonic() + 60 + 4 * prompt)
+        deadline = time.monotonic() + args.time_limit
+        ids = place(st, n, args.rate)
+        finished = wait_done(st, ids, deadline)
+        samples = collect(st, ids)
+        if not finished:
+            print(f"  {n} calls: not all finished within {args.time_limit:.0f}s", flush=True)
+        return samples
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--calls", default="1,100,1000", help="comma-separated levels of concurrent calls")
+    p.add_argument("--rate", type=float, default=20.0, help="calls ringing per second at levels above 1")
+    p.add_argument("--sequential", type=int, default=30, help="calls one after another at level 1")
+    p.add_argument("--prompt-seconds", type=float, default=0.2, help="prompt length at level 1")
+    p.add_argument("--time-limit", type=float, default=900.0, help="seconds per level at most")
+    args = p.parse_args()
+    from tools import azurite
+
+    levels = [int(x) for x in args.calls.split(",") if x.strip()]
+    print(f"{machine()}; Python {sys.version.split()[0]}", flush=True)
+    results = []
+    storage = azurite.start()
+    try:
+        for n in levels:
+            print(f"level {n}...", flush=True)
+            results.append((n, run_level(storage.connection_string, n, args)))
+    finally:
+        storage.stop()
+    print(f"\nafter the run: {machine()}")
+    print("milliseconds per callback: own = the app's time without ACS's (handler - acs); hdl = handler;")
+    print("stor = Table Storage within it; rtt = the round trip ACS saw (adds the host's queueing)\n")
+    print(HEADER)
+    for n, s in results:
+        print(row(str(n), s))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
