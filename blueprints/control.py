@@ -1,13 +1,9 @@
 """The control API: HTTP triggers with function-key auth, JSON in and out (see core/control.py)."""
 
-import json
-from collections.abc import Callable
-from typing import Any
-
 import azure.functions as func
 
+from blueprints._json_api import answer, json_response
 from core import control
-from core.control import RequestError
 from core.runtime import get_runtime
 from handlers import control as ops
 
@@ -15,33 +11,22 @@ bp = func.Blueprint()
 KEY = func.AuthLevel.FUNCTION
 
 
-def _json(status: int, body: Any) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
-
-
-def _answer(success: int, work: Callable[[], Any]) -> func.HttpResponse:
-    try:
-        return _json(success, work())
-    except RequestError as exc:
-        return _json(exc.status, exc.body())
-
-
 @bp.function_name("place_call")
 @bp.route(route="calls", methods=["POST"], auth_level=KEY)
 def place_call(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(201, lambda: ops.place_call(control.parse(control.PlaceCall, req.get_body()), get_runtime()))
+    return answer(201, lambda: ops.place_call(control.parse(control.PlaceCall, req.get_body()), get_runtime()))
 
 
 @bp.function_name("connect_call")
 @bp.route(route="connections", methods=["POST"], auth_level=KEY)
 def connect_call(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(201, lambda: ops.connect_call(control.parse(control.ConnectCall, req.get_body()), get_runtime()))
+    return answer(201, lambda: ops.connect_call(control.parse(control.ConnectCall, req.get_body()), get_runtime()))
 
 
 @bp.function_name("get_call")
 @bp.route(route="calls/{call_connection_id}", methods=["GET"], auth_level=KEY)
 def get_call(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(200, lambda: ops.get_call(req.route_params["call_connection_id"], get_runtime()))
+    return answer(200, lambda: ops.get_call(req.route_params["call_connection_id"], get_runtime()))
 
 
 @bp.function_name("participants")
@@ -49,15 +34,15 @@ def get_call(req: func.HttpRequest) -> func.HttpResponse:
 def participants(req: func.HttpRequest) -> func.HttpResponse:
     call, who = req.route_params["call_connection_id"], req.route_params.get("participant")
     if who:
-        return _answer(200, lambda: ops.get_participant(call, who, get_runtime()))
-    return _answer(200, lambda: ops.list_participants(call, get_runtime()))
+        return answer(200, lambda: ops.get_participant(call, who, get_runtime()))
+    return answer(200, lambda: ops.list_participants(call, get_runtime()))
 
 
 @bp.function_name("call_action")
 @bp.route(route="calls/{call_connection_id}/{action}", methods=["POST"], auth_level=KEY)
 def call_action(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
-    return _answer(
+    return answer(
         202, lambda: ops.call_action(params["call_connection_id"], params["action"], req.get_body(), get_runtime())
     )
 
@@ -65,4 +50,4 @@ def call_action(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("openapi")
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    return _json(200, control.openapi())
+    return json_response(200, control.openapi())

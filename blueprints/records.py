@@ -1,15 +1,12 @@
 """Call records: the Event Grid trigger for the calling events, and the records API
 (GET /api/records, GET /api/records/{server_call_id}; function-key auth)."""
 
-import json
 import logging
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import unquote
 
 import azure.functions as func
 
-from core.control import RequestError
+from blueprints._json_api import answer
 from core.events import EventFormatError
 from core.observability import call_scope
 from core.records import EVENT_TYPES, CallRecordEvent
@@ -37,25 +34,14 @@ def call_records(event: func.EventGridEvent) -> None:
         records.handle_call_record_event(parsed)
 
 
-def _json(status: int, body: Any) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
-
-
-def _answer(work: Callable[[], Any]) -> func.HttpResponse:
-    try:
-        return _json(200, work())
-    except RequestError as exc:
-        return _json(exc.status, exc.body())
-
-
 @bp.function_name("list_records")
 @bp.route(route="records", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_records(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(lambda: records.list_records(req.params.get("limit")))
+    return answer(200, lambda: records.list_records(req.params.get("limit")))
 
 
 @bp.function_name("get_record")
 @bp.route(route="records/{server_call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_record(req: func.HttpRequest) -> func.HttpResponse:
     # A server call id holding "/" comes percent-encoded (%2F), which the Functions host leaves encoded.
-    return _answer(lambda: records.get_record(unquote(req.route_params["server_call_id"])))
+    return answer(200, lambda: records.get_record(unquote(req.route_params["server_call_id"])))

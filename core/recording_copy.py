@@ -518,14 +518,7 @@ class RecordingCopier:
             content = BlockUploader(content_blob, pool=pool, gate=gate)
             split_outputs: dict[int, tuple[str, BlockUploader]] = {}
 
-            def make_output(channel: int, fmt: WavFormat) -> BlockUploader:
-                who = next((raw for raw, ch in channel_of.items() if ch == channel), f"channel-{channel}")
-                role = role_of.get(who, "unknown")
-                name = path.rsplit(".", 1)[0] + f"/participants/ch{channel}-{role}-{_safe(who)}.wav"
-                uploader = BlockUploader(self.container.get_blob_client(name), pool=pool, gate=gate)
-                split_outputs[channel] = (name, uploader)
-                return uploader
-
+            make_output = self._participant_outputs(path, channel_of, role_of, pool, gate, split_outputs)
             splitter = WavSplitter(make_output) if (self.split and unmixed and ext == "wav") else None
             download = ResumableDownload(self.session, chunk.content_location, self.auth)
             try:
@@ -619,6 +612,26 @@ class RecordingCopier:
         )
         return result
 
+    def _participant_outputs(
+        self,
+        path: str,
+        channel_of: dict[str, int],
+        role_of: dict[str, str],
+        pool: Any,
+        gate: threading.BoundedSemaphore,
+        outputs: dict[int, tuple[str, BlockUploader]],
+    ) -> Callable[[int, WavFormat], Any]:
+        """The splitter's factory: one mono WAV per channel, named by channel, role and participant id."""
+
+        def make_output(channel: int, fmt: WavFormat) -> BlockUploader:
+            who = next((raw for raw, ch in channel_of.items() if ch == channel), f"channel-{channel}")
+            name = path.rsplit(".", 1)[0] + f"/participants/ch{channel}-{role_of.get(who, 'unknown')}-{_safe(who)}.wav"
+            uploader = BlockUploader(self.container.get_blob_client(name), pool=pool, gate=gate)
+            outputs[channel] = (name, uploader)
+            return uploader
+
+        return make_output
+
     def index_in_place(
         self,
         chunk: Any,
@@ -662,16 +675,7 @@ class RecordingCopier:
         gate = threading.BoundedSemaphore(MAX_BLOCKS_IN_FLIGHT)
         outputs: dict[int, tuple[str, BlockUploader]] = {}
         with ThreadPoolExecutor(max_workers=MAX_BLOCKS_IN_FLIGHT) as pool:
-
-            def make_output(channel: int, fmt: WavFormat) -> BlockUploader:
-                who = next((raw for raw, ch in channel_of.items() if ch == channel), f"channel-{channel}")
-                out = (
-                    name.rsplit(".", 1)[0] + f"/participants/ch{channel}-{role_of.get(who, 'unknown')}-{_safe(who)}.wav"
-                )
-                uploader = BlockUploader(self.container.get_blob_client(out), pool=pool, gate=gate)
-                outputs[channel] = (out, uploader)
-                return uploader
-
+            make_output = self._participant_outputs(name, channel_of, role_of, pool, gate, outputs)
             splitter = WavSplitter(make_output) if (self.split and unmixed and ext == "wav") else None
             # Read once, in pieces: the checksum, the size and the split come from the same pass.
             for piece in blob.download_blob(etag=props.etag, match_condition=_if_unmodified()).chunks():
