@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ivr_load import Samples, collect, machine, pct, place, stack, wait_done  # noqa: E402
+from bench.ivr_load import Samples, collect, machine, pct, place, stack, wait_done, warm_up  # noqa: E402
 
 HEADER = (
     f"{'calls':>6} {'peak':>5} {'done':>5} {'callbacks':>9} {'cb/s':>6} | {'own p50':>7} {'own p99':>7} | "
@@ -51,8 +51,7 @@ def row(label: str, s: Samples) -> str:
 def run_level(storage: str, n: int, args: argparse.Namespace) -> Samples:
     if n == 1:
         with stack(storage, prompt_seconds=args.prompt_seconds) as st:
-            place(st, 1, 0, prefix=999)  # warm-up call: clients, connections, JIT-free but first-use costs
-            wait_done(st, list(st.sim.sim.engine.calls), time.monotonic() + 60)
+            warm_up(st)
             ids = []
             deadline = time.monotonic() + args.time_limit
             for i in range(args.sequential):
@@ -63,8 +62,7 @@ def run_level(storage: str, n: int, args: argparse.Namespace) -> Samples:
             return collect(st, ids)
     prompt = max(2.0, n / args.rate)
     with stack(storage, prompt_seconds=prompt) as st:
-        warm = place(st, 1, 0, prefix=999)
-        wait_done(st, warm, time.monotonic() + 60 + 4 * prompt)
+        warm_up(st)
         deadline = time.monotonic() + args.time_limit
         ids = place(st, n, args.rate)
         finished = wait_done(st, ids, deadline)

@@ -38,6 +38,7 @@ def main() -> None:
     baseline_rss = peak_rss_mib()
     started = time.perf_counter()
     copied = 0
+    written = None
     if mode == "raw":
         with session.get(chunk.content_location, headers=auth.headers("GET", chunk.content_location), stream=True,
                          timeout=60) as response:
@@ -81,20 +82,22 @@ def main() -> None:
         if not container.exists():
             container.create_container()
         container.upload_blob(f"naive-{uuid.uuid4().hex}.wav", data, overwrite=True)
-    else:
+    else:  # handler, handler-nosplit
         from azure.storage.blob import BlobServiceClient
 
         from core.recording_copy import CallInfo
 
         container = BlobServiceClient.from_connection_string(storage).get_container_client("bench-handler")
         copier = RecordingCopier(container=container, session=session, auth=auth,
-                                 allow=HostAllowList(["127.0.0.1"]), split=True)
+                                 allow=HostAllowList(["127.0.0.1"]), split=mode == "handler")
         result = copier.copy_chunk(chunk, CallInfo(server_call_id=f"bench-{uuid.uuid4().hex}"),
                                    start_time=status.start_time, channel_type=status.channel_type,
                                    format_type=status.format_type, duration_ms=status.duration_ms)
         copied = result.size
+        written = copied * (2 if result.participants else 1)  # the split writes every byte once more
     seconds = time.perf_counter() - started
-    print(json.dumps({"mode": mode, "seconds": seconds, "bytes": copied, "peak_rss_mib": peak_rss_mib(),
+    print(json.dumps({"mode": mode, "seconds": seconds, "bytes": copied, "written": written or copied,
+                      "peak_rss_mib": peak_rss_mib(),
                       "rss_before_mib": baseline_rss}))
 
 

@@ -102,6 +102,19 @@ def wait_done(st: Stack, ids: list[str], deadline: float) -> bool:
     return True
 
 
+def warm_up(st: Stack, timeout: float = 60) -> None:
+    """One call until the app has handled its first callbacks (clients made, connections open); it is left
+    going and counted nowhere."""
+    (cid,) = place(st, 1, 0, prefix=999)
+    timeline = st.sim.sim.engine.calls[cid].timeline
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.kind == "event" and e.detail.get("type") == "PlayStarted" for e in list(timeline.entries)):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the warm-up call did not get going:\n{timeline.render()}\n{st.app.logs()[-3000:]}")
+
+
 def parse_server_timing(value: str) -> dict[str, float]:
     out = {}
     for part in value.split(","):

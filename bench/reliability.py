@@ -163,6 +163,7 @@ class Report:
     disruptions: Counter[str] = field(default_factory=Counter)
     faults_fired: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    failed_timelines: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -387,7 +388,12 @@ class Suite:
         return len([d for d in documents if d["documentId"] not in verified])
 
     def count(self, results: list[CallResult]) -> None:
+        import handlers.callbacks  # noqa: F401 - registers the handlers
+        from core.dispatch import callbacks
         from core.runtime import derived_id
+
+        # Handlers that change nothing skip the duplicate filter: no "done" mark to look for.
+        unclaimed = set(getattr(callbacks, "undeduplicated", ()))
 
         report = self.report
         tables = self.tables()
@@ -403,9 +409,13 @@ class Suite:
             entries = timelines.get(r.server_call_id, [])
             self.check_call(r, entries, states.get(r.server_call_id))
             report.duplicated += r.duplicated
+            if r.duplicated:
+                report.problems.append(f"call {r.index} ({r.script.name}): duplicated {', '.join(r.duplicates)}")
+                report.failed_timelines.append(self.text(r.server_call_id))
             if not r.problems:
                 report.completed += 1
             else:
+                report.failed_timelines.append(self.text(r.server_call_id))
                 report.problems.append(f"call {r.index} ({r.script.name}, {r.server_call_id}): "
                                        + "; ".join(r.problems))
 
@@ -428,7 +438,7 @@ class Suite:
             elif "webhook" not in acked.get(event["id"], set()):
                 report.lost += 1
                 report.problems.append(f"webhook {kind} {event['id']} never acknowledged")
-            elif event["id"] not in done_ids:
+            elif kind not in unclaimed and event["id"] not in done_ids:
                 report.lost += 1
                 report.problems.append(f"webhook {kind} {event['id']} acknowledged but never handled")
         for event in sent["eventgrid"]:
