@@ -1,6 +1,6 @@
 """Benchmark: the app's own time per mid-call callback, with 1, 100 and 1,000 concurrent calls.
 
-    python -m bench.callback_latency [--calls 1,100,1000] [--rate 20] [--sequential 30]
+    python -m bench.callback_latency [--calls 1,100,1000] [--rate 6] [--sequential 30]
 
 Scripted callers go through the IVR (default routing, customer_service flow: welcome, menu, press 1,
 announcement, transfer to sales) on one app instance (the local Functions host, its default thread
@@ -9,8 +9,9 @@ measured and how). Levels:
 
 - ``1``: one call at a time, ``--sequential`` calls in a row (the unloaded baseline, same run);
 - ``N`` > 1: N callers ring ``--rate`` per second, and every prompt lasts long enough
-  (``prompt_seconds`` = N / rate, at least 2 s) that the first caller is still in the IVR when the last
-  one rings: all N calls are live at once (the table shows the peak the simulator saw).
+  (``prompt_seconds`` = N / rate / 2, at least 2 s; a call hears three) that the first caller is still in
+  the IVR when the last one rings: all N calls are live at once (the table shows the peak the simulator
+  saw). Keep the rate below the knee bench/sustained.py finds, or the figures measure a saturated host.
 
 For each level: p50/p99 of the app's own time per callback (``handler - acs``: the simulator's latency
 taken out), of the handler, of its Table Storage share, and of the round trip ACS saw (which adds the
@@ -25,33 +26,39 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ivr_load import Samples, collect, machine, pct, place, stack, wait_done, warm_up  # noqa: E402
+from bench.ivr_load import CpuMeter, Samples, collect, machine, pct, place, stack, wait_done, warm_up  # noqa: E402
 
 HEADER = (
     f"{'calls':>6} {'peak':>5} {'done':>5} {'callbacks':>9} {'cb/s':>6} | {'own p50':>7} {'own p99':>7} | "
     f"{'hdl p50':>7} {'hdl p99':>7} | {'stor p50':>8} {'stor p99':>8} | {'rtt p50':>7} {'rtt p99':>7} | "
-    f"{'lost':>4} {'dup':>4} {'retry':>5}"
+    f"{'lost':>4} {'dup':>4} {'retry':>5} | {'app CPU':>7}"
 )
 
 
-def row(label: str, s: Samples) -> str:
+def row(label: str, s: Samples, spent: dict[str, float]) -> str:
     return (
         f"{label:>6} {s.peak_live:5d} {s.completed:5d} {s.callbacks:9d} {s.callbacks / s.seconds:6.1f} | "
         f"{pct(s.own, 50):7.1f} {pct(s.own, 99):7.1f} | {pct(s.handler, 50):7.1f} {pct(s.handler, 99):7.1f} | "
         f"{pct(s.storage, 50):8.1f} {pct(s.storage, 99):8.1f} | {pct(s.round_trip, 50):7.1f} "
-        f"{pct(s.round_trip, 99):7.1f} | {s.lost:4d} {s.duplicated:4d} {s.retried:5d}"
+        f"{pct(s.round_trip, 99):7.1f} | {s.lost:4d} {s.duplicated:4d} {s.retried:5d} | "
+        f"{spent['app'] * 1000 / max(s.calls, 1):7.0f}"
     )
 
 
-def run_level(storage: str, n: int, args: argparse.Namespace) -> Samples:
+def run_level(
+    storage: Any, n: int, args: argparse.Namespace, app_dir: Path | None = None
+) -> tuple[Samples, dict[str, float]]:
     if n == 1:
-        with stack(storage, prompt_seconds=args.prompt_seconds) as st:
+        with stack(storage.connection_string, prompt_seconds=args.prompt_seconds, app_dir=app_dir) as st:
             warm_up(st)
+            wait_done(st, list(st.sim.sim.engine.calls), time.monotonic() + 60)
+            cpu = CpuMeter(st.app.process.pid, storage.process.pid)
             ids = []
             deadline = time.monotonic() + args.time_limit
             for i in range(args.sequential):
@@ -59,26 +66,29 @@ def run_level(storage: str, n: int, args: argparse.Namespace) -> Samples:
                 ids.append(cid)
                 if not wait_done(st, [cid], deadline):
                     break
-            return collect(st, ids)
-    prompt = max(2.0, n / args.rate)
-    with stack(storage, prompt_seconds=prompt) as st:
+            return collect(st, ids), cpu.since()
+    prompt = max(2.0, 0.5 * n / args.rate)
+    with stack(storage.connection_string, prompt_seconds=prompt, app_dir=app_dir) as st:
         warm_up(st)
+        cpu = CpuMeter(st.app.process.pid, storage.process.pid)
         deadline = time.monotonic() + args.time_limit
         ids = place(st, n, args.rate)
         finished = wait_done(st, ids, deadline)
+        spent = cpu.since()
         samples = collect(st, ids)
         if not finished:
             print(f"  {n} calls: not all finished within {args.time_limit:.0f}s", flush=True)
-        return samples
+        return samples, spent
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", default="1,100,1000", help="comma-separated levels of concurrent calls")
-    p.add_argument("--rate", type=float, default=20.0, help="calls ringing per second at levels above 1")
+    p.add_argument("--rate", type=float, default=6.0, help="calls ringing per second at levels above 1")
     p.add_argument("--sequential", type=int, default=30, help="calls one after another at level 1")
     p.add_argument("--prompt-seconds", type=float, default=0.2, help="prompt length at level 1")
     p.add_argument("--time-limit", type=float, default=900.0, help="seconds per level at most")
+    p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), measured alike")
     args = p.parse_args()
     from tools import azurite
 
@@ -89,15 +99,22 @@ def main() -> int:
     try:
         for n in levels:
             print(f"level {n}...", flush=True)
-            results.append((n, run_level(storage.connection_string, n, args)))
+            results.append((str(n), *run_level(storage, n, args)))
+            if args.compare:
+                print(f"level {n}, {args.compare}...", flush=True)
+                results.append((f"{n}*", *run_level(storage, n, args, args.compare.resolve())))
     finally:
         storage.stop()
     print(f"\nafter the run: {machine()}")
     print("milliseconds per callback: own = the app's time without ACS's (handler - acs); hdl = handler;")
-    print("stor = Table Storage within it; rtt = the round trip ACS saw (adds the host's queueing)\n")
+    print("stor = Table Storage within it; rtt = the round trip ACS saw (adds the host's queueing);")
+    print("app CPU = the app process's CPU milliseconds per call (all its functions)")
+    if args.compare:
+        print(f"* = {args.compare}")
+    print()
     print(HEADER)
-    for n, s in results:
-        print(row(str(n), s))
+    for label, s, spent in results:
+        print(row(label, s, spent))
     return 0
 
 

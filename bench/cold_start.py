@@ -14,7 +14,8 @@ simulator logging the app's AnswerCall. Measured in the same run, in fresh inter
   SDKs at module level pays);
 - with ``--compare DIR``, the same cold start of another checkout of the app (e.g. before a change).
 
-Runs are interleaved (variant by variant within a run) so drift affects every variant alike; medians shown.
+Runs are interleaved (variant by variant within a run) so drift affects every variant alike; medians shown,
+of wall-clock time and of the process's CPU time (user + system: steadier than wall time on a busy machine).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import socket
 import statistics
@@ -63,10 +65,17 @@ def _post(url: str, body: Any) -> Any:
         return json.loads(response.read())
 
 
-def _timed_process(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_process(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[float, float]:
+    """Wall and CPU seconds of a process run to its end."""
+    cpu = _children_cpu()
     started = time.perf_counter()
     subprocess.run(args, check=True, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _children_cpu() - cpu
 
 
 def _host_env(app_dir: Path, settings: dict[str, str]) -> dict[str, str]:
@@ -78,12 +87,14 @@ def _host_env(app_dir: Path, settings: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def import_function_app(app_dir: Path, settings: dict[str, str]) -> float:
-    """Seconds ``import function_app`` takes in a fresh interpreter loaded as under a Functions host."""
-    code = "import time; t = time.perf_counter(); import function_app; print(time.perf_counter() - t)"
+def import_function_app(app_dir: Path, settings: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds ``import function_app`` takes in a fresh interpreter, loaded as under a Functions host."""
+    code = ("import time; t, c = time.perf_counter(), time.process_time(); import function_app; "
+            "print(time.perf_counter() - t, time.process_time() - c)")
     out = subprocess.run([PY, "-c", code], check=True, env=_host_env(app_dir, settings), cwd=app_dir,
                          capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> float:
@@ -99,7 +110,9 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, time
 
 
 def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
-    """One fresh host on ``app_dir``: seconds to listening, to IncomingCall answered, and the first call's share."""
+    """One fresh host on ``app_dir``: seconds to listening, to IncomingCall answered, the first call's share, and
+    the host's CPU seconds until it answered."""
+    from bench.ivr_load import cpu_seconds
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
     from tools.apphost import app_settings, free_port
@@ -140,6 +153,7 @@ def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
                         if entry.detail.get("status") != 200:
                             raise SystemExit(f"AnswerCall failed: {entry.summary}\n{log.read_text()[-3000:]}")
                         answered = entry.at
+                        cpu = cpu_seconds(process.pid)
                 if time.monotonic() > deadline:
                     raise SystemExit(f"the app never answered:\n{log.read_text()[-3000:]}")
                 time.sleep(0.001)
@@ -151,7 +165,8 @@ def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
                 process.kill()
                 process.wait()
             log.unlink(missing_ok=True)
-    return {"listening": listening - started, "answered": answered - started, "first_call": answered - rang}
+    return {"listening": listening - started, "answered": answered - started, "first_call": answered - rang,
+            "cpu": cpu}
 
 
 def main() -> int:
@@ -161,11 +176,13 @@ def main() -> int:
     args = p.parse_args()
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from bench.ivr_load import machine
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
     from tools import azurite
     from tools.apphost import app_settings
 
+    print(machine(), flush=True)
     apps = {"app": ROOT}
     if args.compare:
         apps["compare"] = args.compare.resolve()
@@ -182,10 +199,14 @@ def main() -> int:
             cold_start(app_dir, storage.connection_string, eager=False)
         for run in range(args.runs):
             print(f"run {run + 1}/{args.runs}...", flush=True)
-            add("floor", _timed_process([PY, "-c", "import azure.functions"]))
-            add("eager_imports", _timed_process([PY, "-c", EAGER_IMPORT]))
+            for key, cmd in (("floor", "import azure.functions"), ("eager_imports", EAGER_IMPORT)):
+                wall, cpu = _timed_process([PY, "-c", cmd])
+                add(f"{key}:answered", wall)
+                add(f"{key}:cpu", cpu)
             for name, app_dir in apps.items():
-                add(f"{name}:import", import_function_app(app_dir, settings))
+                wall, cpu = import_function_app(app_dir, settings)
+                add(f"{name}:import", wall)
+                add(f"{name}:import_cpu", cpu)
                 for key, value in cold_start(app_dir, storage.connection_string, eager=False).items():
                     add(f"{name}:{key}", value)
             for key, value in cold_start(ROOT, storage.connection_string, eager=True).items():
@@ -194,22 +215,24 @@ def main() -> int:
         storage.stop()
 
     def ms(name: str) -> str:
-        return f"{statistics.median(results[name]) * 1000:7.0f}" if name in results else f"{'':>7}"
+        return f"{statistics.median(results[name]) * 1000:.0f}" if name in results else ""
 
-    print(f"\nmedian of {args.runs} runs, milliseconds; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
-    print(f"{'process':<58} {'listening':>9} {'answered':>9} {'1st call':>9}")
-    for label, key in (('python -c "import azure.functions" (the floor, to exit)', "floor"),
-                       ('python -c "import <every SDK>" (to exit)', "eager_imports")):
-        print(f"{label:<58} {'':>9} {ms(key):>9} {'':>9}")
-    rows = [("app: fresh host, IncomingCall answered", "app")]
+    print(f"\nmedian of {args.runs} runs, milliseconds; {machine()}; Python {sys.version.split()[0]}\n")
+    print(f"{'process':<60} {'listening':>9} {'answered':>9} {'1st call':>9} {'CPU':>6}")
+    for label, key in (('python -c "import azure.functions" (the floor; to its exit)', "floor"),
+                       ('python -c "import <every SDK>" (to its exit)', "eager_imports")):
+        print(f"{label:<60} {'':>9} {ms(key + ':answered'):>9} {'':>9} {ms(key + ':cpu'):>6}")
+    rows = [("app: fresh host to IncomingCall answered", "app")]
     if args.compare:
-        rows.append((f"compare ({args.compare}): fresh host, answered", "compare"))
-    rows.append(("app with every SDK imported eagerly first", "eager"))
+        rows.append((f"{args.compare}: the same", "compare"))
+    rows.append(("app, every SDK imported eagerly before it loads", "eager"))
     for label, key in rows:
-        print(f"{label:<58} {ms(key + ':listening'):>9} {ms(key + ':answered'):>9} {ms(key + ':first_call'):>9}")
-    print(f"\n{'import function_app (in a fresh interpreter, host settings)':<58} {ms('app:import'):>9}")
+        print(f"{label:<60} {ms(key + ':listening'):>9} {ms(key + ':answered'):>9} {ms(key + ':first_call'):>9} "
+              f"{ms(key + ':cpu'):>6}")
+    print(f"\n{'import function_app (fresh interpreter, as under a host)':<60} {'wall':>9} {'':>9} {'':>9} {'CPU':>6}")
+    print(f"{'  app':<60} {ms('app:import'):>9} {'':>9} {'':>9} {ms('app:import_cpu'):>6}")
     if args.compare:
-        print(f"{'import function_app of ' + str(args.compare):<58} {ms('compare:import'):>9}")
+        print(f"{'  ' + str(args.compare):<60} {ms('compare:import'):>9} {'':>9} {'':>9} {ms('compare:import_cpu'):>6}")
     return 0
 
 

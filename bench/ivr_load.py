@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SCRIPT = [{"on": "recognize", "press": "1"}]
@@ -49,8 +50,9 @@ class Stack:
 
 
 @contextmanager
-def stack(storage: str, *, prompt_seconds: float, **settings: str) -> Iterator[Stack]:
-    """A fresh simulator (prompts of ``prompt_seconds``) and a fresh app process subscribed to it."""
+def stack(storage: str, *, prompt_seconds: float, app_dir: Path | None = None, **settings: str) -> Iterator[Stack]:
+    """A fresh simulator (prompts of ``prompt_seconds``) and a fresh app process (of this checkout, or of
+    ``app_dir``) subscribed to it."""
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
     from tools.apphost import start_app
@@ -58,7 +60,7 @@ def stack(storage: str, *, prompt_seconds: float, **settings: str) -> Iterator[S
     thread = SimulatorThread(config=Config(prompt_seconds=prompt_seconds, ring_timeout=600))
     sim = thread.__enter__()
     try:
-        app = start_app(sim, storage, timeout=60, **settings)
+        app = start_app(sim, storage, timeout=60, app_dir=app_dir, **settings)
         try:
             yield Stack(sim, thread, app)
         finally:
@@ -210,6 +212,35 @@ def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of a process so far: this one when ``pid`` is None (Linux /proc otherwise)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by the app, Azurite and this process (the simulator and the callers) between marks."""
+
+    def __init__(self, app_pid: int, azurite_pid: int) -> None:
+        self.pids = {"app": app_pid, "azurite": azurite_pid, "simulator": None}
+        self.mark()
+
+    def mark(self) -> None:
+        self._at = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def since(self) -> dict[str, float]:
+        spent = {name: cpu_seconds(pid) - self._at[name] for name, pid in self.pids.items()}
+        self.mark()
+        return spent
 
 
 def machine() -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import queue
 import random
 import threading
 import time
@@ -161,9 +162,11 @@ class Report:
     recordings: int = 0
     recordings_verified: int = 0
     disruptions: Counter[str] = field(default_factory=Counter)
+    missed: Counter[str] = field(default_factory=Counter)  # disruptions whose moment never came
     faults_fired: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     failed_timelines: list[str] = field(default_factory=list)
+    app_log: str = ""
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -176,6 +179,7 @@ class Report:
             f"recordings copied and verified: {self.recordings_verified} of {self.recordings}",
             "disruptions:                   " + (", ".join(f"{k} x{v}" for k, v in sorted(self.disruptions.items()))
                                                  or "none"),
+            *([f"disruptions missed:            {dict(self.missed)}"] if self.missed else []),
             f"faults fired:                  {sum(self.faults_fired.values())} "
             f"({', '.join(f'{k} x{v}' for k, v in sorted(self.faults_fired.items()))})",
             f"seconds:                       {self.seconds:.1f}",
@@ -258,17 +262,18 @@ class Suite:
             time.sleep(0.05)
         return False
 
-    def wait_fault_fired(self, kind: str, name: str, before: int, timeout: float = 30.0) -> bool:
+    def wait_fault_fired(self, kind: str, name: str | None, before: int, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            fired = [f for f in self.ctl("GET", "/__sim/faults")["fired"] if f["kind"] == kind and f["name"] == name]
-            if len(fired) > before:
+            if self.fired(kind, name) > before:
                 return True
             time.sleep(0.02)
         return False
 
-    def fired(self, kind: str, name: str) -> int:
-        return len([f for f in self.ctl("GET", "/__sim/faults")["fired"] if f["kind"] == kind and f["name"] == name])
+    def fired(self, kind: str, name: str | None) -> int:
+        """How many faults of this kind (on this operation or event, or on any) have fired."""
+        return len([f for f in self.ctl("GET", "/__sim/faults")["fired"]
+                    if f["kind"] == kind and name in (None, f["name"])])
 
     def restart_storage(self, down_for: float) -> None:
         from tools import azurite
@@ -281,26 +286,27 @@ class Suite:
         restart_app(self.app, kill=True, down_for=down_for)
 
     def disrupt(self, kind: str) -> None:
-        """One disruption, at a moment that makes it hurt."""
+        """One disruption, at a moment that makes it hurt; counted as missed if that moment never came."""
+        struck = False
         if kind == "storage_mid_call":
-            if self.wait_mid_menu():
+            if struck := self.wait_mid_menu():
                 self.restart_storage(down_for=self.random.uniform(0.2, 1.0))
         elif kind == "host_kill_mid_call":
-            if self.wait_mid_menu():
+            if struck := self.wait_mid_menu():
                 self.restart_host(down_for=self.random.uniform(0.0, 0.5))
         elif kind == "host_kill_mid_request":
             # The transfer request is on its way (ACS is slow to answer it) when the host dies: the event that
             # planned it is redelivered to the new host, which sends it again with the same repeatability id.
             before = self.fired("request", "TransferToParticipant")
             self.ctl("POST", "/__sim/faults", {"kind": "request", "match": "TransferToParticipant", "latency": 1.0})
-            if self.wait_fault_fired("request", "TransferToParticipant", before):
+            if struck := self.wait_fault_fired("request", "TransferToParticipant", before):
                 time.sleep(0.1)
                 self.restart_host(down_for=0.1)
         elif kind in ("storage_mid_copy", "host_kill_mid_copy"):
             # A slowed recording download: the copy is under way when storage (or the host) goes away.
-            before = self.fired("download", "*")
+            before = self.fired("download", None)
             self.ctl("POST", "/__sim/faults", {"kind": "download", "latency": 1.0})
-            if self.wait_fault_fired("download", "*", before, timeout=60):
+            if struck := self.wait_fault_fired("download", None, before):
                 time.sleep(0.3)
                 if kind == "storage_mid_copy":
                     self.restart_storage(down_for=0.5)
@@ -308,7 +314,7 @@ class Suite:
                     self.restart_host(down_for=0.1)
         else:
             raise ValueError(f"unknown disruption {kind}")
-        self.report.disruptions[kind] += 1
+        (self.report.disruptions if struck else self.report.missed)[kind] += 1
 
     # -- the whole run --------------------------------------------------------------------------------------------
 
@@ -319,24 +325,33 @@ class Suite:
         self.random.shuffle(scripts)
         plan = list(disruptions)
         self.random.shuffle(plan)
+        # Each disruption is set off as a call starts, spread over the first four fifths of the calls, so that
+        # calls are still going (and recordings still being copied) when it strikes.
+        trigger = {int((j + 0.5) * calls * 0.8 / len(plan)): [] for j in range(len(plan))} if plan else {}
+        for j, kind in enumerate(plan):
+            trigger[int((j + 0.5) * calls * 0.8 / len(plan))].append(kind)
+        pending: queue.Queue[str | None] = queue.Queue()
         errors: list[BaseException] = []
 
         def chaos() -> None:
-            try:
-                for kind in plan:
+            while (kind := pending.get()) is not None:
+                try:
                     self.disrupt(kind)
-            except BaseException as exc:  # reported, not swallowed
-                errors.append(exc)
+                except BaseException as exc:  # reported, not swallowed
+                    errors.append(exc)
+
+        def start(index: int, script: Script) -> CallResult:
+            for kind in trigger.get(index, []):
+                pending.put(kind)
+            return self.play(index, script)
 
         chaos_thread = threading.Thread(target=chaos, name="chaos", daemon=True)
         chaos_thread.start()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = []
-            for i, script in enumerate(scripts):
-                futures.append(pool.submit(self.play, i, script))
-                time.sleep(0.05)
+            futures = [pool.submit(start, i, script) for i, script in enumerate(scripts)]
             results = [f.result() for f in futures]
-        chaos_thread.join(timeout=120)
+        pending.put(None)
+        chaos_thread.join(timeout=300)
         if errors:
             raise errors[0]
         self.settle()
@@ -400,6 +415,8 @@ class Suite:
         states = {e.get("serverCallId"): json.loads(e["data"]) for e in tables["callstate"] if e.get("data")}
         done = {(e["PartitionKey"], e["RowKey"]) for e in tables["callevents"] if e.get("status") == "done"}
         done_ids = {rk for _, rk in done}
+        claims = {e["RowKey"]: (e.get("status"), round(float(e.get("until") or 0) - time.time(), 1))
+                  for e in tables["callevents"]}
         record_ids = {e.get("eventId") for e in tables["callrecords"] if e.get("kind") == "event"}
         state_refs = {e["PartitionKey"] for e in tables["callstate"]}
 
@@ -437,7 +454,8 @@ class Suite:
                 report.dropped_on_purpose += 1
             elif "webhook" not in acked.get(event["id"], set()):
                 report.lost += 1
-                report.problems.append(f"webhook {kind} {event['id']} never acknowledged")
+                claim = claims.get(event["id"])
+                report.problems.append(f"webhook {kind} {event['id']} never acknowledged (claim: {claim})")
             elif kind not in unclaimed and event["id"] not in done_ids:
                 report.lost += 1
                 report.problems.append(f"webhook {kind} {event['id']} acknowledged but never handled")
@@ -567,6 +585,7 @@ def run(
             app = start_app(sim, storage.connection_string, RECORDING_MODE="on_connect", **(settings or {}))
             try:
                 suite = Suite(sim, app, storage, seed=seed)
+                suite.report.app_log = str(app.log_path)
                 report = suite.run(calls, concurrency, disruptions)
                 if on_report:
                     on_report(report)

@@ -6,9 +6,11 @@ One app instance (the local Functions host), the simulator and Azurite on this m
 bench/ivr_load.py). The arrival rate of scripted IVR callers is ramped step by step; each step rings
 callers evenly at its rate for ``--step-seconds``, then lets them finish (steps do not overlap). Per
 step: calls completed as scripted, the callback rate, p50/p99 of the round trip ACS saw per callback
-(what a caller waits for: the host's queueing and the app) and of the app's own time, callbacks lost
-and actions duplicated. The baseline is the first step, measured in the same run; the knee is the
-first step whose p50 round trip is more than twice the baseline's, or that loses a callback or a call.
+(what a caller waits for: the host's queueing and the app) and of the app's own time, callbacks lost,
+actions duplicated, and the CPU time per call of the app, of Azurite and of the simulator (with the
+callers; this process). The baseline, measured in the same run, is the lowest p50 round trip of the
+steps before; the knee is the first step whose p50 round trip is more than twice that, or that loses a
+callback or a call.
 """
 
 from __future__ import annotations
@@ -17,12 +19,66 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ivr_load import collect, machine, pct, place, stack, wait_done, warm_up  # noqa: E402
+from bench.ivr_load import CpuMeter, collect, machine, pct, place, stack, wait_done, warm_up  # noqa: E402
+
+
+def ramp(storage: Any, rates: list[float], args: argparse.Namespace, app_dir: Path | None = None) -> list[Any]:
+    """Run the steps on one app instance until one past the knee; rows of (rate, samples, finished, cpu, base)."""
+    rows: list[Any] = []
+    past_knee = 0
+    with stack(storage.connection_string, prompt_seconds=args.prompt_seconds, app_dir=app_dir) as st:
+        warm_up(st)
+        wait_done(st, list(st.sim.sim.engine.calls), time.monotonic() + 60)
+        cpu = CpuMeter(st.app.process.pid, storage.process.pid)
+        for step, rate in enumerate(rates):
+            n = max(1, round(rate * args.step_seconds))
+            print(f"{rate:g} calls/s: {n} calls...", flush=True)
+            cpu.mark()
+            ids = place(st, n, rate, prefix=step)
+            finished = wait_done(st, ids, time.monotonic() + 120 + 10 * args.prompt_seconds)
+            spent = cpu.since()
+            s = collect(st, ids)
+            base = min([pct(r[1].round_trip, 50) for r in rows] or [pct(s.round_trip, 50)])
+            rows.append((rate, s, finished, spent, base))
+            if past_knee or knee_of(rows) is not None:
+                past_knee += 1
+                if past_knee > args.stop_after_knee:
+                    break
+    return rows
+
+
+def knee_of(rows: list[Any]) -> float | None:
+    for rate, s, finished, _, base in rows:
+        if pct(s.round_trip, 50) > 2 * base or s.lost or s.completed < s.calls or not finished:
+            return rate
+    return None
+
+
+def report(rows: list[Any]) -> None:
+    knee = knee_of(rows)
+    print(f"{'calls/s':>7} {'calls':>6} {'done':>5} {'peak':>5} {'cb/s':>6} | {'rtt p50':>7} {'rtt p99':>7} | "
+          f"{'own p50':>7} {'own p99':>7} | {'lost':>4} {'dup':>4} | {'CPU ms/call: app':>16} {'azurite':>7} "
+          f"{'sim':>5} | vs baseline")
+    for rate, s, _, spent, base in rows:
+        ratio = pct(s.round_trip, 50) / base
+        mark = "  <- knee" if rate == knee else ""
+        per_call = {k: v * 1000 / max(s.calls, 1) for k, v in spent.items()}
+        print(f"{rate:7g} {s.calls:6d} {s.completed:5d} {s.peak_live:5d} {s.callbacks / s.seconds:6.1f} | "
+              f"{pct(s.round_trip, 50):7.1f} {pct(s.round_trip, 99):7.1f} | {pct(s.own, 50):7.1f} "
+              f"{pct(s.own, 99):7.1f} | {s.lost:4d} {s.duplicated:4d} | {per_call['app']:16.0f} "
+              f"{per_call['azurite']:7.0f} {per_call['simulator']:5.0f} | {ratio:5.1f}x{mark}")
+    sustained = [r for r, *_ in rows if knee is None or r < knee]
+    if sustained:
+        print(f"\nsustained: {max(sustained):g} calls/s (the last step before the p50 round trip doubled)"
+              + ("" if knee is not None else "; the knee was not reached: ramp further with --rates"))
+    else:
+        print("\nthe first step is already past the knee")
 
 
 def main() -> int:
@@ -31,52 +87,25 @@ def main() -> int:
     p.add_argument("--step-seconds", type=float, default=20.0)
     p.add_argument("--prompt-seconds", type=float, default=1.0, help="length of each prompt the callers hear")
     p.add_argument("--stop-after-knee", type=int, default=1, help="steps to run past the knee (then stop)")
+    p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), ramped alike")
     args = p.parse_args()
     from tools import azurite
 
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
     print(f"{machine()}; Python {sys.version.split()[0]}", flush=True)
-    rows = []
-    knee: float | None = None
-    past_knee = 0
     storage = azurite.start()
     try:
-        with stack(storage.connection_string, prompt_seconds=args.prompt_seconds) as st:
-            warm_up(st)
-            for step, rate in enumerate(rates):
-                n = max(1, round(rate * args.step_seconds))
-                print(f"{rate:g} calls/s: {n} calls...", flush=True)
-                ids = place(st, n, rate, prefix=step)
-                finished = wait_done(st, ids, time.monotonic() + 120 + 10 * args.prompt_seconds)
-                s = collect(st, ids)
-                rows.append((rate, s, finished))
-                base = rows[0][1]
-                doubled = pct(s.round_trip, 50) > 2 * pct(base.round_trip, 50)
-                if knee is None and (doubled or s.lost or s.completed < s.calls or not finished):
-                    knee = rate
-                if knee is not None:
-                    past_knee += 1
-                    if past_knee > args.stop_after_knee:
-                        break
+        runs = [("app", ramp(storage, rates, args))]
+        if args.compare:
+            print(f"{args.compare}:", flush=True)
+            runs.append((str(args.compare), ramp(storage, rates, args, args.compare.resolve())))
     finally:
         storage.stop()
     print(f"\nafter the run: {machine()}")
-    print("per callback, milliseconds: rtt = the round trip ACS saw; own = the app's time without ACS's\n")
-    print(f"{'calls/s':>7} {'calls':>6} {'done':>5} {'peak':>5} {'cb/s':>6} | {'rtt p50':>7} {'rtt p99':>7} | "
-          f"{'own p50':>7} {'own p99':>7} | {'lost':>4} {'dup':>4} | vs baseline")
-    base = rows[0][1]
-    for rate, s, _ in rows:
-        ratio = pct(s.round_trip, 50) / pct(base.round_trip, 50)
-        mark = "  <- knee" if rate == knee else ""
-        print(f"{rate:7g} {s.calls:6d} {s.completed:5d} {s.peak_live:5d} {s.callbacks / s.seconds:6.1f} | "
-              f"{pct(s.round_trip, 50):7.1f} {pct(s.round_trip, 99):7.1f} | {pct(s.own, 50):7.1f} "
-              f"{pct(s.own, 99):7.1f} | {s.lost:4d} {s.duplicated:4d} | {ratio:5.1f}x{mark}")
-    sustained = [r for r, _, _ in rows if knee is None or r < knee]
-    if sustained:
-        print(f"\nsustained: {max(sustained):g} calls/s (the last step before the p50 round trip doubled)"
-              + ("" if knee is not None else "; the knee was not reached: ramp further with --rates"))
-    else:
-        print("\nthe first step is already past the knee")
+    print("per callback, milliseconds: rtt = the round trip ACS saw; own = the app's time without ACS's")
+    for name, rows in runs:
+        print(f"\n{name}:\n")
+        report(rows)
     return 0
 
 

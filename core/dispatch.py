@@ -40,13 +40,19 @@ class CallbackRouter:
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
+        self.undeduplicated: set[str] = set()
 
-    def on(self, *event_types: str) -> Callable[[Handler], Handler]:
+    def on(self, *event_types: str, dedupe: bool = True) -> Callable[[Handler], Handler]:
+        """Register a handler. ``dedupe=False`` is for handlers that change nothing (they only log): a duplicate
+        is harmless there, so the event skips the duplicate filter and its two writes to Table Storage."""
+
         def register(handler: Handler) -> Handler:
             for event_type in event_types:
                 if event_type in self.handlers:
                     raise ValueError(f"{event_type} already has a handler ({self.handlers[event_type].__name__})")
                 self.handlers[event_type] = handler
+                if not dedupe:
+                    self.undeduplicated.add(event_type)
             return handler
 
         return register
@@ -108,20 +114,30 @@ def _dispatch_one(call_ref: str, event: CallEvent, runtime: Any) -> str | Reply:
     if handler is None:
         log.warning("unknown event type %s (id %s) acknowledged and ignored", event.type, event.id)
         return "unknown"
-    if not runtime.events.claim(call_ref, event.id):
+    dedupe = event.type not in callbacks.undeduplicated
+    claim = runtime.events.try_claim(call_ref, event.id) if dedupe else "claimed"
+    if claim == "done":
         log.info("duplicate %s %s dropped", event.type, event.id)
         return "duplicates"
+    if claim == "busy":
+        # Another delivery of it is being handled, or its handler died less than a lease ago (a host killed
+        # mid-call): acknowledging it would lose it if that handler never finishes. Ask for it again.
+        log.info("%s %s is being handled by another delivery; asking for redelivery", event.type, event.id)
+        return Reply(503, {"error": "this event is being handled; retry"}, {"Retry-After": "2"})
     try:
         annotate(call_connection_id=event.call_connection_id)
         handler(event, runtime, call_ref)
     except StateNotFound:
-        runtime.events.release(call_ref, event.id)
+        if dedupe:
+            runtime.events.release(call_ref, event.id)
         # A callback can outrun the write of the call's state on another instance: ask for it again.
         log.warning("%s for a call with no state yet; asking for redelivery", event.type)
         return Reply(503, {"error": "call state not found yet; retry"}, {"Retry-After": "1"})
     except Exception:
-        runtime.events.release(call_ref, event.id)
+        if dedupe:
+            runtime.events.release(call_ref, event.id)
         log.exception("handler for %s failed; the event will be redelivered", event.type)
         return Reply(500, {"error": f"handling {event.type} failed; retry"})
-    runtime.events.done(call_ref, event.id)
+    if dedupe:
+        runtime.events.done(call_ref, event.id)
     return "handled"

@@ -2,17 +2,24 @@
 
 State is one entity per call (partition = the call's reference from its callback URL), stored
 as JSON with the entity's ETag: every change is a compare-and-swap, so two callbacks that race
-cannot corrupt it, and any instance of a scaled-out app can take the next callback.
+cannot corrupt it, and any instance of a scaled-out app can take the next callback. A change starts
+from the state this process last read or wrote (with its ETag) instead of reading the row again;
+if another instance changed the row meanwhile, the write fails on the ETag and the change is
+redone on a fresh read.
 
 The event filter claims an event id before its handler runs and marks it done after; a
-failed handler releases the claim, so the redelivery is processed rather than swallowed.
+failed handler releases the claim, so the redelivery is processed rather than swallowed. A claim
+is a lease, renewed while its handler runs: one left by a process that died expires within the
+lease, and until then a redelivery is told to come back later (``busy``), never that it is done.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -23,7 +30,9 @@ from .observability import timed
 
 log = logging.getLogger("core.state")
 T = TypeVar("T")
+KNOWN_STATES = 4096  # calls whose last known state (and ETag) a process keeps, least recently used dropped
 HISTORY_LIMIT = 60
+ClaimResult = Literal["claimed", "done", "busy"]
 INDEX_PREFIX = "ccid-"
 
 
@@ -79,23 +88,45 @@ class StateNotFound(Exception):
 def _table_client(connection_string: str | None, endpoint: str | None, table: str) -> Any:
     from azure.data.tables import TableClient
 
+    from .clients import transport
+
     if connection_string:
-        return TableClient.from_connection_string(connection_string, table_name=table)
+        return TableClient.from_connection_string(connection_string, table_name=table, **transport())
     from azure.identity import DefaultAzureCredential
 
-    return TableClient(endpoint=endpoint or "", table_name=table, credential=DefaultAzureCredential())
+    return TableClient(endpoint=endpoint or "", table_name=table, credential=DefaultAzureCredential(), **transport())
 
 
 class StateStore:
     """CallState rows keyed by call reference, updated with ETag concurrency."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, known_states: int = KNOWN_STATES) -> None:
         self._table = table
         self._ensured = False
+        # call_ref -> (state JSON as stored, its ETag): what this process last read or wrote.
+        self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._known_limit = known_states
+        self._known_lock = threading.Lock()
 
     @classmethod
     def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> StateStore:
         return cls(_table_client(connection_string, endpoint, table))
+
+    def _remember(self, call_ref: str, data: str, etag: str) -> None:
+        with self._known_lock:
+            self._known[call_ref] = (data, etag)
+            self._known.move_to_end(call_ref)
+            while len(self._known) > self._known_limit:
+                self._known.popitem(last=False)
+
+    def _forget(self, call_ref: str) -> None:
+        with self._known_lock:
+            self._known.pop(call_ref, None)
+
+    def _recall(self, call_ref: str) -> tuple[CallState, str] | None:
+        with self._known_lock:
+            known = self._known.get(call_ref)
+        return (CallState.model_validate_json(known[0]), known[1]) if known else None
 
     def _ensure(self) -> None:
         if not self._ensured:
@@ -120,7 +151,9 @@ class StateStore:
         try:
             entity = self._table.get_entity(partition_key=call_ref, row_key="state")
         except ResourceNotFoundError:
+            self._forget(call_ref)
             raise StateNotFound(call_ref) from None
+        self._remember(call_ref, entity["data"], entity.metadata["etag"])
         return CallState.model_validate_json(entity["data"]), entity.metadata["etag"]
 
     @timed("storage")
@@ -129,10 +162,13 @@ class StateStore:
         from azure.core.exceptions import ResourceExistsError
 
         self._ensure()
+        entity = self._entity(state)
         try:
-            self._table.create_entity(self._entity(state))
+            meta = self._table.create_entity(entity)
         except ResourceExistsError:
             return False
+        if meta and meta.get("etag"):
+            self._remember(state.call_ref, entity["data"], meta["etag"])
         return True
 
     @timed("storage")
@@ -140,23 +176,32 @@ class StateStore:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
+        entity = self._entity(state)
         try:
             meta = self._table.update_entity(
-                self._entity(state), mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+                entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
             )
         except (ResourceModifiedError, ResourceNotFoundError):
+            self._forget(state.call_ref)
             raise StateConflict(state.call_ref) from None
+        self._remember(state.call_ref, entity["data"], meta["etag"])
         return meta["etag"]
 
     def mutate(self, call_ref: str, change: Callable[[CallState], T], attempts: int = 8) -> tuple[CallState, T]:
-        """Read, change, write back; on a conflict read again and redo the change."""
+        """Read, change, write back; on a conflict read again and redo the change.
+
+        The first try starts from the state this process last read or wrote, when it has one (no read):
+        if the row changed since, the write fails on the ETag and the change is redone on a fresh read."""
         for attempt in range(attempts):
-            state, etag = self.get(call_ref)
+            known = self._recall(call_ref) if attempt == 0 else None
+            state, etag = known or self.get(call_ref)
             result = change(state)
             try:
                 self.replace(state, etag)
                 return state, result
             except StateConflict:
+                if known:
+                    continue  # another instance wrote since this one last saw the row: read it now
                 log.info("state of %s changed concurrently; retrying (%d)", call_ref, attempt + 1)
                 time.sleep(0.005 * (attempt + 1))
         raise StateConflict(f"{call_ref}: gave up after {attempts} conflicting updates")
@@ -202,12 +247,20 @@ class StateStore:
 
 
 class EventFilter:
-    """Drops events already handled; lets a redelivery of a failed event through."""
+    """Drops events already handled; lets a redelivery of a failed event through.
 
-    def __init__(self, table: Any, lease_seconds: float = 60.0) -> None:
+    A claim holds for ``lease_seconds`` and is renewed (a background thread, every third of the lease)
+    while its handler runs, so a slow handler keeps it however long it takes, and a claim whose process
+    died (a host killed mid-handler, its storage gone before it could release) lapses within the lease.
+    """
+
+    def __init__(self, table: Any, lease_seconds: float = 10.0) -> None:
         self._table = table
         self._lease = lease_seconds
         self._ensured = False
+        self._held: dict[tuple[str, str], tuple[str, float]] = {}  # claims of this process -> (etag, renewed at)
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
 
     @classmethod
     def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> EventFilter:
@@ -223,43 +276,106 @@ class EventFilter:
                 pass
             self._ensured = True
 
-    @timed("storage")
     def claim(self, scope: str, event_id: str) -> bool:
         """True: go ahead. False: done already, or being handled right now by another delivery."""
+        return self.try_claim(scope, event_id) == "claimed"
+
+    @timed("storage")
+    def try_claim(self, scope: str, event_id: str) -> ClaimResult:
+        """``claimed``: go ahead. ``done``: a duplicate, drop it. ``busy``: another delivery holds a live claim
+        (or its process died less than a lease ago): ask the sender to deliver it again later."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
         self._ensure()
-        entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": time.time() + self._lease}
-        try:
-            self._table.create_entity(entity)
-            return True
-        except ResourceExistsError:
-            pass
-        existing = self._table.get_entity(partition_key=scope, row_key=event_id)
-        if existing["status"] == "done" or existing.get("until", 0) > time.time():
-            return False
-        # The earlier claim expired (its handler died): take it over.
-        try:
-            self._table.update_entity(
-                entity, mode="replace", etag=existing.metadata["etag"], match_condition=MatchConditions.IfNotModified
-            )
-        except ResourceModifiedError:
-            return False
-        return True
+        for _ in range(3):
+            entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
+            try:
+                meta = self._table.create_entity(entity)
+                self._hold(scope, event_id, meta["etag"])
+                return "claimed"
+            except ResourceExistsError:
+                pass
+            try:
+                existing = self._table.get_entity(partition_key=scope, row_key=event_id)
+            except ResourceNotFoundError:
+                continue  # released in between: claim it afresh
+            if existing["status"] == "done":
+                return "done"
+            if existing.get("until", 0) > time.time():
+                return "busy"
+            # The earlier claim expired (its handler died): take it over.
+            etag = existing.metadata["etag"]
+            try:
+                meta = self._table.update_entity(
+                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return "busy"  # another delivery took it over first
+            self._hold(scope, event_id, meta["etag"])
+            return "claimed"
+        return "busy"
 
     @timed("storage")
     def done(self, scope: str, event_id: str) -> None:
+        self._drop(scope, event_id)
         self._table.upsert_entity({"PartitionKey": scope, "RowKey": event_id, "status": "done", "until": 0.0})
 
     @timed("storage")
     def release(self, scope: str, event_id: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._drop(scope, event_id)
         try:
             self._table.delete_entity(partition_key=scope, row_key=event_id)
         except ResourceNotFoundError:
             pass
+
+    # -- the lease ------------------------------------------------------------------------------------------
+
+    def _until(self) -> float:
+        return time.time() + self._lease
+
+    def _hold(self, scope: str, event_id: str, etag: str) -> None:
+        with self._held_lock:
+            self._held[(scope, event_id)] = (etag, time.monotonic())
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_forever, name="event-claims", daemon=True)
+                self._renewer.start()
+
+    def _drop(self, scope: str, event_id: str) -> None:
+        with self._held_lock:
+            self._held.pop((scope, event_id), None)
+
+    def _renew_forever(self) -> None:
+        period = max(self._lease / 3, 0.05)
+        while True:
+            time.sleep(period / 2)
+            self.renew_due(period)
+
+    def renew_due(self, period: float) -> None:
+        """Renew this process's claims held for ``period`` seconds or more (their handlers are still running)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        now = time.monotonic()
+        with self._held_lock:
+            due = [(key, etag) for key, (etag, renewed) in self._held.items() if now - renewed >= period]
+        for (scope, event_id), etag in due:
+            entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
+            try:
+                meta = self._table.update_entity(
+                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                self._drop(scope, event_id)  # done, released or taken over meanwhile: no longer ours
+                continue
+            except Exception as exc:  # storage unreachable: try again next round
+                log.warning("could not renew the claim on %s/%s: %s", scope, event_id, exc)
+                continue
+            with self._held_lock:
+                if (scope, event_id) in self._held:
+                    self._held[(scope, event_id)] = (meta["etag"], time.monotonic())
 
 
 def dumps(value: Any) -> str:

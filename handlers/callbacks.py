@@ -106,7 +106,7 @@ def remove_participant_failed(event: CallEvent, runtime: Runtime, call_ref: str)
 # -- media ---------------------------------------------------------------------------------------
 
 
-@callbacks.on("PlayStarted")
+@callbacks.on("PlayStarted", dedupe=False)  # only logs
 def play_started(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.debug("play started (%s)", event.operation_context)
 
@@ -153,7 +153,7 @@ def recognize_canceled(event: CallEvent, runtime: Runtime, call_ref: str) -> Non
     runtime.advance(call_ref, event)
 
 
-@callbacks.on("HoldFailed")
+@callbacks.on("HoldFailed", dedupe=False)  # only logs
 def hold_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.warning("hold music failed: %s", event.result.message)
 
@@ -167,12 +167,12 @@ def continuous_dtmf_tone_received(event: CallEvent, runtime: Runtime, call_ref: 
     runtime.advance(call_ref, event)
 
 
-@callbacks.on("ContinuousDtmfRecognitionToneFailed")
+@callbacks.on("ContinuousDtmfRecognitionToneFailed", dedupe=False)  # only logs
 def continuous_dtmf_tone_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.warning("a tone could not be recognized: %s", event.result.message)
 
 
-@callbacks.on("ContinuousDtmfRecognitionStopped")
+@callbacks.on("ContinuousDtmfRecognitionStopped", dedupe=False)  # only logs
 def continuous_dtmf_stopped(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.info("continuous DTMF recognition stopped")
 
@@ -197,6 +197,6 @@ def recording_state_changed(event: CallEvent, runtime: Runtime, call_ref: str) -
     runtime.advance(call_ref, event)
 
 
-@callbacks.on("StartRecordingFailed")
+@callbacks.on("StartRecordingFailed", dedupe=False)  # only logs
 def start_recording_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.error("recording could not start: %s", event.result.message)

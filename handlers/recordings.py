@@ -18,6 +18,10 @@ from core.recording_copy import CallInfo, ChunkResult, RefusedUrl
 log = logging.getLogger("handlers.recordings")
 
 
+class EventBusy(Exception):
+    """Another delivery of this event holds its claim: the event must come again later."""
+
+
 @dataclass(frozen=True)
 class RecordingReport:
     event_id: str
@@ -39,14 +43,22 @@ def handle_recording_file_status(
     """Copy every chunk (or, with bring-your-own-storage, verify and index it where ACS wrote it);
     ``events`` (the duplicate filter) keeps a duplicate delivery from working at the same time as the first."""
     server_call_id = server_call_id_of(status.subject)
-    if events is not None and not events.claim("recordings", status.event_id):
-        log.info("duplicate recording event %s: already handled or being handled", status.event_id)
+    claim = events.try_claim("recordings", status.event_id) if events is not None else "claimed"
+    if claim == "done":
+        log.info("duplicate recording event %s: already handled", status.event_id)
         return RecordingReport(status.event_id, server_call_id, duplicate=True)
+    if claim == "busy":
+        # Being copied by another delivery, or by a process that died less than a lease ago: acknowledging
+        # it now would lose the recording if that copy never finishes. Fail, so Event Grid delivers it again.
+        raise EventBusy(f"recording event {status.event_id} is being handled by another delivery; retry later")
     try:
         report = _copy_all(status, server_call_id, copier, store, in_place)
     except Exception:
         if events is not None:
-            events.release("recordings", status.event_id)
+            try:
+                events.release("recordings", status.event_id)
+            except Exception as exc:  # storage is down: the claim lapses with its lease
+                log.warning("could not release the claim on recording event %s: %s", status.event_id, exc)
         raise
     if events is not None:
         events.done("recordings", status.event_id)

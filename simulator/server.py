@@ -224,7 +224,10 @@ class Simulator:
         hmac_auth.verify(self.access_key, request.method, request.path_qs, request.headers, body)
 
     async def _calling(self, request: web.Request) -> web.StreamResponse:
-        body_bytes = await request.read()
+        try:
+            body_bytes = await request.read()
+        except ConnectionResetError:  # the client went away mid-request (its process was killed)
+            return web.Response(status=400)
         try:
             self._authenticate(request, body_bytes)
         except errors.AcsError as exc:
@@ -451,7 +454,10 @@ class Simulator:
                     if request.transport is not None:
                         request.transport.close()
                     return response
-                await response.write(block)
+                try:
+                    await response.write(block)
+                except ConnectionResetError:  # the client went away (its process was killed): stop sending
+                    return response
                 sent += len(block)
                 remaining -= len(block)
         await response.write_eof()

@@ -131,14 +131,17 @@ def start_app(
     flows: dict[str, Any] | None = None,
     subscribe: bool = True,
     timeout: float = 30,
+    app_dir: Path | None = None,
     **extra: str,
 ) -> AppProcess:
+    """The app (of this checkout, or of ``app_dir``: another checkout, e.g. for a benchmark's comparison)."""
+    app_dir = app_dir or ROOT
     port = free_port()
     settings = app_settings(sim, storage_connection, port, routing=routing, flows=flows, **extra)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
     env.update(settings)
     env["DEVHOST_FUNCTION_KEY"] = function_key = secrets.token_urlsafe(24)
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(app_dir)
     env["NO_PROXY"] = "127.0.0.1,localhost"
     log_path = Path(tempfile.mkstemp(prefix="app-", suffix=".log")[1])
     with open(log_path, "wb") as log:
@@ -148,13 +151,13 @@ def start_app(
                 "-m",
                 "devhost",
                 "--app-dir",
-                str(ROOT),
+                str(app_dir),
                 "--port",
                 str(port),
                 "--settings",
                 "no-local-settings.json",
             ],
-            cwd=ROOT,
+            cwd=app_dir,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
