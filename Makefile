@@ -32,7 +32,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .ruff_cache
 
 # Infrastructure checks: checkov (Bicep, offline) in its own venv, since checkov pins an older
 # pycep-parser than tests/infra uses. Parsing and structural tests of infra/ run in `pytest`.
