@@ -32,7 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ivr_load import CpuMeter, Samples, collect, machine, pct, place, stack, wait_done, warm_up  # noqa: E402
+from bench.ivr_load import (  # noqa: E402
+    CpuMeter,
+    Samples,
+    collect,
+    machine,
+    pct,
+    place,
+    stack,
+    start_storage,
+    wait_done,
+    warm_up,
+)
 
 HEADER = (
     f"{'calls':>6} {'peak':>5} {'done':>5} {'callbacks':>9} {'cb/s':>6} | {'own p50':>7} {'own p99':>7} | "
@@ -89,13 +100,12 @@ def main() -> int:
     p.add_argument("--prompt-seconds", type=float, default=0.2, help="prompt length at level 1")
     p.add_argument("--time-limit", type=float, default=900.0, help="seconds per level at most")
     p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), measured alike")
+    p.add_argument("--azurite-in-memory", action="store_true", help="Azurite without its periodic saves to disk")
     args = p.parse_args()
-    from tools import azurite
-
     levels = [int(x) for x in args.calls.split(",") if x.strip()]
     print(f"{machine()}; Python {sys.version.split()[0]}", flush=True)
     results = []
-    storage = azurite.start()
+    storage = start_storage(args.azurite_in_memory)
     try:
         for n in levels:
             print(f"level {n}...", flush=True)

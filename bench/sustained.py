@@ -25,7 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ivr_load import CpuMeter, collect, machine, pct, place, stack, wait_done, warm_up  # noqa: E402
+from bench.ivr_load import (  # noqa: E402
+    CpuMeter,
+    collect,
+    machine,
+    pct,
+    place,
+    stack,
+    start_storage,
+    wait_done,
+    warm_up,
+)
 
 
 def ramp(storage: Any, rates: list[float], args: argparse.Namespace, app_dir: Path | None = None) -> list[Any]:
@@ -88,12 +98,11 @@ def main() -> int:
     p.add_argument("--prompt-seconds", type=float, default=1.0, help="length of each prompt the callers hear")
     p.add_argument("--stop-after-knee", type=int, default=1, help="steps to run past the knee (then stop)")
     p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), ramped alike")
+    p.add_argument("--azurite-in-memory", action="store_true", help="Azurite without its periodic saves to disk")
     args = p.parse_args()
-    from tools import azurite
-
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
     print(f"{machine()}; Python {sys.version.split()[0]}", flush=True)
-    storage = azurite.start()
+    storage = start_storage(args.azurite_in_memory)
     try:
         runs = [("app", ramp(storage, rates, args))]
         if args.compare:

@@ -91,7 +91,9 @@ class CallbackAuthenticator:
             raise AuthError(f"invalid token: {exc}") from None
 
     def verify_call_token(self, call_ref: str, sig: str | None) -> None:
-        if not sig or not hmac.compare_digest(sig, sign_call_ref(self._secret, call_ref)):
+        # As bytes: compare_digest refuses str with characters beyond ASCII, which a forged URL may hold.
+        expected = sign_call_ref(self._secret, call_ref).encode()
+        if not sig or not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), expected):
             raise AuthError("the callback URL's sig does not match its call")
 
     def verify(self, authorization: str | None, call_ref: str, sig: str | None) -> None:

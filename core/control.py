@@ -14,17 +14,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .flows.model import KEYS, Prompt, Target
 
-RAW_ID = r"^(\+[1-9]\d{1,14}|\d+:.+)$"
+# A raw id: printable ASCII without spaces, '/', '\\', '#' or '?' (no ACS raw id holds them, and Table Storage
+# keys, which some of them become, may not).
+RAW_ID = r'^(\+[1-9]\d{1,14}|\d+:[!"$-.0->@-\[\]-~]+)$'
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CallTarget(Target):
+    """A target given to the API, checked as ACS checks it (a flow's targets may name {variables} instead)."""
+
+    to: str = Field(pattern=RAW_ID, description="+E.164 phone number or raw id (8:acs:..., 8:orgid:...)")
+    caller_id: str | None = Field(
+        default=None, pattern=r"^\+[1-9]\d{1,14}$", description="Caller id shown to a phone target (+E.164)"
+    )
+
+
 class PlaceCall(_Strict):
     """Place an outbound call to one or more endpoints (a group call when several) into a flow."""
 
-    targets: list[Target] = Field(min_length=1, max_length=20)
+    targets: list[CallTarget] = Field(min_length=1, max_length=20)
     caller_id: str | None = Field(
         default=None,
         pattern=r"^\+[1-9]\d{1,14}$",
@@ -96,14 +107,14 @@ class RecognizeRequest(_Strict):
 
 
 class TransferRequest(_Strict):
-    target: Target
+    target: CallTarget
     transferee: str | None = Field(
         default=None, pattern=RAW_ID, description="In a group call: the participant to transfer"
     )
 
 
 class AddParticipantRequest(_Strict):
-    target: Target
+    target: CallTarget
     timeout_seconds: int = Field(default=30, ge=1, le=180)
 
 

@@ -46,6 +46,19 @@ class EventFormatError(ValueError):
     """A payload lacks something its handler needs."""
 
 
+def _text(value: Any) -> str | None:
+    """A string field, or None when absent or of another JSON type (a tolerant reader never crashes on it)."""
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def raw_id(identifier: Any) -> str | None:
     """The raw id of a CommunicationIdentifierModel, from rawId or the kind-specific part."""
     if not isinstance(identifier, dict):
@@ -72,7 +85,7 @@ class ResultInfo:
         info = data.get("resultInformation") or data.get("resultInfo") or {}
         if not isinstance(info, dict):
             return cls()
-        return cls(info.get("code"), info.get("subCode"), str(info.get("message") or ""))
+        return cls(_int(info.get("code")), _int(info.get("subCode")), str(info.get("message") or ""))
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,8 @@ class CallEvent:
     @property
     def participants(self) -> list[str]:
         out = []
-        for p in self.data.get("participants") or []:
+        listed = self.data.get("participants")
+        for p in listed if isinstance(listed, list) else []:
             rid = raw_id(p.get("identifier") if isinstance(p, dict) else None)
             if rid:
                 out.append(rid)
@@ -106,35 +120,43 @@ class CallEvent:
 
     @property
     def tone(self) -> str | None:
-        return self.data.get("tone")
+        return _text(self.data.get("tone"))
 
     @property
     def sequence_id(self) -> int | None:
-        return self.data.get("sequenceId")
+        return _int(self.data.get("sequenceId"))
 
     @property
     def recognition(self) -> tuple[str | None, list[str], str | None, str | None]:
         """(recognitionType, tones, choice label, speech text)."""
         data = self.data
-        kind = data.get("recognitionType")
-        tones = list((data.get("dtmfResult") or {}).get("tones") or [])
+
+        def tones_in(result: Any) -> list[str]:
+            listed = _object(result).get("tones")
+            return [t for t in listed if isinstance(t, str)] if isinstance(listed, list) else []
+
+        kind = _text(data.get("recognitionType"))
         # Older payloads collected tones under collectTonesResult.
-        tones = tones or list((data.get("collectTonesResult") or {}).get("tones") or [])
-        label = (data.get("choiceResult") or {}).get("label")
-        speech = (data.get("speechResult") or {}).get("speech")
+        tones = tones_in(data.get("dtmfResult")) or tones_in(data.get("collectTonesResult"))
+        label = _text(_object(data.get("choiceResult")).get("label"))
+        speech = _text(_object(data.get("speechResult")).get("speech"))
         return kind, tones, label, speech
 
     @property
+    def recognized_phrase(self) -> str | None:
+        return _text(_object(self.data.get("choiceResult")).get("recognizedPhrase"))
+
+    @property
     def recording_id(self) -> str | None:
-        return self.data.get("recordingId")
+        return _text(self.data.get("recordingId"))
 
     @property
     def recording_state(self) -> str | None:
-        return self.data.get("state")
+        return _text(self.data.get("state"))
 
     @property
     def invitation_id(self) -> str | None:
-        return self.data.get("invitationId")
+        return _text(self.data.get("invitationId"))
 
 
 def parse_call_event(event: Any) -> CallEvent:
@@ -149,19 +171,23 @@ def parse_call_event(event: Any) -> CallEvent:
         raise EventFormatError("event data must be an object")
     kind = str(event["type"])
     short = kind[len(PREFIX) :] if kind.startswith(PREFIX) else kind
-    call_connection_id = data.get("callConnectionId") or _from_subject(event.get("subject") or event.get("source"))
+    call_connection_id = _text(data.get("callConnectionId")) or _from_subject(
+        event.get("subject") or event.get("source")
+    )
     if not call_connection_id:
         raise EventFormatError(f"{short} event {event['id']} has no callConnectionId")
+    # Fields of another JSON type than the contract's are read as absent: such an event is handled (or ignored)
+    # like any other, never a handler's crash that the sender would redeliver forever.
     return CallEvent(
         id=str(event["id"]),
         type=short,
-        call_connection_id=str(call_connection_id),
-        server_call_id=str(data.get("serverCallId") or ""),
-        correlation_id=str(data.get("correlationId") or ""),
-        operation_context=data.get("operationContext"),
+        call_connection_id=call_connection_id,
+        server_call_id=_text(data.get("serverCallId")) or "",
+        correlation_id=_text(data.get("correlationId")) or "",
+        operation_context=_text(data.get("operationContext")),
         result=ResultInfo.of(data),
         data=data,
-        time=event.get("time"),
+        time=_text(event.get("time")),
     )
 
 

@@ -15,6 +15,7 @@ lease, and until then a redelivery is told to come back later (``busy``), never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -172,6 +173,17 @@ class StateStore:
         return True
 
     @timed("storage")
+    def delete(self, call_ref: str) -> None:
+        """Remove a call's state: for a call that never came to be (the service refused to place it)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self._forget(call_ref)
+        try:
+            self._table.delete_entity(partition_key=call_ref, row_key="state")
+        except ResourceNotFoundError:
+            pass
+
+    @timed("storage")
     def replace(self, state: CallState, etag: str) -> str:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -288,6 +300,7 @@ class EventFilter:
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
         self._ensure()
+        event_id = row_key(event_id)
         for _ in range(3):
             entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
             try:
@@ -318,6 +331,7 @@ class EventFilter:
 
     @timed("storage")
     def done(self, scope: str, event_id: str) -> None:
+        event_id = row_key(event_id)
         self._drop(scope, event_id)
         self._table.upsert_entity({"PartitionKey": scope, "RowKey": event_id, "status": "done", "until": 0.0})
 
@@ -325,6 +339,7 @@ class EventFilter:
     def release(self, scope: str, event_id: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        event_id = row_key(event_id)
         self._drop(scope, event_id)
         try:
             self._table.delete_entity(partition_key=scope, row_key=event_id)
@@ -376,6 +391,17 @@ class EventFilter:
             with self._held_lock:
                 if (scope, event_id) in self._held:
                     self._held[(scope, event_id)] = (meta["etag"], time.monotonic())
+
+
+UNSAFE_KEY_CHARS = frozenset("/\\#?")
+
+
+def row_key(value: str) -> str:
+    """A Table Storage key for an id: the id itself (ACS's are GUIDs), or its hash when the id holds what keys
+    may not (``/ \\ # ?``, control characters) or is too long, so an odd id is handled, never a 500."""
+    if value and len(value) <= 200 and value.isprintable() and not UNSAFE_KEY_CHARS & set(value):
+        return value
+    return "h" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def dumps(value: Any) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from core.dispatch import callbacks
-from core.events import CallEvent
+from core.events import CallEvent, raw_id
 from core.lifecycle import call_ended
 from core.runtime import Runtime
 
@@ -54,7 +54,7 @@ def participants_updated(event: CallEvent, runtime: Runtime, call_ref: str) -> N
 
 @callbacks.on("CallTransferAccepted")
 def call_transfer_accepted(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    log.info("transfer accepted by %s", event.data.get("transferTarget", {}).get("rawId"))
+    log.info("transfer accepted by %s", raw_id(event.data.get("transferTarget")))
     runtime.advance(call_ref, event)
 
 

@@ -35,6 +35,18 @@ def _acs_error(exc: Exception) -> RequestError:
     return RequestError(f"Communication Services failed: {message.splitlines()[0]}", status=502)
 
 
+def _refused(exc: Exception, call_ref: str, runtime: Runtime) -> RequestError:
+    """The service did not set the call up: a refusal (4xx) means no call, so the state written ahead goes too.
+    After a failure (5xx, no answer) the call may exist: its state stays for its events."""
+    error = _acs_error(exc)
+    if error.status < 500:
+        try:
+            runtime.store.delete(call_ref)
+        except Exception as cleanup:  # storage failed too: a row for a call that never was, harmless
+            log.warning("could not remove the state of refused call %s: %s", call_ref, cleanup)
+    return error
+
+
 def _check_flow(runtime: Runtime, flow: str | None) -> None:
     if flow and flow not in runtime.settings.flows:
         raise RequestError(
@@ -68,7 +80,7 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
             cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
         )
     except Exception as exc:
-        raise _acs_error(exc) from exc
+        raise _refused(exc, call_ref, runtime) from exc
     runtime.store.index(props.call_connection_id or "", call_ref)
     return {
         "call_ref": call_ref,
@@ -99,7 +111,7 @@ def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
             **locator,
         )
     except Exception as exc:
-        raise _acs_error(exc) from exc
+        raise _refused(exc, call_ref, runtime) from exc
     runtime.store.index(props.call_connection_id or "", call_ref)
     return {
         "call_ref": call_ref,

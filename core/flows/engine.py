@@ -484,7 +484,7 @@ class FlowEngine:
             if choice is not None:
                 if node.store_as:
                     state.vars[node.store_as] = choice.label
-                spoken = bool(speech or (event.data.get("choiceResult") or {}).get("recognizedPhrase"))
+                spoken = bool(speech or event.recognized_phrase)
                 state.outcome.setdefault("menu", []).append(
                     {"node": state.node, "choice": choice.label, "by": "speech" if spoken else "dtmf"}
                 )

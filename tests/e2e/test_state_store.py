@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -75,3 +76,41 @@ def test_an_expired_claim_is_taken_over(azurite):
     assert events.claim("call", "e2") is True
     events.done("call", "e2")
     assert events.claim("call", "e2") is False
+
+
+def test_a_claim_being_handled_is_busy_not_a_duplicate(events):
+    # A redelivery while the first delivery's handler runs (or after its process died, within the lease) must be
+    # asked to come back: answering it as a duplicate would lose the event if that handler never finishes.
+    assert events.try_claim("call", "e3") == "claimed"
+    assert events.try_claim("call", "e3") == "busy"
+    events.done("call", "e3")
+    assert events.try_claim("call", "e3") == "done"
+
+
+def test_a_claim_left_by_a_dead_process_lapses_with_its_lease(azurite):
+    table = f"events{uuid.uuid4().hex[:10]}"
+    dead = EventFilter(EventFilter.connect(azurite.connection_string, None, table)._table, lease_seconds=0.5)
+    assert dead.try_claim("call", "e4") == "claimed"
+    dead._drop("call", "e4")  # its process is gone: nothing renews the claim any more
+    alive = EventFilter.connect(azurite.connection_string, None, table)
+    assert alive.try_claim("call", "e4") == "busy"
+    time.sleep(0.6)
+    assert alive.try_claim("call", "e4") == "claimed"  # taken over, and handled this time
+
+
+def test_a_slow_handler_keeps_its_claim_by_renewing_it(azurite):
+    table = f"events{uuid.uuid4().hex[:10]}"
+    slow = EventFilter(EventFilter.connect(azurite.connection_string, None, table)._table, lease_seconds=0.6)
+    assert slow.try_claim("call", "e5") == "claimed"
+    other = EventFilter.connect(azurite.connection_string, None, table)
+    time.sleep(1.5)  # well past the lease: renewed in the background meanwhile
+    assert other.try_claim("call", "e5") == "busy"
+    slow.done("call", "e5")
+    assert other.try_claim("call", "e5") == "done"
+
+
+def test_odd_event_ids_are_claimed_under_a_safe_key(events):
+    for odd in ("a/b", "x#y?z", "\x1f", "é" * 300):
+        assert events.try_claim("call", odd) == "claimed"
+        events.done("call", odd)
+        assert events.try_claim("call", odd) == "done"
