@@ -33,6 +33,8 @@ import hashlib
 import json
 import queue
 import random
+import signal
+import sys
 import threading
 import time
 import urllib.error
@@ -246,8 +248,10 @@ class Suite:
 
     # -- disruptions --------------------------------------------------------------------------------------
 
-    def wait_mid_menu(self, timeout: float = 30.0) -> bool:
-        """Until some call placed is in its menu (a Recognize accepted, the call still going)."""
+    def wait_mid_menu(self, timeout: float = 30.0, idle: bool = False) -> bool:
+        """Until some call placed is in its menu (a Recognize accepted, the call still going). With ``idle``, also
+        until no event is on its way to the app: the app is between callbacks, not in the middle of an action
+        ACS has accepted but the app has not yet recorded (see ``host_kill_mid_call``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -258,9 +262,13 @@ class Suite:
                     e["kind"] == "request" and e.get("operation") == "Recognize" and e.get("status") == 202
                     for e in self.timeline(server_call_id)
                 ):
-                    return True
-            time.sleep(0.05)
+                    if not idle or self.app_idle():
+                        return True
+            time.sleep(0.02)
         return False
+
+    def app_idle(self) -> bool:
+        return all(self.ctl("GET", "/__sim/health")["pendingDeliveries"] == 0 for _ in range(2))
 
     def wait_fault_fired(self, kind: str, name: str | None, before: int, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -292,7 +300,11 @@ class Suite:
             if struck := self.wait_mid_menu():
                 self.restart_storage(down_for=self.random.uniform(0.2, 1.0))
         elif kind == "host_kill_mid_call":
-            if struck := self.wait_mid_menu():
+            # Between callbacks: the events ACS sends while the host is down fail and are redelivered to the new
+            # host. (Killed inside a handler, just after ACS accepted a Play or Recognize and before the app
+            # recorded it, the redelivery would send it again: those operations have no repeatability id. See
+            # host_kill_mid_request for a kill mid-action on one that has.)
+            if struck := self.wait_mid_menu(idle=True):
                 self.restart_host(down_for=self.random.uniform(0.0, 0.5))
         elif kind == "host_kill_mid_request":
             # The transfer request is on its way (ACS is slow to answer it) when the host dies: the event that
@@ -341,6 +353,10 @@ class Suite:
                     errors.append(exc)
 
         def start(index: int, script: Script) -> CallResult:
+            # Calls wait while disruptions are queued behind the one under way, so that calls are still
+            # going when each strikes.
+            while not pending.empty():
+                time.sleep(0.02)
             for kind in trigger.get(index, []):
                 pending.put(kind)
             return self.play(index, script)
@@ -604,7 +620,9 @@ def main() -> int:
     p.add_argument("--storage-restarts", type=int, default=3, help="Azurite restarts mid-call (and as many mid-copy)")
     p.add_argument("--host-kills", type=int, default=3, help="host kills mid-call (and as many mid-request, mid-copy)")
     p.add_argument("--rounds", type=int, default=1, help="repeat the whole run (fresh stack), seeds seed, seed+1, ...")
+    p.add_argument("--verbose", action="store_true", help="print the timelines of calls that went wrong")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: still stop the host and Azurite it started
     disruptions = (
         ["storage_mid_call", "storage_mid_copy"] * args.storage_restarts
         + ["host_kill_mid_call", "host_kill_mid_request", "host_kill_mid_copy"] * args.host_kills
@@ -616,6 +634,10 @@ def main() -> int:
         print("\n".join("  " + line for line in report.lines()))
         for problem in report.problems[:40]:
             print("  !", problem)
+        if args.verbose and report.problems:
+            print(f"  app log: {report.app_log}")
+            for text in report.failed_timelines[:5]:
+                print("\n" + text)
         failed |= bool(report.duplicated or report.lost or report.completed != report.placed
                        or report.recordings_verified != report.recordings)
     return 1 if failed else 0
