@@ -268,7 +268,9 @@ class Suite:
         return False
 
     def app_idle(self) -> bool:
-        return all(self.ctl("GET", "/__sim/health")["pendingDeliveries"] == 0 for _ in range(2))
+        """No callback is being handled by the app right now: no Play or Recognize is on its way (Event Grid
+        handlers may be: what they do to ACS carries repeatability ids)."""
+        return all(self.ctl("GET", "/__sim/health")["webhooksInFlight"] == 0 for _ in range(2))
 
     def wait_fault_fired(self, kind: str, name: str | None, before: int, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -35,7 +35,7 @@ def transport() -> dict[str, Any]:
     """Keyword arguments for an SDK client: an HTTP transport that does not read the environment on every request.
 
     requests, the SDKs' transport, looks up proxy variables, a CA bundle and ~/.netrc on each request unless told
-    to ignore the environment: about a fifth of the CPU of a Table Storage call (bench/callback_latency.py). They
+    to ignore the environment: about a sixth of the CPU of a Table Storage call (bench/callback_latency.py). They
     are read once here instead: with a proxy or NETRC configured, the SDK's default transport is kept; a CA bundle
     (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, as requests reads them) is passed on.
     """

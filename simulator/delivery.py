@@ -87,6 +87,7 @@ class Delivery:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._held: dict[str, Outgoing] = {}
         self.pending = 0
+        self.webhooks_in_flight = 0  # callbacks awaiting the receiver's answer (0: it is handling none of them)
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -187,12 +188,15 @@ class Delivery:
             sent = time.monotonic()
             try:
                 self.stats["webhook_posts"] += 1
+                self.webhooks_in_flight += 1
                 async with self._session.post(item.url, data=body, headers=headers) as resp:
                     status = resp.status
                     timing = resp.headers.get("Server-Timing", "")
                     await resp.read()
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 error = type(exc).__name__
+            finally:
+                self.webhooks_in_flight -= 1
             if status is not None and 200 <= status < 300:
                 # The round trip as the service saw it, and the receiver's own Server-Timing (benchmarks read both).
                 extra = {"round_trip_ms": round((time.monotonic() - sent) * 1000, 3)}

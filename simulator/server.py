@@ -505,6 +505,7 @@ class Simulator:
                 "apiVersion": API_VERSION,
                 "baseUrl": self.config.base_url,
                 "pendingDeliveries": self.delivery.pending,
+                "webhooksInFlight": self.delivery.webhooks_in_flight,
             },
         )
 
