@@ -1,17 +1,19 @@
 """Reliability suite: scripted IVR calls through the app while things go wrong, and what survived.
 
     python -m bench.reliability [--calls 60] [--concurrency 6] [--seed 1] [--host-kills 3] [--storage-restarts 3]
+                                [--rounds 1] [--verbose]
 
 A mix of scripted callers plays the shipped customer-service flow (every call recorded:
 ``RECORDING_MODE=on_connect``): sales by DTMF, support by speech, silence until the operator,
 a hang-up mid-menu, and a transfer the agent declines. Meanwhile:
 
-- ACS answers bursts of 429 and 503 (with and without ``Retry-After``) on the operations the flow uses;
+- ACS answers bursts of 429, 503 and 500 (with and without ``Retry-After``) on the operations the flow uses;
 - callbacks and Event Grid events arrive twice, late, out of order, or not at all (drops of events
   the flow must not depend on: ``PlayStarted``, ``ParticipantsUpdated``, ``CallStarted``);
 - Azurite is restarted mid-call and mid-copy of a recording (a slowed download);
 - the app's host is killed (SIGKILL) mid-call, mid-request and mid-copy, and started again with the
   same settings: the call state comes back from Table Storage; the simulator redelivers what failed.
+  Kills fall between callbacks, but for the handler a kill aims at (see ``kill_between_callbacks``).
 
 Printed at the end (``tests/e2e/test_reliability.py`` runs a short form and asserts them):
 
@@ -198,7 +200,7 @@ class Suite:
         self.random = random.Random(seed)
         self.call_timeout = call_timeout
         self.report = Report()
-        self._lock = threading.Lock()  # disruptions one at a time
+        self._lock = threading.Lock()  # guards _started (calls are placed from several threads)
         self._started: list[str] = []  # server call ids in the order placed
 
     # -- simulator control API -----------------------------------------------------------------------
@@ -248,10 +250,8 @@ class Suite:
 
     # -- disruptions --------------------------------------------------------------------------------------
 
-    def wait_mid_menu(self, timeout: float = 30.0, idle: bool = False) -> bool:
-        """Until some call placed is in its menu (a Recognize accepted, the call still going). With ``idle``, also
-        until no event is on its way to the app: the app is between callbacks, not in the middle of an action
-        ACS has accepted but the app has not yet recorded (see ``host_kill_mid_call``)."""
+    def wait_mid_menu(self, timeout: float = 30.0) -> bool:
+        """Until some call placed is in its menu (a Recognize accepted, the call still going)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -262,15 +262,31 @@ class Suite:
                     e["kind"] == "request" and e.get("operation") == "Recognize" and e.get("status") == 202
                     for e in self.timeline(server_call_id)
                 ):
-                    if not idle or self.app_idle():
-                        return True
+                    return True
             time.sleep(0.02)
         return False
 
-    def app_idle(self) -> bool:
-        """No callback is being handled by the app right now: no Play or Recognize is on its way (Event Grid
-        handlers may be: what they do to ACS carries repeatability ids)."""
-        return all(self.ctl("GET", "/__sim/health")["webhooksInFlight"] == 0 for _ in range(2))
+    def transfers_answered(self) -> int:
+        return sum(1 for r in self.ctl("GET", "/__sim/requests") if r.get("operation") == "TransferToParticipant")
+
+    def kill_between_callbacks(self, down_for: float, but: int = 0, unless: Callable[[], bool] | None = None) -> None:
+        """Kill the host while it handles no callback (``but`` the ones a disruption aims at, ``unless`` the aim
+        is gone meanwhile): the simulator holds new ones back until those on their way are answered. Then let
+        the callbacks go on, to fail against the dead host and be redelivered, and start it again."""
+        self.ctl("POST", "/__sim/deliveries", {"paused": True})
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if unless is not None and unless():
+                    but = 0
+                if self.ctl("GET", "/__sim/health")["webhooksInFlight"] <= but:
+                    break
+                time.sleep(0.01)
+            self.app.process.kill()
+            self.app.process.wait(timeout=10)
+        finally:
+            self.ctl("POST", "/__sim/deliveries", {"paused": False})
+        self.restart_host(down_for=down_for)
 
     def wait_fault_fired(self, kind: str, name: str | None, before: int, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -306,16 +322,17 @@ class Suite:
             # host. (Killed inside a handler, just after ACS accepted a Play or Recognize and before the app
             # recorded it, the redelivery would send it again: those operations have no repeatability id. See
             # host_kill_mid_request for a kill mid-action on one that has.)
-            if struck := self.wait_mid_menu(idle=True):
-                self.restart_host(down_for=self.random.uniform(0.0, 0.5))
+            if struck := self.wait_mid_menu():
+                self.kill_between_callbacks(down_for=self.random.uniform(0.0, 0.5))
         elif kind == "host_kill_mid_request":
             # The transfer request is on its way (ACS is slow to answer it) when the host dies: the event that
             # planned it is redelivered to the new host, which sends it again with the same repeatability id.
             before = self.fired("request", "TransferToParticipant")
-            self.ctl("POST", "/__sim/faults", {"kind": "request", "match": "TransferToParticipant", "latency": 1.0})
+            self.ctl("POST", "/__sim/faults", {"kind": "request", "match": "TransferToParticipant", "latency": 5.0})
             if struck := self.wait_fault_fired("request", "TransferToParticipant", before):
-                time.sleep(0.1)
-                self.restart_host(down_for=0.1)
+                answered = self.transfers_answered()
+                # The one handler left is the one waiting on the transfer, as long as ACS has not answered it.
+                self.kill_between_callbacks(down_for=0.1, but=1, unless=lambda: self.transfers_answered() > answered)
         elif kind in ("storage_mid_copy", "host_kill_mid_copy"):
             # A slowed recording download: the copy is under way when storage (or the host) goes away.
             before = self.fired("download", None)
@@ -325,7 +342,7 @@ class Suite:
                 if kind == "storage_mid_copy":
                     self.restart_storage(down_for=0.5)
                 else:
-                    self.restart_host(down_for=0.1)
+                    self.kill_between_callbacks(down_for=0.1)  # the copy is an Event Grid delivery
         else:
             raise ValueError(f"unknown disruption {kind}")
         (self.report.disruptions if struck else self.report.missed)[kind] += 1

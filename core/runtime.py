@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,11 +23,12 @@ from .events import CallEvent
 from .executor import Executor
 from .flows.engine import FlowEngine, RecordingOptions
 from .settings import Settings, get_settings
-from .state import CallState, EventFilter, StateStore
+from .state import CallState, EventFilter, StateConflict, StateNotFound, StateStore
 
 log = logging.getLogger("core.runtime")
 NAMESPACE = uuid.UUID("6f1c7e8a-4d0b-4a57-9a0e-2d7f3c1b9e55")
 PERMANENT_STATUSES = {400, 403, 404, 409, 412}
+RECORD_PATIENCE = 8.0  # seconds a storage outage is waited out before an action ACS took is recorded
 
 
 def derived_id(*parts: str) -> str:
@@ -96,8 +98,26 @@ class Runtime:
                     current.note(f"{done.kind} failed: {error}")
                 current.pending = [a for a in current.pending if not a.done]
 
-            state, _ = self.store.mutate(call_ref, mark)
+            state = self._record(call_ref, mark)
         return state
+
+    def _record(self, call_ref: str, mark: Any, patience: float = RECORD_PATIENCE) -> CallState:
+        """Record that ACS took an action. Storage failing now is retried here for a while rather than failing the
+        event: its redelivery would send the action again, and a Play or a Recognize has no repeatability id."""
+        deadline = time.monotonic() + patience
+        pause = 0.1
+        while True:
+            try:
+                state, _ = self.store.mutate(call_ref, mark)
+                return state
+            except (StateConflict, StateNotFound):
+                raise
+            except Exception as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("recording an action of %s failed (%s); trying again", call_ref, type(exc).__name__)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
 
 _runtime: Runtime | None = None

@@ -88,6 +88,8 @@ class Delivery:
         self._held: dict[str, Outgoing] = {}
         self.pending = 0
         self.webhooks_in_flight = 0  # callbacks awaiting the receiver's answer (0: it is handling none of them)
+        self.flowing = asyncio.Event()  # cleared: callbacks wait before each attempt (``POST /__sim/deliveries``)
+        self.flowing.set()
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -181,6 +183,7 @@ class Delivery:
         attempt = 0
         while True:
             attempt += 1
+            await self.flowing.wait()
             headers = {"Content-Type": "application/json", "Authorization": "Bearer " + self.signer.token()}
             status: int | None = None
             error = ""

@@ -496,6 +496,7 @@ class Simulator:
         r.add_get("/__sim/recordings", self._c_recordings)
         r.add_get("/__sim/requests", self._c_requests)
         r.add_get("/__sim/idle", self._c_idle)
+        r.add_post("/__sim/deliveries", self._c_deliveries)
 
     async def _c_health(self, request: web.Request) -> web.Response:
         return _json(
@@ -695,6 +696,16 @@ class Simulator:
 
     async def _c_requests(self, request: web.Request) -> web.Response:
         return _json(200, self.request_log)
+
+    async def _c_deliveries(self, request: web.Request) -> web.Response:
+        """``{"paused": true}``: callbacks wait before their next attempt (those on their way finish);
+        ``{"paused": false}``: they go on. For tests that act while the app handles no callback."""
+        body = await self._body(request)
+        if body.get("paused"):
+            self.delivery.flowing.clear()
+        else:
+            self.delivery.flowing.set()
+        return _json(200, {"paused": not self.delivery.flowing.is_set(), "inFlight": self.delivery.webhooks_in_flight})
 
     async def _c_idle(self, request: web.Request) -> web.Response:
         """Wait (bounded) until no delivery is in flight."""
