@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from .flows.model import CollectDigitsNode, Flow, MenuNode, Prompt
-from .state import CallState
+from .state import CallState, TableBacked
 
 log = logging.getLogger("core.campaigns")
 T = TypeVar("T")
@@ -197,22 +197,12 @@ def _campaign(entity: dict[str, Any]) -> Campaign:
     return Campaign.model_validate_json("".join(parts))
 
 
-class CampaignStore:
+class CampaignStore(TableBacked):
     """Campaign rows, updated with ETag concurrency (one row per campaign)."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
         self._ensured = False
-
-    def _ensure(self) -> None:
-        if not self._ensured:
-            from azure.core.exceptions import ResourceExistsError
-
-            try:
-                self._table.create_table()
-            except ResourceExistsError:
-                pass
-            self._ensured = True
 
     def create(self, campaign: Campaign) -> bool:
         from azure.core.exceptions import ResourceExistsError

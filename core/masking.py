@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .state import TableBacked
+
 PREFIX = "mask-"
 
 
@@ -46,20 +48,10 @@ class MaskingConflict(Exception):
         self.party = party
 
 
-class MaskingStore:
+class MaskingStore(TableBacked):
     def __init__(self, table: Any) -> None:
         self._table = table
         self._ensured = False
-
-    def _ensure(self) -> None:
-        if not self._ensured:
-            from azure.core.exceptions import ResourceExistsError
-
-            try:
-                self._table.create_table()
-            except ResourceExistsError:
-                pass
-            self._ensured = True
 
     def _row(self, masked_number: str, party: str) -> Any | None:
         from azure.core.exceptions import ResourceNotFoundError

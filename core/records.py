@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .events import PREFIX, EventFormatError, raw_id
-from .state import CallState
+from .state import CallState, TableBacked
 
 log = logging.getLogger("core.records")
 
@@ -159,8 +159,11 @@ class CallRecordEvent:
         if not server_call_id:
             raise EventFormatError(f"{short} {event_id} has no serverCallId")
         fields: dict[str, Any] = {}
-        for source, target in (("correlationId", "correlation_id"), ("isTwoParty", "is_two_party"),
-                               ("isRoomsCall", "is_rooms_call")):
+        for source, target in (
+            ("correlationId", "correlation_id"),
+            ("isTwoParty", "is_two_party"),
+            ("isRoomsCall", "is_rooms_call"),
+        ):
             if data.get(source) is not None:
                 fields[target] = data[source]
         for source, target in (("group", "group_call_id"), ("room", "room_id")):
@@ -175,8 +178,11 @@ class CallRecordEvent:
             if not user:
                 raise EventFormatError(f"{short} {event_id} names no participant (user.communicationIdentifier)")
             fields["participant"] = user
-            for source, target in (("displayName", "display_name"), ("participantId", "participant_id"),
-                                   ("userAgent", "user_agent")):
+            for source, target in (
+                ("displayName", "display_name"),
+                ("participantId", "participant_id"),
+                ("userAgent", "user_agent"),
+            ):
                 if data.get(source):
                     fields[target] = str(data[source])
         if short == "CallEnded":
@@ -393,7 +399,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-class RecordStore:
+class RecordStore(TableBacked):
     """Rows per call, the folded summary with ETag concurrency, and the newest-first index."""
 
     def __init__(self, table: Any, attempts: int = 12) -> None:
@@ -406,16 +412,6 @@ class RecordStore:
         from .state import _table_client
 
         return cls(_table_client(connection_string, endpoint, table))
-
-    def _ensure(self) -> None:
-        if not self._ensured:
-            from azure.core.exceptions import ResourceExistsError
-
-            try:
-                self._table.create_table()
-            except ResourceExistsError:
-                pass
-            self._ensured = True
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -98,7 +98,24 @@ def _table_client(connection_string: str | None, endpoint: str | None, table: st
     return TableClient(endpoint=endpoint or "", table_name=table, credential=DefaultAzureCredential(), **transport())
 
 
-class StateStore:
+class TableBacked:
+    """A store over one Table Storage table, which it creates on first use."""
+
+    _table: Any
+    _ensured: bool = False
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            from azure.core.exceptions import ResourceExistsError
+
+            try:
+                self._table.create_table()
+            except ResourceExistsError:
+                pass
+            self._ensured = True
+
+
+class StateStore(TableBacked):
     """CallState rows keyed by call reference, updated with ETag concurrency."""
 
     def __init__(self, table: Any, known_states: int = KNOWN_STATES) -> None:
@@ -128,16 +145,6 @@ class StateStore:
         with self._known_lock:
             known = self._known.get(call_ref)
         return (CallState.model_validate_json(known[0]), known[1]) if known else None
-
-    def _ensure(self) -> None:
-        if not self._ensured:
-            from azure.core.exceptions import ResourceExistsError
-
-            try:
-                self._table.create_table()
-            except ResourceExistsError:
-                pass
-            self._ensured = True
 
     def ping(self) -> None:
         """Reach the table (creating it if needed): raises when storage is not there."""
@@ -258,7 +265,7 @@ class StateStore:
         }
 
 
-class EventFilter:
+class EventFilter(TableBacked):
     """Drops events already handled; lets a redelivery of a failed event through.
 
     A claim holds for ``lease_seconds`` and is renewed (a background thread, every third of the lease)
@@ -277,16 +284,6 @@ class EventFilter:
     @classmethod
     def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> EventFilter:
         return cls(_table_client(connection_string, endpoint, table))
-
-    def _ensure(self) -> None:
-        if not self._ensured:
-            from azure.core.exceptions import ResourceExistsError
-
-            try:
-                self._table.create_table()
-            except ResourceExistsError:
-                pass
-            self._ensured = True
 
     def claim(self, scope: str, event_id: str) -> bool:
         """True: go ahead. False: done already, or being handled right now by another delivery."""
