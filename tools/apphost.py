@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost.host import eventgrid_url
+from tools.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 AI_ENDPOINT = "https://ai-sim.cognitiveservices.azure.com/"
@@ -88,13 +89,7 @@ class AppProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def app_settings(
@@ -203,9 +198,21 @@ def restart_app(app: AppProcess, *, kill: bool = True, down_for: float = 0.0, ti
         log.write(f"\n--- host restarted ({'killed' if kill else 'stopped'}) ---\n".encode())
         log.flush()
         app.process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(port),
-             "--settings", "no-local-settings.json"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "devhost",
+                "--app-dir",
+                str(ROOT),
+                "--port",
+                str(port),
+                "--settings",
+                "no-local-settings.json",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + timeout
     while True:

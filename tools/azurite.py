@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 # Azurite's published development account; not a secret.
 ACCOUNT = "devstoreaccount1"
@@ -52,13 +54,7 @@ class Azurite:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         shutil.rmtree(self.location, ignore_errors=True)
 
 

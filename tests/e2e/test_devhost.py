@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tools.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "custom/v1"
 FUNCTION_KEY = "function-key-for-tests"
@@ -241,13 +243,7 @@ class RunningHost:
         return self.output.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def write_app(app_dir: Path) -> Path:
