@@ -442,7 +442,7 @@ class Suite:
         from core.dispatch import callbacks
         from core.runtime import derived_id
 
-        # Handlers that change nothing skip the duplicate filter: no "done" mark to look for.
+        # Handlers that change nothing leave no trace: no "done" mark to look for.
         unclaimed = set(getattr(callbacks, "undeduplicated", ()))
 
         report = self.report
@@ -450,8 +450,12 @@ class Suite:
         states = {e.get("serverCallId"): json.loads(e["data"]) for e in tables["callstate"] if e.get("data")}
         done = {(e["PartitionKey"], e["RowKey"]) for e in tables["callevents"] if e.get("status") == "done"}
         done_ids = {rk for _, rk in done}
-        claims = {e["RowKey"]: (e.get("status"), round(float(e.get("until") or 0) - time.time(), 1))
-                  for e in tables["callevents"]}
+        # A mid-call event is done when its call's state lists it as handled and holds no lease on it.
+        claims: dict[str, Any] = {}
+        for state in (json.loads(e["data"]) for e in tables["callstate"] if e.get("data")):
+            for event_id, lease in state.get("leases", {}).items():
+                claims[event_id] = ("leased", round(float(lease.get("until") or 0) - time.time(), 1))
+            done_ids.update(i for i in state.get("handled", []) if i not in state.get("leases", {}))
         record_ids = {e.get("eventId") for e in tables["callrecords"] if e.get("kind") == "event"}
         state_refs = {e["PartitionKey"] for e in tables["callstate"]}
 

@@ -1,5 +1,6 @@
-"""The callback pipeline: check the request, authenticate it, parse the batch, drop duplicates,
-and dispatch each event type to its handler (registered with ``callbacks.on``).
+"""The callback pipeline: check the request, authenticate it, parse the batch, and dispatch each
+event type to its handler (registered with ``callbacks.on``). Duplicates are dropped where the
+call's state changes (``Runtime.advance``), in the same write.
 
 Answers: 401 for anything not from ACS for this call, 400/413/415 for bodies that can never be
 processed (with the reason), 200 when every event is handled, ignored as a duplicate, or
@@ -19,7 +20,7 @@ from typing import Any
 from .callback_auth import AuthError
 from .events import CallEvent, EventFormatError, parse_call_event
 from .observability import annotate, call_scope
-from .state import StateNotFound
+from .state import AlreadyHandled, HandledElsewhere, StateNotFound
 
 log = logging.getLogger("core.dispatch")
 MAX_BODY_BYTES = 1024 * 1024
@@ -43,8 +44,10 @@ class CallbackRouter:
         self.undeduplicated: set[str] = set()
 
     def on(self, *event_types: str, dedupe: bool = True) -> Callable[[Handler], Handler]:
-        """Register a handler. ``dedupe=False`` is for handlers that change nothing (they only log): a duplicate
-        is harmless there, so the event skips the duplicate filter and its two writes to Table Storage."""
+        """Register a handler. A handler that changes something goes through ``runtime.advance``, which drops
+        duplicates in the call's state (raising ``AlreadyHandled``, answered as a duplicate). ``dedupe=False``
+        declares a handler that changes nothing (it only logs): it leaves no trace in the call's state, and a
+        duplicate is harmless there. The reliability suite reads the declaration to know which events to find."""
 
         def register(handler: Handler) -> Handler:
             for event_type in event_types:
@@ -114,30 +117,22 @@ def _dispatch_one(call_ref: str, event: CallEvent, runtime: Any) -> str | Reply:
     if handler is None:
         log.warning("unknown event type %s (id %s) acknowledged and ignored", event.type, event.id)
         return "unknown"
-    dedupe = event.type not in callbacks.undeduplicated
-    claim = runtime.events.try_claim(call_ref, event.id) if dedupe else "claimed"
-    if claim == "done":
+    try:
+        annotate(call_connection_id=event.call_connection_id)
+        handler(event, runtime, call_ref)
+    except AlreadyHandled:
         log.info("duplicate %s %s dropped", event.type, event.id)
         return "duplicates"
-    if claim == "busy":
+    except HandledElsewhere:
         # Another delivery of it is being handled, or its handler died less than a lease ago (a host killed
         # mid-call): acknowledging it would lose it if that handler never finishes. Ask for it again.
         log.info("%s %s is being handled by another delivery; asking for redelivery", event.type, event.id)
         return Reply(503, {"error": "this event is being handled; retry"}, {"Retry-After": "2"})
-    try:
-        annotate(call_connection_id=event.call_connection_id)
-        handler(event, runtime, call_ref)
     except StateNotFound:
-        if dedupe:
-            runtime.events.release(call_ref, event.id)
         # A callback can outrun the write of the call's state on another instance: ask for it again.
         log.warning("%s for a call with no state yet; asking for redelivery", event.type)
         return Reply(503, {"error": "call state not found yet; retry"}, {"Retry-After": "1"})
     except Exception:
-        if dedupe:
-            runtime.events.release(call_ref, event.id)
         log.exception("handler for %s failed; the event will be redelivered", event.type)
         return Reply(500, {"error": f"handling {event.type} failed; retry"})
-    if dedupe:
-        runtime.events.done(call_ref, event.id)
     return "handled"

@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -21,13 +22,25 @@ from . import clients
 from .callback_auth import CallbackAuthenticator, callback_url
 from .events import CallEvent
 from .executor import Executor
+from .flows.actions import Action
 from .flows.engine import FlowEngine, RecordingOptions
 from .settings import Settings, get_settings
-from .state import CallState, EventFilter, StateConflict, StateNotFound, StateStore
+from .state import (
+    AlreadyHandled,
+    CallState,
+    EventFilter,
+    HandledElsewhere,
+    Lease,
+    LeaseKeeper,
+    StateConflict,
+    StateNotFound,
+    StateStore,
+)
 
 log = logging.getLogger("core.runtime")
 NAMESPACE = uuid.UUID("6f1c7e8a-4d0b-4a57-9a0e-2d7f3c1b9e55")
 PERMANENT_STATUSES = {400, 403, 404, 409, 412}
+LEASE_SECONDS = 10.0  # an event's lease: renewed while its handler runs, lapses this long after its process died
 RECORD_PATIENCE = 8.0  # seconds a storage outage is waited out before an action ACS took is recorded
 
 
@@ -54,16 +67,43 @@ class Runtime:
     engine: FlowEngine
     executor: Executor
     auth: CallbackAuthenticator
+    lease_seconds: float = LEASE_SECONDS
+    leases: LeaseKeeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.leases = LeaseKeeper(self.store, self.lease_seconds)
 
     def callback_url(self, call_ref: str) -> str:
         return callback_url(self.settings.callback_base_url, self.settings.callback_secret, call_ref)
 
-    def advance(self, call_ref: str, event: CallEvent) -> CallState:
-        """Move the call for one event: plan once, then carry out what is still pending."""
+    def advance(
+        self, call_ref: str, event: CallEvent, then: Callable[[CallState], None] | None = None
+    ) -> CallState:
+        """Move the call for one event: plan once, carry out what is still pending, then ``then`` (work outside
+        the call's state, e.g. the call-ended hooks), and only then count the event as done.
+
+        This is also the duplicate filter of mid-call callbacks, kept in the call's own row: the plan's write
+        records the event as handled, with a lease while it has work left; marking the last action done drops
+        the lease in the same write. So a callback costs one write to Table Storage, plus one per action.
+        A redelivery finds the event handled: without a lease, it is a duplicate (``AlreadyHandled``); with a
+        live lease, another delivery is on it (``HandledElsewhere``: ask for it later); with a lapsed or
+        released lease, the delivery that held it died or failed, and this one takes over what is left."""
+        owner = uuid.uuid4().hex
+        leased = False  # whether this delivery holds a lease on the event (it has work left after the plan)
 
         def plan(state: CallState) -> None:
-            if event.id in state.handled:
-                return  # a redelivery: the plan is stored; only the pending actions remain to do
+            nonlocal leased
+            leased = False
+            lease = state.leases.get(event.id)
+            now = time.time()
+            if event.id in state.handled or lease is not None:
+                if lease is None:
+                    raise AlreadyHandled(event.id)
+                if lease.owner != owner and lease.until > now:
+                    raise HandledElsewhere(event.id)
+                state.leases[event.id] = Lease(owner=owner, until=now + self.lease_seconds)  # take it over
+                leased = True
+                return
             actions = self.engine.handle(state, event)
             first_sent = http_date()
             for index, action in enumerate(actions):
@@ -72,34 +112,70 @@ class Runtime:
                 action.origin = event.id
             state.pending = [a for a in state.pending if not a.done] + actions
             state.mark_handled(event.id)
+            if actions or then is not None:  # work left: keep a lease on the event until it is done
+                state.leases[event.id] = Lease(owner=owner, until=now + self.lease_seconds)
+                leased = True
 
         state, _ = self.store.mutate(call_ref, plan)
-        for action in [a for a in state.pending if a.origin == event.id and not a.done]:
-            result: dict[str, str] = {}
-            error: str | None = None
-            try:
-                result = self.executor.run(state.call_connection_id, state.server_call_id, action)
-            except Exception as exc:
-                if not is_permanent(exc):
-                    raise
-                error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-                log.warning("%s refused for good, skipped: %s", action.kind, error)
-
-            def mark(
-                current: CallState, done: Any = action, result: dict[str, str] = result, error: str | None = error
-            ) -> None:
-                for pending in current.pending:
-                    if pending.request_id == done.request_id:
-                        pending.done = True
-                        pending.error = error
-                if error is None:
-                    self.engine.on_result(current, done, result)
-                else:
-                    current.note(f"{done.kind} failed: {error}")
-                current.pending = [a for a in current.pending if not a.done]
-
-            state = self._record(call_ref, mark)
+        if not leased:
+            return state  # nothing to carry out: planned and done in one write
+        self.leases.hold(call_ref, event.id, owner)
+        try:
+            todo = [a for a in state.pending if a.origin == event.id and not a.done]
+            for number, action in enumerate(todo, 1):
+                finishing = number == len(todo) and then is None
+                state = self._carry_out(call_ref, state, action, event.id if finishing else None)
+            if then is not None:
+                then(state)
+            if then is not None or not todo:
+                state = self._record(call_ref, lambda current: current.leases.pop(event.id, None))
+        except BaseException:
+            self._release(call_ref, event.id, owner)
+            raise
+        finally:
+            self.leases.drop(call_ref, event.id)
         return state
+
+    def _carry_out(self, call_ref: str, state: CallState, action: Action, finishing: str | None) -> CallState:
+        """Send one action to ACS and record that it was sent (and, with ``finishing``, that its event is done)."""
+        result: dict[str, str] = {}
+        error: str | None = None
+        try:
+            result = self.executor.run(state.call_connection_id, state.server_call_id, action)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            log.warning("%s refused for good, skipped: %s", action.kind, error)
+
+        def mark(current: CallState) -> None:
+            for pending in current.pending:
+                if pending.request_id == action.request_id:
+                    pending.done = True
+                    pending.error = error
+            if error is None:
+                self.engine.on_result(current, action, result)
+            else:
+                current.note(f"{action.kind} failed: {error}")
+            current.pending = [a for a in current.pending if not a.done]
+            if finishing:
+                current.leases.pop(finishing, None)
+
+        return self._record(call_ref, mark)
+
+    def _release(self, call_ref: str, event_id: str, owner: str) -> None:
+        """Handling failed: let the redelivery take over now rather than when the lease lapses. If storage fails
+        here too, the lease lapses on its own."""
+
+        def lapse(current: CallState) -> None:
+            lease = current.leases.get(event_id)
+            if lease is not None and lease.owner == owner:
+                lease.until = 0.0
+
+        try:
+            self.store.mutate(call_ref, lapse)
+        except Exception as exc:
+            log.warning("could not release %s of %s (%s); its lease lapses instead", event_id, call_ref, exc)
 
     def _record(self, call_ref: str, mark: Any, patience: float = RECORD_PATIENCE) -> CallState:
         """Record that ACS took an action. Storage failing now is retried here for a while rather than failing the

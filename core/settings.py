@@ -86,7 +86,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("APP_STORAGE__tableServiceUri", "Table endpoint for call state and records (managed identity)."),
     SettingSpec("APP_STORAGE__blobServiceUri", "Blob endpoint for QA recordings (managed identity)."),
     SettingSpec("STATE_TABLE", "Table of per-call state.", default="callstate"),
-    SettingSpec("EVENTS_TABLE", "Table of processed event ids (duplicate filter).", default="callevents"),
+    SettingSpec(
+        "EVENTS_TABLE",
+        "Table of processed Event Grid event ids (duplicate filter; mid-call callbacks use the call state).",
+        default="callevents",
+    ),
     SettingSpec(
         "RECORDS_TABLE",
         "Table of call records for reporting (Event Grid call events and the flows' outcomes).",

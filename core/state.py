@@ -1,4 +1,5 @@
-"""Per-call state and the duplicate-event filter, in Azure Table Storage.
+"""Per-call state, which is also the mid-call callbacks' duplicate filter, and the duplicate filter of
+Event Grid events, in Azure Table Storage.
 
 State is one entity per call (partition = the call's reference from its callback URL), stored
 as JSON with the entity's ETag: every change is a compare-and-swap, so two callbacks that race
@@ -7,10 +8,15 @@ from the state this process last read or wrote (with its ETag) instead of readin
 if another instance changed the row meanwhile, the write fails on the ETag and the change is
 redone on a fresh read.
 
-The event filter claims an event id before its handler runs and marks it done after; a
-failed handler releases the claim, so the redelivery is processed rather than swallowed. A claim
-is a lease, renewed while its handler runs: one left by a process that died expires within the
-lease, and until then a redelivery is told to come back later (``busy``), never that it is done.
+A mid-call callback is deduplicated in its call's own row (``handled`` and ``leases``, see
+``core.runtime.Runtime.advance``), so that marking it planned, and later done, joins the writes the
+call's state needs anyway: a separate filter row would add two round trips to every callback.
+
+The event filter (for Event Grid events, which have no call state of their own) claims an event
+id before its handler runs and marks it done after; a failed handler releases the claim, so the
+redelivery is processed rather than swallowed. A claim is a lease, renewed while its handler runs:
+one left by a process that died expires within the lease, and until then a redelivery is told to
+come back later (``busy``), never that it is done.
 """
 
 from __future__ import annotations
@@ -33,8 +39,16 @@ log = logging.getLogger("core.state")
 T = TypeVar("T")
 KNOWN_STATES = 4096  # calls whose last known state (and ETag) a process keeps, least recently used dropped
 HISTORY_LIMIT = 60
+HANDLED_LIMIT = 100  # event ids a call remembers as handled: far more than arrive while a redelivery is due
 ClaimResult = Literal["claimed", "done", "busy"]
 INDEX_PREFIX = "ccid-"
+
+
+class Lease(BaseModel):
+    """An event being handled: by which delivery, until when (epoch seconds) unless renewed."""
+
+    owner: str
+    until: float
 
 
 class CallState(BaseModel):
@@ -62,6 +76,7 @@ class CallState(BaseModel):
     recording_state: str = ""
     continuous_dtmf: bool = False
     handled: list[str] = Field(default_factory=list)  # ids of the latest events already planned
+    leases: dict[str, Lease] = Field(default_factory=dict)  # planned events not finished yet, by event id
     pending: list[Action] = Field(default_factory=list)
     outcome: dict[str, Any] = Field(default_factory=dict)
     history: list[str] = Field(default_factory=list)
@@ -71,7 +86,7 @@ class CallState(BaseModel):
 
     def mark_handled(self, event_id: str) -> None:
         self.handled.append(event_id)
-        del self.handled[:-HISTORY_LIMIT]
+        del self.handled[:-HANDLED_LIMIT]
 
     def note(self, text: str) -> None:
         self.history.append(text)
@@ -84,6 +99,19 @@ class StateConflict(Exception):
 
 class StateNotFound(Exception):
     """No state for this call: the callback is for a call this app did not set up (yet)."""
+
+
+class Recheck(Exception):
+    """Raised by a change that refuses to go on given the state it saw: if that state was this process's
+    remembered copy, ``StateStore.mutate`` reads the row and tries again before letting it through."""
+
+
+class AlreadyHandled(Recheck):
+    """A duplicate: this event was handled to the end before."""
+
+
+class HandledElsewhere(Recheck):
+    """Another delivery of this event holds a live lease on it (or its process died less than a lease ago)."""
 
 
 def _table_client(connection_string: str | None, endpoint: str | None, table: str) -> Any:
@@ -214,7 +242,12 @@ class StateStore(TableBacked):
         for attempt in range(attempts):
             known = self._recall(call_ref) if attempt == 0 else None
             state, etag = known or self.get(call_ref)
-            result = change(state)
+            try:
+                result = change(state)
+            except Recheck:
+                if known:
+                    continue  # decided on the remembered copy: make sure on the row itself
+                raise
             try:
                 self.replace(state, etag)
                 return state, result
@@ -263,6 +296,62 @@ class StateStore(TableBacked):
             "callConnectionId": state.call_connection_id,
             "serverCallId": state.server_call_id,
         }
+
+
+class LeaseKeeper:
+    """Renews the leases this process holds on events in call states (see ``Runtime.advance``) while their
+    handlers run, so a slow handler keeps its event however long it takes; a lease whose process died lapses
+    within ``lease_seconds``. Renewing is a compare-and-swap on the call's row, one per lease every third of
+    the lease: handlers rarely run long enough to need one."""
+
+    def __init__(self, store: StateStore, lease_seconds: float) -> None:
+        self._store = store
+        self._lease = lease_seconds
+        self._held: dict[tuple[str, str], tuple[str, float]] = {}  # (call ref, event id) -> (owner, renewed at)
+        self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    def hold(self, call_ref: str, event_id: str, owner: str) -> None:
+        with self._lock:
+            self._held[(call_ref, event_id)] = (owner, time.monotonic())
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_forever, name="event-leases", daemon=True)
+                self._renewer.start()
+
+    def drop(self, call_ref: str, event_id: str) -> None:
+        with self._lock:
+            self._held.pop((call_ref, event_id), None)
+
+    def _renew_forever(self) -> None:
+        period = max(self._lease / 3, 0.05)
+        while True:
+            time.sleep(period / 2)
+            self.renew_due(period)
+
+    def renew_due(self, period: float) -> None:
+        """Extend the leases held for ``period`` seconds or more (their handlers are still running)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(key, owner) for key, (owner, renewed) in self._held.items() if now - renewed >= period]
+        for (call_ref, event_id), owner in due:
+
+            def extend(state: CallState, event_id: str = event_id, owner: str = owner) -> bool:
+                lease = state.leases.get(event_id)
+                if lease is None or lease.owner != owner:
+                    return False
+                lease.until = time.time() + self._lease
+                return True
+
+            try:
+                _, ours = self._store.mutate(call_ref, extend)
+            except Exception as exc:  # storage unreachable: try again next round
+                log.warning("could not renew the lease on %s of %s: %s", event_id, call_ref, exc)
+                continue
+            with self._lock:
+                if not ours:
+                    self._held.pop((call_ref, event_id), None)  # finished or taken over meanwhile
+                elif (call_ref, event_id) in self._held:
+                    self._held[(call_ref, event_id)] = (owner, time.monotonic())
 
 
 class EventFilter(TableBacked):

@@ -24,9 +24,8 @@ def call_connected(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
 
 @callbacks.on("CallDisconnected")
 def call_disconnected(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    state = runtime.advance(call_ref, event)
+    state = runtime.advance(call_ref, event, then=lambda ended: call_ended(ended, runtime))
     log.info("call disconnected: %s; outcome %s", event.result.message, state.outcome)
-    call_ended(state, runtime)
 
 
 @callbacks.on("ConnectFailed")
@@ -34,13 +33,13 @@ def connect_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.warning(
         "connecting to the call failed: %s (%s/%s)", event.result.message, event.result.code, event.result.sub_code
     )
-    call_ended(runtime.advance(call_ref, event), runtime)
+    runtime.advance(call_ref, event, then=lambda ended: call_ended(ended, runtime))
 
 
 @callbacks.on("CreateCallFailed", "AnswerFailed")
 def call_setup_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     log.warning("%s: %s (%s/%s)", event.type, event.result.message, event.result.code, event.result.sub_code)
-    call_ended(runtime.advance(call_ref, event), runtime)
+    runtime.advance(call_ref, event, then=lambda ended: call_ended(ended, runtime))
 
 
 @callbacks.on("ParticipantsUpdated")

@@ -38,7 +38,7 @@ param deadLetterContainerName string
 @description('Table of per-call state (the STATE_TABLE setting).')
 param stateTableName string
 
-@description('Table of processed event ids (the EVENTS_TABLE setting).')
+@description('Table of processed Event Grid event ids (the EVENTS_TABLE setting).')
 param eventsTableName string
 
 @description('Table of call records (the RECORDS_TABLE setting).')

@@ -65,6 +65,15 @@ class Fuzzed(AppStack):
     def keys(self) -> dict[str, set[tuple[str, str]]]:
         return {setting: set(self.rows(setting)) for setting in ("STATE_TABLE", "OUTBOUND_TABLE", "EVENTS_TABLE")}
 
+    def handled(self, ids: set[str]) -> list[str]:
+        """Which of these event ids a call's state counts as handled (or holds a lease on)."""
+        found = []
+        for (_, rk), e in self.rows("STATE_TABLE").items():
+            if rk == "state":
+                state = json.loads(e["data"])
+                found += [i for i in ids if i in state.get("handled", []) or i in state.get("leases", {})]
+        return found
+
     def new_rows(self, before: dict[str, set[tuple[str, str]]]) -> list[str]:
         """Rows written since ``before`` that a refused request could have written. Rows the app writes on its own
         meanwhile are left out: events of calls placed earlier (the events table), and the calls a campaign places
@@ -319,7 +328,7 @@ def test_the_callback_endpoint_fuzzed_with_generated_events(fuzzed, live_call):
     def check(payload, raw, junk):
         body = junk if raw and junk else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json", "Authorization": "Bearer " + signer.token()}
-        before = fuzzed.keys()
+        before, handled_before = fuzzed.keys(), fuzzed.handled(event_ids(payload))
         response = fuzzed.http.post(live_call["callback"], data=body, headers=headers, timeout=30)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         where = f"{body[:400]!r} -> {response.status_code} {response.text[:300]}"
@@ -329,6 +338,7 @@ def test_the_callback_endpoint_fuzzed_with_generated_events(fuzzed, live_call):
             ids = event_ids(payload)
             new = fuzzed.new_rows(before)
             new += [f"EVENTS_TABLE:{k}" for k in fuzzed.keys()["EVENTS_TABLE"] - before["EVENTS_TABLE"] if k[1] in ids]
+            new += [f"handled:{i}" for i in set(fuzzed.handled(ids)) - set(handled_before)]
             assert not new, f"a refused callback wrote state: {new}\n{where}"
 
     check()
@@ -364,11 +374,12 @@ def test_unauthenticated_callbacks_are_refused_and_write_nothing(fuzzed, live_ca
         }
         if token != "none":
             headers["Authorization"] = "Bearer " + tokens[token]
-        before = fuzzed.keys()
+        before, handled_before = fuzzed.keys(), fuzzed.handled(event_ids(payload))
         response = fuzzed.http.post(url, data=json.dumps(payload).encode(), headers=headers, timeout=30)
         assert response.status_code == 401, f"{token} {sig} {other_ref} -> {response.status_code} {response.text}"
         ids = event_ids(payload)
         assert not [k for k in fuzzed.keys()["EVENTS_TABLE"] - before["EVENTS_TABLE"] if k[1] in ids]
+        assert not set(fuzzed.handled(ids)) - set(handled_before)
         assert not fuzzed.new_rows(before)
 
     check()

@@ -1,0 +1,255 @@
+"""The mid-call duplicate filter kept in the call's own state row (``Runtime.advance``), against real Table
+Storage (Azurite): one write per event plus one per action, duplicates dropped, a delivery in flight answered
+"come back later", a dead or failed delivery taken over with only what it left undone.
+
+The flow engine and the executor are stand-ins here (they are not what is under test, and the app's e2e tests
+drive the real ones through the simulator): the engine plans a fixed list of actions per event, the executor
+records what it was asked to send and can be told to fail or to wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+from core.events import CallEvent, ResultInfo
+from core.flows.actions import CancelMedia, Hangup
+from core.runtime import Runtime
+from core.state import AlreadyHandled, CallState, HandledElsewhere, StateStore
+
+
+class CountingPolicy(SansIOHTTPPolicy):
+    """Counts the requests the state store sends to Table Storage, by method."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def on_request(self, request: Any) -> None:
+        self.methods.append(request.http_request.method)
+
+
+class Engine:
+    def __init__(self, plans: dict[str, list[Any]]) -> None:
+        self.plans = plans
+        self.results: list[str] = []
+
+    def handle(self, state: CallState, event: CallEvent) -> list[Any]:
+        state.node = event.type
+        return [a.model_copy() for a in self.plans.get(event.type, [])]
+
+    def on_result(self, state: CallState, action: Any, result: dict[str, str]) -> None:
+        self.results.append(action.context)
+
+
+class Executor:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.fail: set[str] = set()
+        self.gate: dict[str, threading.Event] = {}
+
+    def run(self, call_connection_id: str, server_call_id: str, action: Any) -> dict[str, str]:
+        if action.context in self.gate:
+            self.gate[action.context].wait(20)
+        if action.context in self.fail:
+            self.fail.discard(action.context)
+            raise ConnectionError(f"ACS unreachable for {action.context}")
+        self.sent.append(action.context)
+        return {}
+
+
+@pytest.fixture
+def counter() -> CountingPolicy:
+    return CountingPolicy()
+
+
+@pytest.fixture
+def store(azurite, counter) -> StateStore:
+    from azure.data.tables import TableClient
+
+    table = TableClient.from_connection_string(
+        azurite.connection_string, table_name=f"leases{uuid.uuid4().hex[:10]}", per_call_policies=[counter]
+    )
+    store = StateStore(table)
+    store.create(CallState(call_ref="call", status="connected", call_connection_id="ccid"))
+    counter.methods.clear()
+    return store
+
+
+PLANS = {
+    "PlayCompleted": [CancelMedia(context="first"), Hangup(context="second")],
+    "RecognizeCompleted": [CancelMedia(context="only")],
+    "CallDisconnected": [],
+    "ParticipantsUpdated": [],
+}
+
+
+def runtime(store: StateStore, executor: Executor | None = None, lease_seconds: float = 10.0) -> Runtime:
+    return Runtime(
+        settings=None,  # type: ignore[arg-type]
+        store=store,
+        events=None,  # type: ignore[arg-type]
+        engine=Engine(PLANS),  # type: ignore[arg-type]
+        executor=executor or Executor(),  # type: ignore[arg-type]
+        auth=None,  # type: ignore[arg-type]
+        lease_seconds=lease_seconds,
+    )
+
+
+def event(kind: str, event_id: str | None = None) -> CallEvent:
+    return CallEvent(
+        id=event_id or str(uuid.uuid4()),
+        type=kind,
+        call_connection_id="ccid",
+        server_call_id="",
+        correlation_id="",
+        operation_context=None,
+        result=ResultInfo.of({}),
+        data={},
+        time=None,
+    )
+
+
+def test_an_event_with_no_action_costs_one_write_and_its_duplicate_none(store, counter):
+    rt = runtime(store)
+    e = event("ParticipantsUpdated")
+    rt.advance("call", e)
+    assert counter.methods == ["PUT"]  # planned and done in the same write; no read (the state was remembered)
+    counter.methods.clear()
+    with pytest.raises(AlreadyHandled):
+        rt.advance("call", e)
+    assert counter.methods == ["GET"]  # the remembered copy said "done": confirmed on the row, nothing written
+    state, _ = store.get("call")
+    assert e.id in state.handled and state.leases == {}
+
+
+def test_an_event_with_actions_costs_one_write_more_per_action(store, counter):
+    executor = Executor()
+    rt = runtime(store, executor)
+    rt.advance("call", event("PlayCompleted"))
+    assert counter.methods == ["PUT", "PUT", "PUT"]  # the plan, then each action marked done (the last ends it)
+    assert executor.sent == ["first", "second"]
+    state, _ = store.get("call")
+    assert state.pending == [] and state.leases == {}
+
+
+def test_a_duplicate_while_the_first_delivery_works_is_asked_to_come_back(store):
+    executor = Executor()
+    executor.gate["only"] = threading.Event()
+    first, second = runtime(store, executor), runtime(store, executor)  # two instances of the app
+    e = event("RecognizeCompleted")
+    worker = threading.Thread(target=first.advance, args=("call", e))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while e.id not in store.get("call")[0].leases and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(HandledElsewhere):
+            second.advance("call", e)
+    finally:
+        executor.gate["only"].set()
+        worker.join(10)
+    with pytest.raises(AlreadyHandled):
+        second.advance("call", e)
+    assert executor.sent == ["only"]
+
+
+def test_a_failed_delivery_is_taken_over_at_once_and_redoes_only_what_is_left(store):
+    executor = Executor()
+    executor.fail.add("second")
+    rt = runtime(store, executor)
+    e = event("PlayCompleted")
+    with pytest.raises(ConnectionError):
+        rt.advance("call", e)
+    state, _ = store.get("call")
+    assert state.leases[e.id].until == 0.0  # released: no need to wait for the lease to lapse
+    rt.advance("call", e)  # the redelivery
+    assert executor.sent == ["first", "second"]  # "first" was not sent twice
+    state, _ = store.get("call")
+    assert state.pending == [] and state.leases == {}
+    with pytest.raises(AlreadyHandled):
+        rt.advance("call", e)
+
+
+def test_a_dead_deliverys_lease_lapses_and_is_taken_over(store):
+    executor = Executor()
+    e = event("PlayCompleted")
+
+    def plan_then_die(state: CallState) -> None:  # what a host killed right after the plan's write leaves
+        state.pending = [a.model_copy(update={"origin": e.id, "request_id": a.context}) for a in PLANS[e.type]]
+        state.mark_handled(e.id)
+        from core.state import Lease
+
+        state.leases[e.id] = Lease(owner="dead", until=time.time() + 0.6)
+
+    store.mutate("call", plan_then_die)
+    rt = runtime(store, executor)
+    with pytest.raises(HandledElsewhere):
+        rt.advance("call", e)  # the lease is live: it may still be working
+    time.sleep(0.7)
+    rt.advance("call", e)
+    assert executor.sent == ["first", "second"]
+    state, _ = store.get("call")
+    assert state.pending == [] and state.leases == {}
+
+
+def test_a_slow_delivery_keeps_its_lease_by_renewing_it(store):
+    executor = Executor()
+    executor.gate["only"] = threading.Event()
+    slow, other = runtime(store, executor, lease_seconds=0.6), runtime(store, executor, lease_seconds=0.6)
+    e = event("RecognizeCompleted")
+    worker = threading.Thread(target=slow.advance, args=("call", e))
+    worker.start()
+    try:
+        time.sleep(2.0)  # more than three leases: renewed meanwhile
+        with pytest.raises(HandledElsewhere):
+            other.advance("call", e)
+    finally:
+        executor.gate["only"].set()
+        worker.join(10)
+    assert executor.sent == ["only"]
+
+
+def test_work_after_the_actions_is_redone_on_redelivery_until_it_succeeds(store):
+    executor = Executor()
+    rt = runtime(store, executor)
+    e = event("CallDisconnected")
+    calls: list[str] = []
+
+    def hooks(state: CallState) -> None:
+        calls.append(state.node)
+        if len(calls) == 1:
+            raise ConnectionError("the records table is down")
+
+    with pytest.raises(ConnectionError):
+        rt.advance("call", e, then=hooks)
+    rt.advance("call", e, then=hooks)
+    with pytest.raises(AlreadyHandled):
+        rt.advance("call", e, then=hooks)
+    assert calls == ["CallDisconnected", "CallDisconnected"]
+    assert store.get("call")[0].leases == {}
+
+
+def test_concurrent_deliveries_of_one_event_act_once(store):
+    executor = Executor()
+    e = event("PlayCompleted")
+    outcomes: list[str] = []
+
+    def deliver() -> None:
+        try:
+            runtime(store, executor).advance("call", e)
+            outcomes.append("handled")
+        except (AlreadyHandled, HandledElsewhere) as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert outcomes.count("handled") == 1, outcomes
+    assert executor.sent == ["first", "second"]
