@@ -13,16 +13,24 @@ Table layout (one table, ``RECORDS_TABLE``):
     PartitionKey                RowKey                              what
     c<hash of server call id>   ev-<event id>                       one Event Grid event's fields
     c<hash of server call id>   flow-<call ref>                     one app leg's flow outcome
-    c<hash of server call id>   record                              the folded summary (ETag-guarded)
+    c<hash of server call id>   record                              the folded summary (ETag-guarded), and the
+                                                                    rows it was folded from while they fit
     recent                      <inverted start time>-<s|e>-<hash>  the listing index: newest first
 
-After a row is written the summary is folded again from all rows of the call and written with
-a compare-and-swap on its ETag (a conflict re-reads and refolds), so concurrent deliveries of
-one call's events cannot lose each other's rows. The summary names its listing key; the key is
-the call's start (``s``: from CallStarted) or, until CallStarted arrives, the earliest moment
-known of it (``e``). Keys only move to new values (an ``e`` estimate only ever goes down, an
-``s`` key is never an ``e`` key), so a key the summary has left is never used again and can be
-deleted; the listing also skips and removes any such leftover.
+A row is written in one entity group transaction with the summary folded again with it, compare-and-swap on the
+summary's ETag (a conflict re-reads and refolds): the row and the summary that takes it in land together or not
+at all, and concurrent deliveries of one call's events cannot lose each other's rows. The summary carries the rows
+(``rowChunks``, ``rows0``..), so the fold needs only the summary: a new event costs a point read and one
+transaction, a redelivery the point read alone (the event is among the rows: nothing to write). Without them (no
+summary yet, rows too many for an entity, a summary written before they rode along) the rows are read with a query
+of the partition after the summary, as any row written since would have changed the summary's ETag.
+
+The summary names its listing key; the key is the call's start (``s``: from CallStarted) or, until CallStarted
+arrives, the earliest moment known of it (``e``). Keys only move to new values (an ``e`` estimate only ever goes
+down, an ``s`` key is never an ``e`` key), so a key the summary has left is never used again and can be deleted;
+the listing also skips and removes any such leftover. The index is written after the summary, and only when the key
+moved or is not yet known written (``indexedKey``): the new key in and the left keys out in one transaction, then
+the summary marked indexed (unless it changed since: whoever changed it indexes it).
 """
 
 from __future__ import annotations
@@ -394,17 +402,114 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
 
 # -- storage ----------------------------------------------------------------------------------
 
+INLINE_CHUNK = 30_000  # characters a property holds: Table Storage takes 32K UTF-16 units, and the JSON is ASCII
+INLINE_LIMIT = 240_000  # the most row text a summary carries (~480 KB of an entity's 1 MiB); beyond, a query
+_EXISTS = "EntityAlreadyExists"
+_CHANGED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
+_MISSING = ("EntityNotFound", "ResourceNotFound")
+
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-class RecordStore(TableBacked):
-    """Rows per call, the folded summary with ETag concurrency, and the newest-first index."""
+def row_of(entity: dict[str, Any]) -> dict[str, Any] | None:
+    """An event or flow row as build_record takes it; None for any other row (the summary)."""
+    kind = entity.get("kind")
+    if kind not in ("event", "flow"):
+        return None
+    return {
+        "kind": kind,
+        "id": entity.get("eventId") or entity["RowKey"],
+        "type": entity.get("type"),
+        "time": entity.get("time") or None,
+        "data": json.loads(entity.get("data") or "{}"),
+    }
 
-    def __init__(self, table: Any, attempts: int = 12) -> None:
+
+def pack_rows(rows: dict[str, dict[str, Any]], limit: int = INLINE_LIMIT) -> dict[str, Any]:
+    """A call's rows (by row key) as properties of its summary: ``rowChunks`` and ``rows0``, ``rows1``..
+    of at most INLINE_CHUNK characters each; ``rowChunks`` 0 and no rows when they come to more than ``limit``."""
+    text = _dumps(rows)
+    if len(text) > limit:
+        return {"rowChunks": 0}
+    chunks = [text[at : at + INLINE_CHUNK] for at in range(0, len(text), INLINE_CHUNK)]
+    return {"rowChunks": len(chunks), **{f"rows{n}": chunk for n, chunk in enumerate(chunks)}}
+
+
+def unpack_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The rows a summary carries, by row key; None when it carries none (too many, or an older summary)."""
+    count = summary.get("rowChunks")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return None
+    return json.loads("".join(summary[f"rows{n}"] for n in range(count)))
+
+
+def summary_entity(
+    server_call_id: str,
+    record: dict[str, Any],
+    rows: dict[str, dict[str, Any]],
+    current: dict[str, Any] | None,
+    inline_limit: int = INLINE_LIMIT,
+) -> dict[str, Any]:
+    """The summary row of a call folded into ``record`` from ``rows``, following ``current`` (the row it replaces).
+
+    ``indexKey`` is the record's listing key; ``indexedKey`` the key whose index row is known to be written (set
+    after the index row is, so a key new to the summary starts unconfirmed); ``staleIndexKeys`` the keys the summary
+    has left whose index rows may still be there."""
+    key = index_key(record, server_call_id) or ""
+    before = current or {}
+    stale = set(json.loads(before.get("staleIndexKeys") or "[]"))
+    stale.update(k for k in (before.get("indexKey"), before.get("indexedKey")) if k and k != key)
+    stale.discard(key)
+    return {
+        "PartitionKey": call_key(server_call_id),
+        "RowKey": RECORD_ROW,
+        "serverCallId": server_call_id,
+        "status": record["status"],
+        "startedAt": record.get("started_at") or "",
+        "indexKey": key,
+        "indexedKey": key if key and before.get("indexedKey") == key else "",
+        "staleIndexKeys": _dumps(sorted(stale)),
+        "summary": _dumps(summarize(record)),
+        **pack_rows(rows, inline_limit),
+    }
+
+
+def index_pending(summary: dict[str, Any]) -> bool:
+    """Whether the listing index may lag a summary: its key's row not known written, or a left key's row not gone."""
+    key = summary.get("indexKey") or ""
+    return bool(json.loads(summary.get("staleIndexKeys") or "[]")) or bool(key and summary.get("indexedKey") != key)
+
+
+def _failure(exc: Exception) -> str | None:
+    """What a failed write ran into: "exists", "changed", "missing", or None (anything else)."""
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+    code = getattr(exc, "error_code", None)
+    code = str(getattr(code, "value", code) or "")
+    if code == _EXISTS or isinstance(exc, ResourceExistsError):
+        return "exists"
+    if code in _CHANGED or isinstance(exc, ResourceModifiedError):
+        return "changed"
+    if code in _MISSING or isinstance(exc, ResourceNotFoundError):
+        return "missing"
+    return None
+
+
+class RecordStore(TableBacked):
+    """Rows per call, the folded summary with ETag concurrency, and the newest-first index.
+
+    A write of a row is one entity group transaction with the summary's compare-and-swap: the row and the summary
+    that folds it in land together or not at all. The summary carries the rows it was folded from (while they fit),
+    so the next write folds from the summary alone: a point read and one transaction per new event, a point read
+    alone for a redelivery. Without those rows (no summary yet, too many rows, a summary from before the summary
+    carried them) the rows are read with a query of the partition, after the summary, as before."""
+
+    def __init__(self, table: Any, attempts: int = 12, inline_limit: int = INLINE_LIMIT) -> None:
         self._table = table
         self._attempts = attempts
+        self._inline_limit = inline_limit
         self._ensured = False
 
     @classmethod
@@ -417,8 +522,6 @@ class RecordStore(TableBacked):
 
     def add_event(self, event: CallRecordEvent) -> dict[str, Any]:
         """Keep one Event Grid event (once, however often delivered) and refold the call's summary."""
-        from azure.core.exceptions import ResourceExistsError
-
         self._ensure()
         time_ = event.time or iso(datetime.now(UTC))  # no eventTime: the moment it first came
         entity = {
@@ -431,82 +534,121 @@ class RecordStore(TableBacked):
             "serverCallId": event.server_call_id,
             "data": _dumps(event.fields),
         }
-        try:
-            self._table.create_entity(entity)
-        except ResourceExistsError:
-            log.info("%s %s is in the record already (a redelivery)", event.type, event.id)
-        return self.refresh(event.server_call_id)
+        return self._fold(event.server_call_id, entity, create=True)
 
     def add_flow(self, server_call_id: str, flow: dict[str, Any]) -> dict[str, Any]:
         """Keep (or rewrite) an app leg's flow outcome and refold the call's summary."""
         self._ensure()
-        self._table.upsert_entity(
-            {
-                "PartitionKey": call_key(server_call_id),
-                "RowKey": FLOW_ROW + safe_key(flow.get("call_ref") or flow.get("call_connection_id") or "app"),
-                "kind": "flow",
-                "time": flow.get("connected_at") or flow.get("ended_at") or "",
-                "serverCallId": server_call_id,
-                "data": _dumps(flow),
-            },
-            mode="replace",
-        )
-        return self.refresh(server_call_id)
+        entity = {
+            "PartitionKey": call_key(server_call_id),
+            "RowKey": FLOW_ROW + safe_key(flow.get("call_ref") or flow.get("call_connection_id") or "app"),
+            "kind": "flow",
+            "time": flow.get("connected_at") or flow.get("ended_at") or "",
+            "serverCallId": server_call_id,
+            "data": _dumps(flow),
+        }
+        return self._fold(server_call_id, entity, create=False)
 
     def refresh(self, server_call_id: str) -> dict[str, Any]:
-        """Fold the call's rows into its summary (compare-and-swap), then index it for the listing."""
+        """Fold the call's rows, read from the table, into its summary again, and bring its index up to date."""
+        self._ensure()
+        return self._fold(server_call_id, None, create=False, query=True)
+
+    def _fold(
+        self, server_call_id: str, entity: dict[str, Any] | None, create: bool, query: bool = False
+    ) -> dict[str, Any]:
+        """Write ``entity`` (a new row when ``create``, else a row to replace; None: no row) together with the
+        summary that folds it in, compare-and-swap (a conflict reads and folds again), then index the summary."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import TableTransactionError
 
         partition = call_key(server_call_id)
+        row = row_of(entity) if entity is not None else None
         for attempt in range(self._attempts):
-            current: Any = None
+            current = self._summary(partition)
+            rows = None if query or current is None else unpack_rows(current)
+            if rows is None:  # read after the summary: a row written since changed the summary's ETag
+                rows = self._rows(partition)
+            write_row = False
+            if entity is not None:
+                known = rows.get(entity["RowKey"])
+                write_row = known is None if create else known != row
+                if write_row:
+                    rows[entity["RowKey"]] = row
+                elif create:
+                    log.info("%s %s is in the record already (a redelivery)", entity.get("type"), entity.get("eventId"))
+            record = build_record(server_call_id, rows.values())
+            summary = summary_entity(server_call_id, record, rows, current, self._inline_limit)
+            ops: list[Any] = []
+            if write_row:
+                ops.append(("create", entity) if create else ("upsert", entity, {"mode": "replace"}))
+            if current is None:
+                ops.append(("create", summary))
+            elif write_row or dict(current) != summary:  # a row written always moves the summary's ETag on
+                guard = {"etag": current.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
+                ops.append(("update", summary, {"mode": "replace", **guard}))
+            if not ops:  # nothing new: a redelivery, or a flow outcome written again unchanged
+                etag = current.metadata["etag"]
+                break
             try:
-                current = self._table.get_entity(partition_key=partition, row_key=RECORD_ROW)
-            except ResourceNotFoundError:
-                pass
-            record = build_record(server_call_id, self._rows(partition))
-            key = index_key(record, server_call_id)
-            old_key = (current or {}).get("indexKey") or None
-            stale = set(json.loads((current or {}).get("staleIndexKeys") or "[]"))
-            if old_key and old_key != key:
-                stale.add(old_key)
-            stale.discard(key)
-            summary = summarize(record)
-            entity = {
-                "PartitionKey": partition,
-                "RowKey": RECORD_ROW,
-                "serverCallId": server_call_id,
-                "status": record["status"],
-                "startedAt": record.get("started_at") or "",
-                "indexKey": key or "",
-                "staleIndexKeys": _dumps(sorted(stale)),
-                "summary": _dumps(summary),
-            }
-            try:
-                if current is None:
-                    self._table.create_entity(entity)
-                else:
-                    self._table.update_entity(
-                        entity,
-                        mode="replace",
-                        etag=current.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                log.info("record of %s changed concurrently; folding again (%d)", server_call_id, attempt + 1)
+                etag = self._table.submit_transaction(ops)[-1]["etag"]
+                break
+            except (TableTransactionError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+                failure = _failure(exc)
+                if failure is None:
+                    raise
+                if failure == "exists" and write_row and create and getattr(exc, "index", 0) == 0:
+                    # The row is in but the summary did not carry it (written by an earlier version): read the rows.
+                    query = True
+                log.info(
+                    "record of %s changed concurrently (%s); folding again (%d)", server_call_id, failure, attempt + 1
+                )
                 time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-                continue
-            break
         else:
             raise RecordConflict(f"{server_call_id}: gave up after {self._attempts} conflicting updates")
-        if key:
-            self._table.upsert_entity(
-                {"PartitionKey": LIST_PARTITION, "RowKey": key, "serverCallId": server_call_id}, mode="replace"
-            )
-        for old in stale:  # keys the summary has left are never used again
-            self._delete(LIST_PARTITION, old)
+        if index_pending(summary):
+            self._index(server_call_id, summary, etag)
         return record
+
+    def _index(self, server_call_id: str, summary: dict[str, Any], etag: str) -> None:
+        """The summary's listing key into the index and the keys it left out of it (one transaction, the index being
+        one partition), then mark the summary indexed unless it changed since (whoever changed it does this)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import TableTransactionError
+
+        key, stale = summary["indexKey"], json.loads(summary["staleIndexKeys"])
+        entry = {"PartitionKey": LIST_PARTITION, "RowKey": key, "serverCallId": server_call_id}
+        ops: list[Any] = [("upsert", entry, {"mode": "replace"})] if key else []
+        ops += [("delete", {"PartitionKey": LIST_PARTITION, "RowKey": old}) for old in stale]
+        one_by_one = len(ops) > 100  # more than a transaction takes (not seen: marking indexed clears left keys)
+        if not one_by_one:
+            try:
+                self._table.submit_transaction(ops)
+            except (TableTransactionError, ResourceNotFoundError) as exc:
+                if _failure(exc) != "missing":
+                    raise
+                one_by_one = True  # a left key's row is gone already (the listing drops leftovers too)
+        if one_by_one:
+            if key:
+                self._table.upsert_entity(entry, mode="replace")
+            for old in stale:
+                self._delete(LIST_PARTITION, old)
+        try:
+            self._table.update_entity(
+                {
+                    "PartitionKey": summary["PartitionKey"],
+                    "RowKey": RECORD_ROW,
+                    "indexedKey": key,
+                    "staleIndexKeys": "[]",
+                },
+                mode="merge",
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            log.info("record of %s changed while indexing: the change indexes it", server_call_id)
 
     def _delete(self, partition: str, row: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -518,28 +660,28 @@ class RecordStore(TableBacked):
 
     # -- reads ------------------------------------------------------------------------------
 
-    def _rows(self, partition: str) -> list[dict[str, Any]]:
-        rows = []
+    def _summary(self, partition: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._table.get_entity(partition_key=partition, row_key=RECORD_ROW)
+        except ResourceNotFoundError:
+            return None
+
+    def _rows(self, partition: str) -> dict[str, dict[str, Any]]:
+        """The event and flow rows of a call, by row key."""
+        rows = {}
         for entity in self._table.query_entities(f"PartitionKey eq '{partition}'"):
-            kind = entity.get("kind")
-            if kind not in ("event", "flow"):
-                continue
-            rows.append(
-                {
-                    "kind": kind,
-                    "id": entity.get("eventId") or entity["RowKey"],
-                    "type": entity.get("type"),
-                    "time": entity.get("time") or None,
-                    "data": json.loads(entity.get("data") or "{}"),
-                }
-            )
+            row = row_of(entity)
+            if row is not None:
+                rows[entity["RowKey"]] = row
         return rows
 
     def get(self, server_call_id: str) -> dict[str, Any] | None:
         """One call's full record, folded now from its rows; None when nothing is known of it."""
         self._ensure()
         rows = self._rows(call_key(server_call_id))
-        return build_record(server_call_id, rows) if rows else None
+        return build_record(server_call_id, rows.values()) if rows else None
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The latest calls, newest first: a range read of the index, each checked against its summary."""
@@ -556,7 +698,9 @@ class RecordStore(TableBacked):
         for entry in query:
             server_call_id = entry.get("serverCallId") or ""
             try:
-                current = self._table.get_entity(partition_key=call_key(server_call_id), row_key=RECORD_ROW)
+                current = self._table.get_entity(
+                    partition_key=call_key(server_call_id), row_key=RECORD_ROW, select=["indexKey", "summary"]
+                )
             except ResourceNotFoundError:
                 current = None
             if current is None or current.get("indexKey") != entry["RowKey"] or server_call_id in seen:

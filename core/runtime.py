@@ -85,6 +85,9 @@ class Runtime:
         This is also the duplicate filter of mid-call callbacks, kept in the call's own row: the plan's write
         records the event as handled, with a lease while it has work left; marking the last action done drops
         the lease in the same write. So a callback costs one write to Table Storage, plus one per action.
+        ``then`` runs after the actions; with no action, before the plan's write (then the event is done in that
+        one write; if the write meets a conflict, ``then`` runs again on the fresh state: it must be idempotent,
+        as the call-ended hooks are, since events are delivered at least once anyway).
         A redelivery finds the event handled: without a lease, it is a duplicate (``AlreadyHandled``); with a
         live lease, another delivery is on it (``HandledElsewhere``: ask for it later); with a lapsed or
         released lease, the delivery that held it died or failed, and this one takes over what is left."""
@@ -110,9 +113,11 @@ class Runtime:
                 action.request_id = derived_id(event.id, str(index))
                 action.first_sent = first_sent
                 action.origin = event.id
+            if not actions and then is not None:
+                then(state)  # before the write: if it fails, nothing is written and the redelivery starts afresh
             state.pending = [a for a in state.pending if not a.done] + actions
             state.mark_handled(event.id)
-            if actions or then is not None:  # work left: keep a lease on the event until it is done
+            if actions:  # work left: keep a lease on the event until it is done
                 state.leases[event.id] = Lease(owner=owner, until=now + self.lease_seconds)
                 leased = True
 

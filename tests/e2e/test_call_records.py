@@ -5,12 +5,37 @@ Azurite. Duplicate and out-of-order deliveries (simulator faults) still give one
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import random
+import threading
 import time
+import urllib.parse
+import uuid
 from typing import Any
 
 import pytest
+from azure.core.pipeline.transport import RequestsTransport
+from azure.data.tables import TableClient
 
-from core.records import iso
+from core.records import (
+    INLINE_LIMIT,
+    LIST_PARTITION,
+    RECORD_ROW,
+    CallRecordEvent,
+    RecordStore,
+    build_record,
+    call_key,
+    flow_outcome,
+    flow_row,
+    index_key,
+    index_pending,
+    iso,
+    summarize,
+    unpack_rows,
+)
+from tests.unit import test_records as unit
 
 CALL_EVENTS = ("CallStarted", "CallEnded", "CallParticipantAdded", "CallParticipantRemoved")
 SALES = "4:+14255550101"
@@ -188,3 +213,188 @@ def test_the_records_api_checks_its_input_and_key(stack):
     assert status == 401
     status, spec = stack.app.call_api("GET", "openapi.json")
     assert {"/api/records", "/api/records/{server_call_id}"} <= set(spec["paths"])
+
+
+# -- the store against Azurite: requests per event, any order, redelivery, concurrent instances -------------------
+
+
+class CountingTransport(RequestsTransport):
+    """The HTTP requests a table client sends (retries included), each as its method and what it addresses."""
+
+    def __init__(self) -> None:
+        super().__init__(use_env_settings=False)
+        self.sent: list[str] = []
+        self._lock = threading.Lock()
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(request.url).path)
+        if "RowKey='" in path:
+            target = path.split("RowKey='", 1)[1].split("'", 1)[0]
+        elif path.endswith("()"):
+            target = "query"
+        else:
+            target = path.rsplit("/", 1)[-1]
+        with self._lock:
+            self.sent.append(f"{request.method} {target}")
+        return super().send(request, **kwargs)
+
+    def during(self, action: Any) -> list[str]:
+        with self._lock:
+            self.sent.clear()
+        action()
+        with self._lock:
+            return list(self.sent)
+
+
+def new_table() -> str:
+    return "rec" + uuid.uuid4().hex[:12]
+
+
+def table_client(azurite, name: str, transport: Any = None) -> TableClient:
+    return TableClient.from_connection_string(
+        azurite.connection_string, table_name=name, transport=transport or RequestsTransport(use_env_settings=False)
+    )
+
+
+def of_call(events: list[CallRecordEvent], server_call_id: str) -> list[CallRecordEvent]:
+    return [dataclasses.replace(e, server_call_id=server_call_id) for e in events]
+
+
+def assert_stored_as_folded(
+    store: RecordStore, client: TableClient, server_call_id: str, rows: list[Any], carried: bool = True
+) -> None:
+    """The record, its summary row (and the rows it carries) and its one listing entry are what the rows fold to."""
+    expected = build_record(server_call_id, rows)
+    assert store.get(server_call_id) == expected
+    summary = client.get_entity(call_key(server_call_id), RECORD_ROW)
+    assert json.loads(summary["summary"]) == summarize(expected)
+    assert unpack_rows(summary) == (store._rows(call_key(server_call_id)) if carried else None)
+    assert not index_pending(summary)
+    listed = [e["RowKey"] for e in client.query_entities(f"PartitionKey eq '{LIST_PARTITION}'")]
+    entries = [k for k in listed if k.endswith(call_key(server_call_id))]
+    assert entries == [index_key(expected, server_call_id)]
+
+
+def test_a_new_event_costs_two_requests_and_a_redelivery_one(azurite):
+    name, transport = new_table(), CountingTransport()
+    store = RecordStore(table_client(azurite, name, transport))
+    store.get("warm-up")  # creates the table
+    start, add_caller, add_agent, rm_caller, rm_agent, end = unit.a_call()
+    # The call's first event: its summary (none yet) and the partition read, the row and the summary in one
+    # transaction, the listing key into the index, the summary marked indexed.
+    first = transport.during(lambda: store.add_event(start))
+    assert first == ["GET record", "GET query", "POST $batch", "POST $batch", "PATCH record"]
+    for e in (add_caller, add_agent, rm_caller, rm_agent, end):
+        assert transport.during(lambda e=e: store.add_event(e)) == ["GET record", "POST $batch"], e.type
+    for e in (end, add_caller):
+        assert transport.during(lambda e=e: store.add_event(e)) == ["GET record"], "a redelivery writes nothing"
+    flow = flow_outcome(unit.transferred_state())
+    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["GET record", "POST $batch"]
+    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["GET record"]
+    client = table_client(azurite, name)
+    assert_stored_as_folded(store, client, unit.SERVER_CALL, [*unit.rows_of(unit.a_call()), flow_row(flow)])
+
+    # Out of order: the listing key is an estimate until CallStarted comes; each move costs two requests more.
+    other = "call-out-of-order"
+    start, add_caller, add_agent, rm_caller, *_ = events = of_call(unit.a_call(), other)
+    moved = ["GET record", "POST $batch", "POST $batch", "PATCH record"]
+    transport.during(lambda: store.add_event(add_agent))  # estimated from its time
+    assert transport.during(lambda: store.add_event(add_caller)) == moved, "an earlier estimate"
+    assert transport.during(lambda: store.add_event(start)) == moved, "the start known"
+    assert transport.during(lambda: store.add_event(rm_caller)) == ["GET record", "POST $batch"], "no left key again"
+    assert_stored_as_folded(store, client, other, unit.rows_of(events[:4]))
+
+
+def test_redelivery_and_any_order_give_the_same_record_and_one_listing(azurite):
+    name = new_table()
+    client = table_client(azurite, name)
+    stores = [RecordStore(table_client(azurite, name)) for _ in range(3)]  # instances taking deliveries in turn
+    chance = random.Random(11)
+    flow = flow_outcome(unit.transferred_state())
+    calls = [f"call-order-{n}" for n in range(8)]
+    for n, server_call_id in enumerate(calls):
+        events = of_call(unit.a_call(), server_call_id)
+        writes: list[Any] = [adding(e) for e in events] + [lambda s, c=server_call_id: s.add_flow(c, flow)]
+        writes = writes if n == 0 else chance.sample(writes, k=len(writes)) + chance.sample(writes, k=3)
+        for write in writes:
+            write(chance.choice(stores))
+        assert_stored_as_folded(stores[0], client, server_call_id, [*unit.rows_of(events), flow_row(flow)])
+    # Every order gives the same record (calls in order, n == 0, and shuffled with redeliveries).
+    records = [stores[0].get(c) for c in calls]
+    assert all({**r, "server_call_id": ""} == {**records[0], "server_call_id": ""} for r in records)
+    listed = [r["server_call_id"] for r in stores[0].recent(100)]
+    assert sorted(listed) == sorted(calls), "each call listed once"
+    # What the reliability suite counts: one kind == "event" row per event, with its eventId.
+    event_ids = [e["eventId"] for e in client.query_entities("kind eq 'event'")]
+    assert sorted(event_ids) == sorted(e.id for _ in calls for e in unit.a_call())
+
+
+def adding(e: CallRecordEvent) -> Any:
+    return lambda store: store.add_event(e)
+
+
+def at_once(actions: list[Any]) -> list[BaseException]:
+    """Run the actions in threads released together; what they raised."""
+    barrier = threading.Barrier(len(actions))
+    failures: list[BaseException] = []
+
+    def run(action: Any) -> None:
+        try:
+            barrier.wait()
+            action()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return failures
+
+
+@pytest.mark.parametrize("inline_limit", [INLINE_LIMIT, 0], ids=["rows in the summary", "rows by query"])
+def test_concurrent_deliveries_of_one_calls_events_lose_nothing(azurite, caplog, inline_limit):
+    caplog.set_level(logging.INFO, logger="core.records")
+    name = new_table()
+    client = table_client(azurite, name)
+    client.create_table()
+    for n in range(6):
+        server_call_id = f"call-concurrent-{n}"
+        events = of_call(unit.a_call(), server_call_id)
+        deliveries = [*events, events[n]]  # six events at once, one of them delivered twice at once
+        stores = [RecordStore(table_client(azurite, name), inline_limit=inline_limit) for _ in deliveries]
+        for store in stores:
+            store.get("warm-up")  # the table is there: the deliveries start together at their first read
+        failures = at_once([lambda s=s, e=e: s.add_event(e) for s, e in zip(stores, deliveries, strict=True)])
+        assert not failures, failures
+        assert_stored_as_folded(stores[0], client, server_call_id, unit.rows_of(events), carried=inline_limit > 0)
+    raced = [r.getMessage() for r in caplog.records if "concurrently" in r.getMessage()]
+    assert raced, "the deliveries did race for the summary"
+
+
+def test_a_large_call_rides_in_several_properties_then_is_read_with_a_query(azurite):
+    name, transport = new_table(), CountingTransport()
+    store = RecordStore(table_client(azurite, name, transport), inline_limit=90_000)
+    client = table_client(azurite, name)
+    server_call_id = "call-large"
+    events = [unit.event("e-start", "CallStarted", 0, unit.calling())]
+    for n in range(160):
+        who = f"4:+1425556{n:04d}"
+        events.append(unit.event(f"e-add-{n}", "CallParticipantAdded", 1 + n, unit.participant(who, "N" * 200)))
+        events.append(unit.event(f"e-rm-{n}", "CallParticipantRemoved", 200 + n, unit.participant(who)))
+    events = of_call(events, server_call_id)
+    chunks = []
+    for e in events:
+        store.add_event(e)
+        chunks.append(client.get_entity(call_key(server_call_id), RECORD_ROW)["rowChunks"])
+    # Azurite refuses a property over 32K characters as the service does: the rows went in pieces, then too many.
+    assert max(chunks) >= 3 and chunks[-1] == 0
+    assert transport.during(lambda: store.add_event(events[-1])) == ["GET record", "GET query"]
+    late = of_call(
+        [unit.event("e-late", "CallParticipantAdded", 500, unit.participant("4:+14255559999"))], server_call_id
+    )
+    assert transport.during(lambda: store.add_event(late[0])) == ["GET record", "GET query", "POST $batch"]
+    summary = client.get_entity(call_key(server_call_id), RECORD_ROW)
+    assert unpack_rows(summary) is None and json.loads(summary["summary"])["participant_count"] == 161
+    assert store.get(server_call_id) == build_record(server_call_id, unit.rows_of([*events, *late]))

@@ -253,3 +253,24 @@ def test_concurrent_deliveries_of_one_event_act_once(store):
         t.join(20)
     assert outcomes.count("handled") == 1, outcomes
     assert executor.sent == ["first", "second"]
+
+
+def test_work_after_an_event_with_no_action_joins_its_one_write(store, counter):
+    rt = runtime(store)
+    seen: list[str] = []
+    rt.advance("call", event("CallDisconnected"), then=lambda state: seen.append(state.node))
+    assert seen == ["CallDisconnected"] and counter.methods == ["PUT"]
+
+
+def test_work_after_actions_runs_after_them_and_holds_the_event_until_done(store, counter):
+    executor = Executor()
+    rt = runtime(store, executor)
+    e = event("RecognizeCompleted")
+    seen: list[tuple[list[str], bool]] = []
+
+    def hooks(state: CallState) -> None:
+        seen.append((list(executor.sent), e.id in store.get("call")[0].leases))
+
+    rt.advance("call", e, then=hooks)
+    assert seen == [(["only"], True)]  # the action was sent, and the event still leased while the hooks ran
+    assert store.get("call")[0].leases == {}

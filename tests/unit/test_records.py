@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError
 
 from core import control
 from core.control import RequestError
 from core.events import CallEvent, EventFormatError, parse_call_event
 from core.flows.engine import FlowEngine, RecordingOptions
 from core.records import (
+    INLINE_CHUNK,
+    INLINE_LIMIT,
     LIST_PARTITION,
     RECORD_ROW,
     CallRecordEvent,
@@ -28,9 +31,14 @@ from core.records import (
     flow_outcome,
     flow_row,
     index_key,
+    index_pending,
     iso,
+    pack_rows,
     parse_time,
     safe_key,
+    summarize,
+    summary_entity,
+    unpack_rows,
 )
 from core.state import CallState
 from handlers import records as handlers
@@ -327,13 +335,17 @@ class Entity(dict):
 
 
 class FakeTable:
-    """Table Storage's rules that matter here: unique keys, ETags, range reads in key order."""
+    """Table Storage's rules that matter here: unique keys, ETags, range reads in key order, and entity group
+    transactions (one partition, all or nothing, the failing operation's index in the error). ``calls`` counts
+    requests, as the service would bill them."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
         self._etags = itertools.count(1)
         self.before_update: list[Any] = []
+        self.before_index: list[Any] = []
         self.queries: list[str] = []
+        self.calls: list[str] = []
 
     def create_table(self) -> None:
         pass
@@ -343,37 +355,87 @@ class FakeTable:
         self.rows[(entity["PartitionKey"], entity["RowKey"])] = (dict(entity), etag)
         return {"etag": etag}
 
-    def create_entity(self, entity: dict[str, Any]) -> dict[str, str]:
-        if (entity["PartitionKey"], entity["RowKey"]) in self.rows:
-            raise ResourceExistsError("exists")
-        return self._put(entity)
-
-    def upsert_entity(self, entity: dict[str, Any], mode: str = "merge") -> dict[str, str]:
-        return self._put(entity)
-
-    def update_entity(self, entity: dict[str, Any], mode: str, etag: str, match_condition: Any) -> dict[str, str]:
+    def _hooks(self) -> None:
         hooks, self.before_update = self.before_update, []
         for hook in hooks:
             hook()
-        key = (entity["PartitionKey"], entity["RowKey"])
-        if key not in self.rows:
-            raise ResourceNotFoundError("gone")
-        if self.rows[key][1] != etag:
-            raise ResourceModifiedError("etag")
-        return self._put(entity)
 
-    def get_entity(self, partition_key: str, row_key: str) -> Entity:
+    def _apply(self, op: str, entity: dict[str, Any], options: dict[str, Any]) -> dict[str, str]:
+        """One write; raises (before changing anything) as the service would refuse it."""
+        key = (entity["PartitionKey"], entity["RowKey"])
+        mode = str(getattr(options.get("mode"), "value", options.get("mode") or "merge")).lower()
+        if op == "create":
+            if key in self.rows:
+                raise ResourceExistsError("exists")
+            return self._put(entity)
+        if op == "delete":
+            if key not in self.rows:
+                raise ResourceNotFoundError("missing")
+            del self.rows[key]
+            return {}
+        if op == "update":
+            if key not in self.rows:
+                raise ResourceNotFoundError("gone")
+            if options.get("match_condition") is not None and self.rows[key][1] != options.get("etag"):
+                raise ResourceModifiedError("etag")
+        base = self.rows[key][0] if mode == "merge" and key in self.rows else {}
+        return self._put({**base, **entity})
+
+    def create_entity(self, entity: dict[str, Any]) -> dict[str, str]:
+        self.calls.append("create")
+        return self._apply("create", entity, {})
+
+    def upsert_entity(self, entity: dict[str, Any], mode: str = "merge") -> dict[str, str]:
+        self.calls.append("upsert")
+        return self._apply("upsert", entity, {"mode": mode})
+
+    def update_entity(self, entity: dict[str, Any], mode: str, etag: str, match_condition: Any) -> dict[str, str]:
+        self.calls.append("update")
+        self._hooks()
+        return self._apply("update", entity, {"mode": mode, "etag": etag, "match_condition": match_condition})
+
+    def submit_transaction(self, operations: list[Any]) -> list[dict[str, str]]:
+        self.calls.append("transaction")
+        operations = list(operations)
+        assert 0 < len(operations) <= 100 and len({op[1]["PartitionKey"] for op in operations}) == 1
+        if operations[0][1]["PartitionKey"] == LIST_PARTITION:
+            hooks, self.before_index = self.before_index, []
+            for hook in hooks:
+                hook()
+        else:
+            self._hooks()
+        saved, etags = dict(self.rows), self._etags
+        results = []
+        for index, (op, entity, *options) in enumerate(operations):
+            try:
+                results.append(self._apply(op, entity, options[0] if options else {}))
+            except (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError) as exc:
+                self.rows, self._etags = saved, etags  # all or nothing
+                code = {
+                    ResourceExistsError: "EntityAlreadyExists",
+                    ResourceNotFoundError: "ResourceNotFound",
+                    ResourceModifiedError: "UpdateConditionNotSatisfied",
+                }[type(exc)]
+                error = TableTransactionError(message=f"{index}:{exc}")
+                error.error_code = code
+                raise error from None
+        return results
+
+    def get_entity(self, partition_key: str, row_key: str, select: Any = None) -> Entity:
+        self.calls.append("get")
         if (partition_key, row_key) not in self.rows:
             raise ResourceNotFoundError("missing")
         data, etag = self.rows[(partition_key, row_key)]
-        entity = Entity(data)
+        entity = Entity({k: v for k, v in data.items() if select is None or k in select})
         entity.metadata = {"etag": etag}
         return entity
 
     def delete_entity(self, partition_key: str, row_key: str) -> None:
+        self.calls.append("delete")  # a missing entity is no error (the SDK takes a 404 as done)
         self.rows.pop((partition_key, row_key), None)
 
     def query_entities(self, query_filter: str, results_per_page: int | None = None, select: Any = None):
+        self.calls.append("query")
         self.queries.append(query_filter)
         partition = query_filter.split("'")[1]
         for (pk, _rk), (data, _) in sorted(self.rows.items()):
@@ -382,6 +444,9 @@ class FakeTable:
 
     def index(self) -> list[str]:
         return [rk for (pk, rk) in sorted(self.rows) if pk == LIST_PARTITION]
+
+    def summary(self, server_call_id: str = SERVER_CALL) -> dict[str, Any]:
+        return self.rows[(call_key(server_call_id), RECORD_ROW)][0]
 
 
 def test_the_store_keeps_each_event_once_and_folds_the_record():
@@ -477,6 +542,288 @@ def test_a_flow_outcome_is_rewritten_not_added_when_the_hook_runs_again(monkeypa
     # A call that never got a server call id has no record to join.
     handlers.record_flow_outcome(CallState(call_ref="ref-2", status="ended"), runtime)
     assert len(table.rows) == 3  # the flow row, the summary, the index row
+
+
+# -- fewer round trips: the rows ride in the summary, one transaction per row -------------------------------------
+
+
+def test_rows_ride_in_the_summary_in_pieces_a_property_takes():
+    rows = {
+        f"ev-{n}": {"kind": "event", "id": str(n), "type": "CallParticipantAdded", "data": {"x": "y" * 90}}
+        for n in range(700)
+    }
+    packed = pack_rows(rows)
+    assert packed["rowChunks"] == len([k for k in packed if k.startswith("rows") and k != "rowChunks"]) > 1
+    assert all(len(packed[f"rows{n}"]) <= INLINE_CHUNK for n in range(packed["rowChunks"]))
+    assert unpack_rows(packed) == rows
+    assert pack_rows(rows, limit=1000) == {"rowChunks": 0} and unpack_rows({"rowChunks": 0}) is None
+    assert unpack_rows({"summary": "{}"}) is None, "a summary written before the rows rode along"
+
+
+def test_the_summary_knows_which_listing_key_is_in_the_index():
+    start, added, *_ = a_call()
+    estimated = {"ev-a": added.row()}
+    first = summary_entity(SERVER_CALL, build_record(SERVER_CALL, estimated.values()), estimated, None)
+    key = first["indexKey"]
+    assert "-e-" in key and first["indexedKey"] == "" and first["staleIndexKeys"] == "[]" and index_pending(first)
+    indexed = {**first, "indexedKey": key}  # what the store marks once the index row is in
+    assert not index_pending(indexed)
+    again = summary_entity(SERVER_CALL, build_record(SERVER_CALL, estimated.values()), estimated, indexed)
+    assert again == indexed, "nothing new: the same summary, nothing to write"
+    known = {**estimated, "ev-s": start.row()}
+    moved = summary_entity(SERVER_CALL, build_record(SERVER_CALL, known.values()), known, indexed)
+    assert "-s-" in moved["indexKey"] and moved["indexedKey"] == "" and json.loads(moved["staleIndexKeys"]) == [key]
+    assert index_pending(moved)
+    # Written by an earlier version: no indexedKey, a left key still listed as stale.
+    older = {"indexKey": moved["indexKey"], "staleIndexKeys": json.dumps(["0-e-x"])}
+    after = summary_entity(SERVER_CALL, build_record(SERVER_CALL, known.values()), known, older)
+    assert after["indexedKey"] == "" and json.loads(after["staleIndexKeys"]) == ["0-e-x"] and index_pending(after)
+
+
+def test_a_new_event_costs_a_read_and_a_transaction_and_a_redelivery_a_read():
+    table = FakeTable()
+    store = RecordStore(table)
+    start, add_caller, add_agent, rm_caller, rm_agent, end = a_call()
+    store.add_event(start)  # no summary yet: the partition is read, the listing key written and marked
+    assert table.calls == ["get", "query", "transaction", "transaction", "update"]
+    for e in (add_caller, add_agent, rm_caller, rm_agent, end):
+        table.calls.clear()
+        store.add_event(e)
+        assert table.calls == ["get", "transaction"], e.type
+    for e in (end, start):
+        table.calls.clear()
+        store.add_event(e)
+        assert table.calls == ["get"], "a redelivery writes nothing"
+    flow = flow_outcome(transferred_state())
+    table.calls.clear()
+    store.add_flow(SERVER_CALL, flow)
+    assert table.calls == ["get", "transaction"]
+    table.calls.clear()
+    store.add_flow(SERVER_CALL, flow)
+    assert table.calls == ["get"], "the same outcome again writes nothing"
+    record = store.get(SERVER_CALL)
+    assert record == build_record(SERVER_CALL, [*rows_of(a_call()), flow_row(flow)])
+    assert unpack_rows(table.summary()) == store._rows(call_key(SERVER_CALL))
+    assert table.index() == [index_key(record, SERVER_CALL)] and not index_pending(table.summary())
+
+
+def test_a_moving_listing_key_costs_two_more_requests_once():
+    table = FakeTable()
+    store = RecordStore(table)
+    start, add_caller, *_ = a_call()
+    store.add_event(add_caller)
+    estimate = table.index()
+    table.calls.clear()
+    store.add_event(start)  # the summary, then the index (new key in, old key out), then the mark
+    assert table.calls == ["get", "transaction", "transaction", "update"]
+    assert table.index() == [index_key(store.get(SERVER_CALL), SERVER_CALL)] != estimate
+    assert table.summary()["staleIndexKeys"] == "[]"
+    table.calls.clear()
+    store.add_event(a_call()[2])
+    assert table.calls == ["get", "transaction"], "a left key is deleted once, not on every event after"
+
+
+@pytest.mark.parametrize("then", ["redelivered", "next event"])
+def test_a_crash_between_the_summary_and_the_index_is_mended(then):
+    table = FakeTable()
+    store = RecordStore(table)
+    start, add_caller, *_ = a_call()
+
+    def host_killed() -> None:
+        raise RuntimeError("host killed")
+
+    table.before_index.append(host_killed)
+    with pytest.raises(RuntimeError):
+        store.add_event(start)
+    assert table.index() == [] and index_pending(table.summary())
+    table.calls.clear()
+    store.add_event(start if then == "redelivered" else add_caller)
+    if then == "redelivered":
+        assert table.calls == ["get", "transaction", "update"], "in the summary already: only the index is written"
+    assert table.index() == [index_key(store.get(SERVER_CALL), SERVER_CALL)] and not index_pending(table.summary())
+
+
+def test_a_write_that_wins_while_another_indexes_leaves_one_listing():
+    table = FakeTable()
+    store, other = RecordStore(table), RecordStore(table)
+    start, add_caller, *_ = a_call()
+    # While the first delivery (an estimated start) indexes, the other lands CallStarted and indexes it first.
+    table.before_index.append(lambda: other.add_event(start))
+    store.add_event(add_caller)
+    record = store.get(SERVER_CALL)
+    key = index_key(record, SERVER_CALL)
+    assert "-s-" in key and not index_pending(table.summary())
+    assert json.loads(table.summary()["summary"]) == summarize(record)
+    # The first delivery's late index row is a key the summary has left: the listing drops it.
+    assert len(table.index()) == 2
+    assert [r["server_call_id"] for r in store.recent(10)] == [SERVER_CALL]
+    assert table.index() == [key]
+
+
+def test_a_summary_from_before_the_rows_rode_along_is_folded_from_the_rows():
+    table = FakeTable()
+    partition = call_key(SERVER_CALL)
+    start, add_caller, add_agent, *_ = a_call()
+    for e in (start, add_caller):  # rows and a summary as the earlier version wrote them
+        table.create_entity(
+            {
+                "PartitionKey": partition,
+                "RowKey": f"ev-{e.id}",
+                "kind": "event",
+                "eventId": e.id,
+                "type": e.type,
+                "time": e.time,
+                "serverCallId": SERVER_CALL,
+                "data": json.dumps(e.fields),
+            }
+        )
+    old = build_record(SERVER_CALL, rows_of([start, add_caller]))
+    key = index_key(old, SERVER_CALL)
+    table.create_entity(
+        {
+            "PartitionKey": partition,
+            "RowKey": RECORD_ROW,
+            "serverCallId": SERVER_CALL,
+            "status": "active",
+            "startedAt": old["started_at"],
+            "indexKey": key,
+            "staleIndexKeys": json.dumps(["0-e-left"]),
+            "summary": json.dumps(summarize(old)),
+        }
+    )
+    for row in (key, "0-e-left"):
+        table.upsert_entity({"PartitionKey": LIST_PARTITION, "RowKey": row, "serverCallId": SERVER_CALL})
+    table.calls.clear()
+    store = RecordStore(table)
+    store.add_event(add_agent)
+    assert table.calls[:3] == ["get", "query", "transaction"]
+    assert unpack_rows(table.summary()) == store._rows(partition) and len(unpack_rows(table.summary())) == 3
+    assert table.index() == [key] and not index_pending(table.summary())
+    assert store.get(SERVER_CALL) == build_record(SERVER_CALL, rows_of([start, add_caller, add_agent]))
+    table.calls.clear()
+    store.add_event(a_call()[3])
+    assert table.calls == ["get", "transaction"], "from then on the summary carries the rows"
+
+
+def test_a_row_the_summary_does_not_carry_is_taken_in_on_its_redelivery():
+    table = FakeTable()
+    store = RecordStore(table)
+    start, add_caller, add_agent, *_ = a_call()
+    store.add_event(start)
+    store.add_event(add_caller)
+    # A row an earlier version wrote before it failed to fold it in (the delivery failed, Event Grid retries).
+    table.create_entity(
+        {
+            "PartitionKey": call_key(SERVER_CALL),
+            "RowKey": f"ev-{add_agent.id}",
+            "kind": "event",
+            "eventId": add_agent.id,
+            "type": add_agent.type,
+            "time": add_agent.time,
+            "serverCallId": SERVER_CALL,
+            "data": json.dumps(add_agent.fields),
+        }
+    )
+    table.calls.clear()
+    store.add_event(add_agent)
+    assert table.calls == ["get", "transaction", "get", "query", "transaction"]
+    summary = json.loads(table.summary()["summary"])
+    assert summary["participant_count"] == 2
+    assert unpack_rows(table.summary()) == store._rows(call_key(SERVER_CALL))
+
+
+def test_refresh_folds_the_summary_again_from_the_rows_in_the_table():
+    table = FakeTable()
+    store = RecordStore(table)
+    start, add_caller, *_ = a_call()
+    store.add_event(start)
+    table.create_entity(  # a row the summary does not carry
+        {
+            "PartitionKey": call_key(SERVER_CALL),
+            "RowKey": f"ev-{add_caller.id}",
+            "kind": "event",
+            "eventId": add_caller.id,
+            "type": add_caller.type,
+            "time": add_caller.time,
+            "serverCallId": SERVER_CALL,
+            "data": json.dumps(add_caller.fields),
+        }
+    )
+    table.calls.clear()
+    assert store.refresh(SERVER_CALL) == build_record(SERVER_CALL, rows_of([start, add_caller]))
+    assert table.calls == ["get", "query", "transaction"]
+    assert unpack_rows(table.summary()) == store._rows(call_key(SERVER_CALL))
+    table.calls.clear()
+    store.refresh(SERVER_CALL)
+    assert table.calls == ["get", "query"], "nothing new: nothing written"
+
+
+def test_a_call_with_too_many_rows_for_its_summary_reads_them_with_a_query():
+    table = FakeTable()
+    store = RecordStore(table, inline_limit=1500)
+    events = a_call()
+    for e in events:
+        table.calls.clear()
+        store.add_event(e)
+    assert table.summary()["rowChunks"] == 0 and "rows0" not in table.summary()
+    assert table.calls == ["get", "query", "transaction"]
+    table.calls.clear()
+    store.add_event(events[0])
+    assert table.calls == ["get", "query"], "a redelivery still writes nothing"
+    record = store.get(SERVER_CALL)
+    assert record == build_record(SERVER_CALL, rows_of(events))
+    assert json.loads(table.summary()["summary"]) == summarize(record)
+
+
+def test_a_failure_that_is_no_conflict_fails_the_delivery():
+    table = FakeTable()
+    store = RecordStore(table)
+
+    def too_large(operations: Any) -> Any:
+        error = TableTransactionError(message="0:The property value exceeds the maximum allowed size (64KB).")
+        error.error_code = "PropertyValueTooLarge"
+        raise error
+
+    table.submit_transaction = too_large
+    with pytest.raises(TableTransactionError):
+        store.add_event(a_call()[0])
+
+
+def adding(e: CallRecordEvent) -> Any:
+    return lambda store: store.add_event(e)
+
+
+@pytest.mark.parametrize("inline_limit", [INLINE_LIMIT, 0], ids=["rows in the summary", "rows by query"])
+@pytest.mark.parametrize("seed", range(25))
+def test_any_order_redelivery_and_interleaving_give_the_same_summary_and_listing(seed, inline_limit):
+    table = FakeTable()
+    stores = [RecordStore(table, inline_limit=inline_limit) for _ in range(3)]
+    chance = random.Random(seed)
+    flow = flow_outcome(transferred_state())
+    writes: list[Any] = [adding(e) for e in a_call()]
+    writes.append(lambda s: s.add_flow(SERVER_CALL, flow))
+    writes += chance.sample(writes, k=4)  # redeliveries
+    chance.shuffle(writes)
+    pending = list(writes)
+    while pending:
+        write = pending.pop()
+        hooks: list[Any] = []
+        if pending and chance.random() < 0.5:  # another instance lands a write in the middle of this one
+            other = pending.pop()
+            hooks = chance.choice([table.before_update, table.before_index])
+            hooks.append(lambda other=other: other(chance.choice(stores)))
+        write(chance.choice(stores))
+        for hook in list(hooks):  # not reached (nothing to index, say): it comes after instead
+            hooks.remove(hook)
+            hook()
+    expected = build_record(SERVER_CALL, [*rows_of(a_call()), flow_row(flow)])
+    assert stores[0].get(SERVER_CALL) == expected
+    assert json.loads(table.summary()["summary"]) == summarize(expected)
+    if inline_limit:
+        assert unpack_rows(table.summary()) == stores[0]._rows(call_key(SERVER_CALL))
+    assert [r["server_call_id"] for r in stores[0].recent(10)] == [SERVER_CALL]
+    assert table.index() == [index_key(expected, SERVER_CALL)]
+    assert not index_pending(table.summary())
 
 
 def test_the_flow_outcome_hook_is_registered():
