@@ -167,6 +167,7 @@ class Samples:
     storage: list[float] = field(default_factory=list)
     acs: list[float] = field(default_factory=list)
     round_trip: list[float] = field(default_factory=list)
+    by_type: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # event type -> (own, storage)
     lost: int = 0  # callbacks the simulator gave up on
     retried: int = 0  # callback attempts that failed and were retried
     duplicated: int = 0  # requests to ACS beyond what the script calls for
@@ -214,6 +215,7 @@ def collect(st: Stack, ids: list[str]) -> Samples:
                         s.acs.append(timing.get("acs", 0.0))
                         s.storage.append(timing.get("storage", 0.0))
                         s.own.append(timing["handler"] - timing.get("acs", 0.0))
+                        s.by_type.setdefault(d.get("type", "?"), []).append((s.own[-1], s.storage[-1]))
                     if d.get("type") == "CallTransferAccepted":
                         transferred = True
                     if d.get("type") == "CallDisconnected":

@@ -22,7 +22,7 @@ from . import clients
 from .callback_auth import CallbackAuthenticator, callback_url
 from .events import CallEvent
 from .executor import Executor
-from .flows.actions import Action
+from .flows.actions import Action, noticed_if_repeated
 from .flows.engine import FlowEngine, RecordingOptions
 from .settings import Settings, get_settings
 from .state import (
@@ -127,9 +127,15 @@ class Runtime:
         self.leases.hold(call_ref, event.id, owner)
         try:
             todo = [a for a in state.pending if a.origin == event.id and not a.done]
+            sent: list[tuple[Action, dict[str, str], str | None]] = []
             for number, action in enumerate(todo, 1):
-                finishing = number == len(todo) and then is None
-                state = self._carry_out(call_ref, state, action, event.id if finishing else None)
+                sent.append((action, *self._send(state, action)))
+                # Recorded as sent right after an action the caller would notice twice (the window in which a
+                # crash resends it stays one write wide), and at the end; a run of others is recorded in one write.
+                if number == len(todo) or noticed_if_repeated(action):
+                    finishing = event.id if number == len(todo) and then is None else None
+                    state = self._record(call_ref, self._marker(sent, finishing))
+                    sent = []
             if then is not None:
                 then(state)
             if then is not None or not todo:
@@ -141,32 +147,37 @@ class Runtime:
             self.leases.drop(call_ref, event.id)
         return state
 
-    def _carry_out(self, call_ref: str, state: CallState, action: Action, finishing: str | None) -> CallState:
-        """Send one action to ACS and record that it was sent (and, with ``finishing``, that its event is done)."""
-        result: dict[str, str] = {}
-        error: str | None = None
+    def _send(self, state: CallState, action: Action) -> tuple[dict[str, str], str | None]:
+        """Send one action to ACS: its result, or why the service refused it for good (a transient fault raises)."""
         try:
-            result = self.executor.run(state.call_connection_id, state.server_call_id, action)
+            return self.executor.run(state.call_connection_id, state.server_call_id, action), None
         except Exception as exc:
             if not is_permanent(exc):
                 raise
             error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
             log.warning("%s refused for good, skipped: %s", action.kind, error)
+            return {}, error
+
+    def _marker(
+        self, sent: list[tuple[Action, dict[str, str], str | None]], finishing: str | None
+    ) -> Callable[[CallState], None]:
+        """The change that records actions as sent (and, with ``finishing``, their event as done)."""
 
         def mark(current: CallState) -> None:
-            for pending in current.pending:
-                if pending.request_id == action.request_id:
-                    pending.done = True
-                    pending.error = error
-            if error is None:
-                self.engine.on_result(current, action, result)
-            else:
-                current.note(f"{action.kind} failed: {error}")
+            for action, result, error in sent:
+                for pending in current.pending:
+                    if pending.request_id == action.request_id:
+                        pending.done = True
+                        pending.error = error
+                if error is None:
+                    self.engine.on_result(current, action, result)
+                else:
+                    current.note(f"{action.kind} failed: {error}")
             current.pending = [a for a in current.pending if not a.done]
             if finishing:
                 current.leases.pop(finishing, None)
 
-        return self._record(call_ref, mark)
+        return mark
 
     def _release(self, call_ref: str, event_id: str, owner: str) -> None:
         """Handling failed: let the redelivery take over now rather than when the lease lapses. If storage fails

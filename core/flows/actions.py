@@ -133,3 +133,14 @@ Action = Annotated[
     | Hangup,
     Field(discriminator="kind"),
 ]
+
+# Actions the caller would notice twice if they were sent twice: a prompt heard again, a menu restarted, hold
+# music started over. Every other action either carries a repeatability id the service honours (a repeat gets
+# the first one's result) or leaves the call as one would (continuous DTMF on or off, cancel media, hang up:
+# a repeat is at worst refused, which the runtime records and skips).
+NOTICED_IF_REPEATED = frozenset({"play", "recognize", "hold", "unhold"})
+
+
+def noticed_if_repeated(action: Action) -> bool:
+    """Whether sending this action again (a redelivery after a crash) would change what the caller hears."""
+    return action.kind in NOTICED_IF_REPEATED

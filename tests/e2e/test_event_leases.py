@@ -18,7 +18,8 @@ import pytest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from core.events import CallEvent, ResultInfo
-from core.flows.actions import CancelMedia, Hangup
+from core.flows.actions import CancelMedia, ContinuousDtmf, Hangup, Play
+from core.flows.model import Prompt
 from core.runtime import Runtime
 from core.state import AlreadyHandled, CallState, HandledElsewhere, StateStore
 
@@ -84,6 +85,8 @@ PLANS = {
     "PlayCompleted": [CancelMedia(context="first"), Hangup(context="second")],
     "RecognizeCompleted": [CancelMedia(context="only")],
     "CallDisconnected": [],
+    "CallConnected": [ContinuousDtmf(context="dtmf", who="4:+14255550123"), Play(context="welcome", prompts=[Prompt(text="Hello")])],
+    "PlayStarted": [Play(context="a", prompts=[Prompt(text="A")]), Play(context="b", prompts=[Prompt(text="B")])],
     "ParticipantsUpdated": [],
 }
 
@@ -127,12 +130,21 @@ def test_an_event_with_no_action_costs_one_write_and_its_duplicate_none(store, c
     assert e.id in state.handled and state.leases == {}
 
 
-def test_an_event_with_actions_costs_one_write_more_per_action(store, counter):
+@pytest.mark.parametrize(
+    ("kind", "writes"),
+    [
+        ("RecognizeCompleted", 2),  # the plan; the action marked done, which ends the event
+        ("PlayCompleted", 2),  # two actions harmless to repeat: marked done together
+        ("CallConnected", 2),  # continuous DTMF on (harmless to repeat), then the welcome: marked done together
+        ("PlayStarted", 3),  # two prompts: the first marked done before the second is sent
+    ],
+)
+def test_an_event_costs_one_write_plus_one_per_action_the_caller_would_notice_twice(store, counter, kind, writes):
     executor = Executor()
     rt = runtime(store, executor)
-    rt.advance("call", event("PlayCompleted"))
-    assert counter.methods == ["PUT", "PUT", "PUT"]  # the plan, then each action marked done (the last ends it)
-    assert executor.sent == ["first", "second"]
+    rt.advance("call", event(kind))
+    assert counter.methods == ["PUT"] * writes
+    assert executor.sent == [a.context for a in PLANS[kind]]
     state, _ = store.get("call")
     assert state.pending == [] and state.leases == {}
 
@@ -160,19 +172,31 @@ def test_a_duplicate_while_the_first_delivery_works_is_asked_to_come_back(store)
 
 def test_a_failed_delivery_is_taken_over_at_once_and_redoes_only_what_is_left(store):
     executor = Executor()
+    executor.fail.add("b")
+    rt = runtime(store, executor)
+    e = event("PlayStarted")
+    with pytest.raises(ConnectionError):
+        rt.advance("call", e)
+    state, _ = store.get("call")
+    assert state.leases[e.id].until == 0.0  # released: no need to wait for the lease to lapse
+    assert [a.context for a in state.pending] == ["b"]  # "a" is recorded as sent: a redelivery will not replay it
+    rt.advance("call", e)  # the redelivery
+    assert executor.sent == ["a", "b"]  # "a" was not sent twice
+    state, _ = store.get("call")
+    assert state.pending == [] and state.leases == {}
+    with pytest.raises(AlreadyHandled):
+        rt.advance("call", e)
+
+
+def test_a_run_of_actions_harmless_to_repeat_is_sent_again_whole_after_a_failure(store):
+    executor = Executor()
     executor.fail.add("second")
     rt = runtime(store, executor)
     e = event("PlayCompleted")
     with pytest.raises(ConnectionError):
         rt.advance("call", e)
-    state, _ = store.get("call")
-    assert state.leases[e.id].until == 0.0  # released: no need to wait for the lease to lapse
-    rt.advance("call", e)  # the redelivery
-    assert executor.sent == ["first", "second"]  # "first" was not sent twice
-    state, _ = store.get("call")
-    assert state.pending == [] and state.leases == {}
-    with pytest.raises(AlreadyHandled):
-        rt.advance("call", e)
+    rt.advance("call", e)
+    assert executor.sent == ["first", "first", "second"]  # cancel media twice: the call is as after once
 
 
 def test_a_dead_deliverys_lease_lapses_and_is_taken_over(store):
