@@ -24,6 +24,9 @@ at all, and concurrent deliveries of one call's events cannot lose each other's 
 transaction, a redelivery the point read alone (the event is among the rows: nothing to write). Without them (no
 summary yet, rows too many for an entity, a summary written before they rode along) the rows are read with a query
 of the partition after the summary, as any row written since would have changed the summary's ETag.
+An app leg's flow outcome is the exception: it is written with a mark on the summary (``staleRows``)
+instead of a fold, in one request that cannot conflict (see ``add_flow``), and the next fold reads the
+rows from the table.
 
 The summary names its listing key; the key is the call's start (``s``: from CallStarted) or, until CallStarted
 arrives, the earliest moment known of it (``e``). Keys only move to new values (an ``e`` estimate only ever goes
@@ -402,6 +405,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
 
 # -- storage ----------------------------------------------------------------------------------
 
+STALE_ROWS = "staleRows"  # on a summary: a row was written without folding it in (a flow outcome); fold from a query
 INLINE_CHUNK = 30_000  # characters a property holds: Table Storage takes 32K UTF-16 units, and the JSON is ASCII
 INLINE_LIMIT = 240_000  # the most row text a summary carries (~480 KB of an entity's 1 MiB); beyond, a query
 _EXISTS = "EntityAlreadyExists"
@@ -536,18 +540,35 @@ class RecordStore(TableBacked):
         }
         return self._fold(event.server_call_id, entity, create=True)
 
-    def add_flow(self, server_call_id: str, flow: dict[str, Any]) -> dict[str, Any]:
-        """Keep (or rewrite) an app leg's flow outcome and refold the call's summary."""
+    def add_flow(self, server_call_id: str, flow: dict[str, Any]) -> None:
+        """Keep (or rewrite) an app leg's flow outcome, in one request: the call-ended hook that writes it runs
+        in the app's ``CallDisconnected`` callback, at the moment the call's Event Grid events fold into the same
+        summary, and a fold there would meet their compare-and-swap. So the row is written together with a mark on
+        the summary (``staleRows``, unconditional: it cannot conflict) that makes the next fold read the rows from
+        the table, which takes the flow in: the next Event Grid event's, or the listing's (``recent``). ``get``
+        reads the rows anyway. A call with no summary yet is folded now, so that it is listed."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import TableTransactionError
+
         self._ensure()
+        partition = call_key(server_call_id)
         entity = {
-            "PartitionKey": call_key(server_call_id),
+            "PartitionKey": partition,
             "RowKey": FLOW_ROW + safe_key(flow.get("call_ref") or flow.get("call_connection_id") or "app"),
             "kind": "flow",
             "time": flow.get("connected_at") or flow.get("ended_at") or "",
             "serverCallId": server_call_id,
             "data": _dumps(flow),
         }
-        return self._fold(server_call_id, entity, create=False)
+        mark = {"PartitionKey": partition, "RowKey": RECORD_ROW, STALE_ROWS: iso(datetime.now(UTC))}
+        try:
+            self._table.submit_transaction(
+                [("upsert", entity, {"mode": "replace"}), ("update", mark, {"mode": "merge"})]
+            )
+        except (TableTransactionError, ResourceNotFoundError) as exc:
+            if _failure(exc) != "missing":
+                raise
+            self._fold(server_call_id, entity, create=False)  # no summary yet: the first fold of the call
 
     def refresh(self, server_call_id: str) -> dict[str, Any]:
         """Fold the call's rows, read from the table, into its summary again, and bring its index up to date."""
@@ -567,7 +588,7 @@ class RecordStore(TableBacked):
         row = row_of(entity) if entity is not None else None
         for attempt in range(self._attempts):
             current = self._summary(partition)
-            rows = None if query or current is None else unpack_rows(current)
+            rows = None if query or current is None or current.get(STALE_ROWS) else unpack_rows(current)
             if rows is None:  # read after the summary: a row written since changed the summary's ETag
                 rows = self._rows(partition)
             write_row = False
@@ -700,8 +721,16 @@ class RecordStore(TableBacked):
             server_call_id = entry.get("serverCallId") or ""
             try:
                 current = self._table.get_entity(
-                    partition_key=call_key(server_call_id), row_key=RECORD_ROW, select=["indexKey", "summary"]
+                    partition_key=call_key(server_call_id),
+                    row_key=RECORD_ROW,
+                    select=["indexKey", "summary", STALE_ROWS],
                 )
+                if current.get(STALE_ROWS):  # a flow outcome not folded in yet: fold it now
+                    summary = summarize(self.refresh(server_call_id))
+                    current = self._table.get_entity(
+                        partition_key=call_key(server_call_id), row_key=RECORD_ROW, select=["indexKey"]
+                    )
+                    current["summary"] = _dumps(summary)
             except ResourceNotFoundError:
                 current = None
             if current is None or current.get("indexKey") != entry["RowKey"] or server_call_id in seen:

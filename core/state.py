@@ -298,29 +298,30 @@ class StateStore(TableBacked):
         }
 
 
-class LeaseKeeper:
-    """Renews the leases this process holds on events in call states (see ``Runtime.advance``) while their
-    handlers run, so a slow handler keeps its event however long it takes; a lease whose process died lapses
-    within ``lease_seconds``. Renewing is a compare-and-swap on the call's row, one per lease every third of
-    the lease: handlers rarely run long enough to need one."""
+class Renewer:
+    """Leases this process holds, renewed by a background thread while held (every third of the lease), so a
+    slow handler keeps what it holds however long it takes, and what a dead process held lapses within the lease.
+    A subclass says how one lease is renewed (``_renew``)."""
 
-    def __init__(self, store: StateStore, lease_seconds: float) -> None:
-        self._store = store
+    _lease: float
+    _thread_name = "leases"
+
+    def _start_renewing(self, lease_seconds: float) -> None:
         self._lease = lease_seconds
-        self._held: dict[tuple[str, str], tuple[str, float]] = {}  # (call ref, event id) -> (owner, renewed at)
-        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], tuple[str, float]] = {}  # (scope, event id) -> (token, renewed at)
+        self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
-    def hold(self, call_ref: str, event_id: str, owner: str) -> None:
-        with self._lock:
-            self._held[(call_ref, event_id)] = (owner, time.monotonic())
+    def hold(self, scope: str, event_id: str, token: str) -> None:
+        with self._held_lock:
+            self._held[(scope, event_id)] = (token, time.monotonic())
             if self._renewer is None or not self._renewer.is_alive():
-                self._renewer = threading.Thread(target=self._renew_forever, name="event-leases", daemon=True)
+                self._renewer = threading.Thread(target=self._renew_forever, name=self._thread_name, daemon=True)
                 self._renewer.start()
 
-    def drop(self, call_ref: str, event_id: str) -> None:
-        with self._lock:
-            self._held.pop((call_ref, event_id), None)
+    def drop(self, scope: str, event_id: str) -> None:
+        with self._held_lock:
+            self._held.pop((scope, event_id), None)
 
     def _renew_forever(self) -> None:
         period = max(self._lease / 3, 0.05)
@@ -329,32 +330,51 @@ class LeaseKeeper:
             self.renew_due(period)
 
     def renew_due(self, period: float) -> None:
-        """Extend the leases held for ``period`` seconds or more (their handlers are still running)."""
+        """Renew the leases held for ``period`` seconds or more (their handlers are still running)."""
         now = time.monotonic()
-        with self._lock:
-            due = [(key, owner) for key, (owner, renewed) in self._held.items() if now - renewed >= period]
-        for (call_ref, event_id), owner in due:
-
-            def extend(state: CallState, event_id: str = event_id, owner: str = owner) -> bool:
-                lease = state.leases.get(event_id)
-                if lease is None or lease.owner != owner:
-                    return False
-                lease.until = time.time() + self._lease
-                return True
-
+        with self._held_lock:
+            due = [(key, token) for key, (token, renewed) in self._held.items() if now - renewed >= period]
+        for (scope, event_id), token in due:
             try:
-                _, ours = self._store.mutate(call_ref, extend)
+                renewed = self._renew(scope, event_id, token)
             except Exception as exc:  # storage unreachable: try again next round
-                log.warning("could not renew the lease on %s of %s: %s", event_id, call_ref, exc)
+                log.warning("could not renew the lease on %s/%s: %s", scope, event_id, exc)
                 continue
-            with self._lock:
-                if not ours:
-                    self._held.pop((call_ref, event_id), None)  # finished or taken over meanwhile
-                elif (call_ref, event_id) in self._held:
-                    self._held[(call_ref, event_id)] = (owner, time.monotonic())
+            with self._held_lock:
+                if renewed is None:
+                    self._held.pop((scope, event_id), None)  # done, released or taken over meanwhile: not ours
+                elif (scope, event_id) in self._held:
+                    self._held[(scope, event_id)] = (renewed, time.monotonic())
+
+    def _renew(self, scope: str, event_id: str, token: str) -> str | None:
+        """Extend one lease: the token to renew it with next time, or None when it is no longer this process's."""
+        raise NotImplementedError
 
 
-class EventFilter(TableBacked):
+class LeaseKeeper(Renewer):
+    """Renews the leases this process holds on events in call states (see ``Runtime.advance``): a
+    compare-and-swap on the call's row, one per lease every third of the lease (handlers rarely run long
+    enough to need one). The token is the delivery's owner id."""
+
+    _thread_name = "event-leases"
+
+    def __init__(self, store: StateStore, lease_seconds: float) -> None:
+        self._store = store
+        self._start_renewing(lease_seconds)
+
+    def _renew(self, call_ref: str, event_id: str, owner: str) -> str | None:
+        def extend(state: CallState) -> bool:
+            lease = state.leases.get(event_id)
+            if lease is None or lease.owner != owner:
+                return False
+            lease.until = time.time() + self._lease
+            return True
+
+        _, ours = self._store.mutate(call_ref, extend)
+        return owner if ours else None
+
+
+class EventFilter(TableBacked, Renewer):
     """Drops events already handled; lets a redelivery of a failed event through.
 
     A claim holds for ``lease_seconds`` and is renewed (a background thread, every third of the lease)
@@ -362,13 +382,12 @@ class EventFilter(TableBacked):
     died (a host killed mid-handler, its storage gone before it could release) lapses within the lease.
     """
 
+    _thread_name = "event-claims"
+
     def __init__(self, table: Any, lease_seconds: float = 10.0) -> None:
         self._table = table
-        self._lease = lease_seconds
         self._ensured = False
-        self._held: dict[tuple[str, str], tuple[str, float]] = {}  # claims of this process -> (etag, renewed at)
-        self._held_lock = threading.Lock()
-        self._renewer: threading.Thread | None = None
+        self._start_renewing(lease_seconds)  # the token of a claim is its row's ETag
 
     @classmethod
     def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> EventFilter:
@@ -391,7 +410,7 @@ class EventFilter(TableBacked):
             entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
             try:
                 meta = self._table.create_entity(entity)
-                self._hold(scope, event_id, meta["etag"])
+                self.hold(scope, event_id, meta["etag"])
                 return "claimed"
             except ResourceExistsError:
                 pass
@@ -411,14 +430,14 @@ class EventFilter(TableBacked):
                 )
             except (ResourceModifiedError, ResourceNotFoundError):
                 return "busy"  # another delivery took it over first
-            self._hold(scope, event_id, meta["etag"])
+            self.hold(scope, event_id, meta["etag"])
             return "claimed"
         return "busy"
 
     @timed("storage")
     def done(self, scope: str, event_id: str) -> None:
         event_id = row_key(event_id)
-        self._drop(scope, event_id)
+        self.drop(scope, event_id)
         self._table.upsert_entity({"PartitionKey": scope, "RowKey": event_id, "status": "done", "until": 0.0})
 
     @timed("storage")
@@ -426,7 +445,7 @@ class EventFilter(TableBacked):
         from azure.core.exceptions import ResourceNotFoundError
 
         event_id = row_key(event_id)
-        self._drop(scope, event_id)
+        self.drop(scope, event_id)
         try:
             self._table.delete_entity(partition_key=scope, row_key=event_id)
         except ResourceNotFoundError:
@@ -437,46 +456,18 @@ class EventFilter(TableBacked):
     def _until(self) -> float:
         return time.time() + self._lease
 
-    def _hold(self, scope: str, event_id: str, etag: str) -> None:
-        with self._held_lock:
-            self._held[(scope, event_id)] = (etag, time.monotonic())
-            if self._renewer is None or not self._renewer.is_alive():
-                self._renewer = threading.Thread(target=self._renew_forever, name="event-claims", daemon=True)
-                self._renewer.start()
-
-    def _drop(self, scope: str, event_id: str) -> None:
-        with self._held_lock:
-            self._held.pop((scope, event_id), None)
-
-    def _renew_forever(self) -> None:
-        period = max(self._lease / 3, 0.05)
-        while True:
-            time.sleep(period / 2)
-            self.renew_due(period)
-
-    def renew_due(self, period: float) -> None:
-        """Renew this process's claims held for ``period`` seconds or more (their handlers are still running)."""
+    def _renew(self, scope: str, event_id: str, etag: str) -> str | None:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        now = time.monotonic()
-        with self._held_lock:
-            due = [(key, etag) for key, (etag, renewed) in self._held.items() if now - renewed >= period]
-        for (scope, event_id), etag in due:
-            entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
-            try:
-                meta = self._table.update_entity(
-                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-            except (ResourceModifiedError, ResourceNotFoundError):
-                self._drop(scope, event_id)  # done, released or taken over meanwhile: no longer ours
-                continue
-            except Exception as exc:  # storage unreachable: try again next round
-                log.warning("could not renew the claim on %s/%s: %s", scope, event_id, exc)
-                continue
-            with self._held_lock:
-                if (scope, event_id) in self._held:
-                    self._held[(scope, event_id)] = (meta["etag"], time.monotonic())
+        entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
+        try:
+            meta = self._table.update_entity(
+                entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return meta["etag"]
 
 
 UNSAFE_KEY_CHARS = frozenset("/\\#?")

@@ -267,6 +267,10 @@ def assert_stored_as_folded(
     expected = build_record(server_call_id, rows)
     assert store.get(server_call_id) == expected
     summary = client.get_entity(call_key(server_call_id), RECORD_ROW)
+    if summary.get("staleRows"):  # a flow outcome came last: the summary takes it in at its next read or write
+        assert summarize(expected) in store.recent(100)
+        summary = client.get_entity(call_key(server_call_id), RECORD_ROW)
+        assert "staleRows" not in summary
     assert json.loads(summary["summary"]) == summarize(expected)
     assert unpack_rows(summary) == (store._rows(call_key(server_call_id)) if carried else None)
     assert not index_pending(summary)
@@ -289,8 +293,11 @@ def test_a_new_event_costs_two_requests_and_a_redelivery_one(azurite):
     for e in (end, add_caller):
         assert transport.during(lambda e=e: store.add_event(e)) == ["GET record"], "a redelivery writes nothing"
     flow = flow_outcome(unit.transferred_state())
-    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["GET record", "POST $batch"]
-    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["GET record"]
+    # The app's flow outcome: the row and a mark on the summary in one transaction (no read, no conflict); the
+    # listing folds it in.
+    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["POST $batch"]
+    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["POST $batch"]
+    assert [r["server_call_id"] for r in store.recent(10)] == [unit.SERVER_CALL]
     client = table_client(azurite, name)
     assert_stored_as_folded(store, client, unit.SERVER_CALL, [*unit.rows_of(unit.a_call()), flow_row(flow)])
 

@@ -85,7 +85,10 @@ PLANS = {
     "PlayCompleted": [CancelMedia(context="first"), Hangup(context="second")],
     "RecognizeCompleted": [CancelMedia(context="only")],
     "CallDisconnected": [],
-    "CallConnected": [ContinuousDtmf(context="dtmf", who="4:+14255550123"), Play(context="welcome", prompts=[Prompt(text="Hello")])],
+    "CallConnected": [
+        ContinuousDtmf(context="dtmf", who="4:+14255550123"),
+        Play(context="welcome", prompts=[Prompt(text="Hello")]),
+    ],
     "PlayStarted": [Play(context="a", prompts=[Prompt(text="A")]), Play(context="b", prompts=[Prompt(text="B")])],
     "ParticipantsUpdated": [],
 }
