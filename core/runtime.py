@@ -84,7 +84,8 @@ class Runtime:
 
         This is also the duplicate filter of mid-call callbacks, kept in the call's own row: the plan's write
         records the event as handled, with a lease while it has work left; marking the last action done drops
-        the lease in the same write. So a callback costs one write to Table Storage, plus one per action.
+        the lease in the same write. So a callback costs one write to Table Storage, plus one per action the
+        caller would notice twice (recorded as sent before the next action goes) or run of other actions.
         ``then`` runs after the actions; with no action, before the plan's write (then the event is done in that
         one write; if the write meets a conflict, ``then`` runs again on the fresh state: it must be idempotent,
         as the call-ended hooks are, since events are delivered at least once anyway).
