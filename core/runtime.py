@@ -267,6 +267,7 @@ def get_runtime() -> Runtime:
                 settings = get_settings()
                 configure(settings.log_level, settings.appinsights_connection_string)
                 _runtime = build(settings)
+                clients.settle()
     return _runtime
 
 
