@@ -91,7 +91,7 @@ def test_a_claim_left_by_a_dead_process_lapses_with_its_lease(azurite):
     table = f"events{uuid.uuid4().hex[:10]}"
     dead = EventFilter(EventFilter.connect(azurite.connection_string, None, table)._table, lease_seconds=0.5)
     assert dead.try_claim("call", "e4") == "claimed"
-    dead._drop("call", "e4")  # its process is gone: nothing renews the claim any more
+    dead.drop("call", "e4")  # its process is gone: nothing renews the claim any more
     alive = EventFilter.connect(azurite.connection_string, None, table)
     assert alive.try_claim("call", "e4") == "busy"
     time.sleep(0.6)
