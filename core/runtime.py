@@ -22,7 +22,7 @@ from . import clients
 from .callback_auth import CallbackAuthenticator, callback_url
 from .events import CallEvent
 from .executor import Executor
-from .flows.actions import Action, noticed_if_repeated
+from .flows.actions import Action, repeatable
 from .flows.engine import FlowEngine, RecordingOptions
 from .settings import Settings, get_settings
 from .state import (
@@ -84,8 +84,8 @@ class Runtime:
 
         This is also the duplicate filter of mid-call callbacks, kept in the call's own row: the plan's write
         records the event as handled, with a lease while it has work left; marking the last action done drops
-        the lease in the same write. So a callback costs one write to Table Storage, plus one per action the
-        caller would notice twice (recorded as sent before the next action goes) or run of other actions.
+        the lease in the same write. So a callback costs one write to Table Storage, plus one per action (a run
+        of actions the service recognises when resent, by their repeatability ids, is recorded in one write).
         ``then`` runs after the actions; with no action, before the plan's write (then the event is done in that
         one write; if the write meets a conflict, ``then`` runs again on the fresh state: it must be idempotent,
         as the call-ended hooks are, since events are delivered at least once anyway).
@@ -131,9 +131,10 @@ class Runtime:
             sent: list[tuple[Action, dict[str, str], str | None]] = []
             for number, action in enumerate(todo, 1):
                 sent.append((action, *self._send(state, action)))
-                # Recorded as sent right after an action the caller would notice twice (the window in which a
-                # crash resends it stays one write wide), and at the end; a run of others is recorded in one write.
-                if number == len(todo) or noticed_if_repeated(action):
+                # Recorded as sent right after an action the service would carry out again if it were resent (the
+                # window in which a failure or a crash resends it stays one write wide), and at the end; a run of
+                # actions it recognises when resent (repeatability ids) is recorded in one write.
+                if number == len(todo) or not repeatable(action):
                     finishing = event.id if number == len(todo) and then is None else None
                     state = self._record(call_ref, self._marker(sent, finishing))
                     sent = []

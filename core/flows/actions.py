@@ -134,13 +134,17 @@ Action = Annotated[
     Field(discriminator="kind"),
 ]
 
-# Actions the caller would notice twice if they were sent twice: a prompt heard again, a menu restarted, hold
-# music started over. Every other action either carries a repeatability id the service honours (a repeat gets
-# the first one's result) or leaves the call as one would (continuous DTMF on or off, cancel media, hang up:
-# a repeat is at worst refused, which the runtime records and skips).
-NOTICED_IF_REPEATED = frozenset({"play", "recognize", "hold", "unhold"})
+# Actions the service recognises when they are sent again (they carry a Repeatability-Request-ID, see
+# core/executor.py): a resend gets the first one's result and is carried out once.
+REPEATABLE = frozenset(
+    {"transfer", "add_participant", "cancel_add_participant", "remove_participant", "send_dtmf", "mute"}
+)
 
 
-def noticed_if_repeated(action: Action) -> bool:
-    """Whether sending this action again (a redelivery after a crash) would change what the caller hears."""
-    return action.kind in NOTICED_IF_REPEATED
+def repeatable(action: Action) -> bool:
+    """Whether the service would act once on this action sent twice (a redelivery after a failure or a crash)."""
+    if isinstance(action, Recording):
+        return action.op == "start"
+    if isinstance(action, Hangup):
+        return action.for_everyone
+    return action.kind in REPEATABLE

@@ -18,7 +18,7 @@ import pytest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from core.events import CallEvent, ResultInfo
-from core.flows.actions import CancelMedia, ContinuousDtmf, Hangup, Play
+from core.flows.actions import CancelMedia, ContinuousDtmf, Hangup, Mute, Play
 from core.flows.model import Prompt
 from core.runtime import Runtime
 from core.state import AlreadyHandled, CallState, HandledElsewhere, StateStore
@@ -82,7 +82,7 @@ def store(azurite, counter) -> StateStore:
 
 
 PLANS = {
-    "PlayCompleted": [CancelMedia(context="first"), Hangup(context="second")],
+    "PlayCompleted": [Mute(context="first", who="4:+14255550123"), Hangup(context="second")],
     "RecognizeCompleted": [CancelMedia(context="only")],
     "CallDisconnected": [],
     "CallConnected": [
@@ -137,12 +137,12 @@ def test_an_event_with_no_action_costs_one_write_and_its_duplicate_none(store, c
     ("kind", "writes"),
     [
         ("RecognizeCompleted", 2),  # the plan; the action marked done, which ends the event
-        ("PlayCompleted", 2),  # two actions harmless to repeat: marked done together
-        ("CallConnected", 2),  # continuous DTMF on (harmless to repeat), then the welcome: marked done together
+        ("PlayCompleted", 2),  # two actions with repeatability ids (mute, hang up for everyone): marked done together
+        ("CallConnected", 3),  # continuous DTMF on (no repeatability id): marked done before the welcome is sent
         ("PlayStarted", 3),  # two prompts: the first marked done before the second is sent
     ],
 )
-def test_an_event_costs_one_write_plus_one_per_action_the_caller_would_notice_twice(store, counter, kind, writes):
+def test_an_event_costs_one_write_plus_one_per_action_or_run_of_repeatable_ones(store, counter, kind, writes):
     executor = Executor()
     rt = runtime(store, executor)
     rt.advance("call", event(kind))
@@ -191,7 +191,7 @@ def test_a_failed_delivery_is_taken_over_at_once_and_redoes_only_what_is_left(st
         rt.advance("call", e)
 
 
-def test_a_run_of_actions_harmless_to_repeat_is_sent_again_whole_after_a_failure(store):
+def test_a_run_of_repeatable_actions_is_sent_again_whole_after_a_failure(store):
     executor = Executor()
     executor.fail.add("second")
     rt = runtime(store, executor)
@@ -199,7 +199,7 @@ def test_a_run_of_actions_harmless_to_repeat_is_sent_again_whole_after_a_failure
     with pytest.raises(ConnectionError):
         rt.advance("call", e)
     rt.advance("call", e)
-    assert executor.sent == ["first", "first", "second"]  # cancel media twice: the call is as after once
+    assert executor.sent == ["first", "first", "second"]  # the mute again, with its repeatability id: ACS acts once
 
 
 def test_a_dead_deliverys_lease_lapses_and_is_taken_over(store):
