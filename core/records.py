@@ -724,11 +724,9 @@ class RecordStore(TableBacked):
                     select=["indexKey", "summary", STALE_ROWS],
                 )
                 if current.get(STALE_ROWS):  # a flow outcome not folded in yet: fold it now
-                    summary = summarize(self.refresh(server_call_id))
-                    current = self._table.get_entity(
-                        partition_key=call_key(server_call_id), row_key=RECORD_ROW, select=["indexKey"]
-                    )
-                    current["summary"] = _dumps(summary)
+                    record = self.refresh(server_call_id)  # the summary it writes names this key: no read again
+                    key = index_key(record, server_call_id) or ""
+                    current = {"indexKey": key, "summary": _dumps(summarize(record))}
             except ResourceNotFoundError:
                 current = None
             if current is None or current.get("indexKey") != entry["RowKey"] or server_call_id in seen:
