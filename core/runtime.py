@@ -1,9 +1,10 @@
 """The app's moving parts, assembled once per process, and the one way a call event moves a call.
 
 ``advance`` is the write-ahead path every mid-call event takes: plan (engine) and store the
-resulting actions with the state in one compare-and-swap, then carry them out one by one,
-marking each done. If the process dies or the service fails midway, the event is redelivered,
-finds its actions still pending, and carries out the rest; it is never planned twice.
+resulting actions with the state in one compare-and-swap, then carry them out in order and
+record them done in one write. If the service fails midway, the actions it took are recorded with
+the failure and the redelivery carries out the rest; if the process dies midway, the redelivery
+finds the event's actions still pending and carries them out; it is never planned twice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from . import clients
 from .callback_auth import CallbackAuthenticator, callback_url
 from .events import CallEvent
 from .executor import Executor
-from .flows.actions import Action, repeatable
+from .flows.actions import Action
 from .flows.engine import FlowEngine, RecordingOptions
 from .settings import Settings, get_settings
 from .state import (
@@ -84,8 +85,8 @@ class Runtime:
 
         This is also the duplicate filter of mid-call callbacks, kept in the call's own row: the plan's write
         records the event as handled, with a lease while it has work left; marking the last action done drops
-        the lease in the same write. So a callback costs one write to Table Storage, plus one per action (a run
-        of actions the service recognises when resent, by their repeatability ids, is recorded in one write).
+        the lease in the same write. So a callback costs one write to Table Storage, plus one for its actions: they
+        are recorded as sent together after the last (after a failure, those ACS took are recorded with the release).
         ``then`` runs after the actions; with no action, before the plan's write (then the event is done in that
         one write; if the write meets a conflict, ``then`` runs again on the fresh state: it must be idempotent,
         as the call-ended hooks are, since events are delivered at least once anyway).
@@ -126,24 +127,20 @@ class Runtime:
         if not leased:
             return state  # nothing to carry out: planned and done in one write
         self.leases.hold(call_ref, event.id, owner)
+        sent: list[tuple[Action, dict[str, str], str | None]] = []  # taken by ACS, not yet recorded
         try:
             todo = [a for a in state.pending if a.origin == event.id and not a.done]
-            sent: list[tuple[Action, dict[str, str], str | None]] = []
-            for number, action in enumerate(todo, 1):
+            for action in todo:
                 sent.append((action, *self._send(state, action)))
-                # Recorded as sent right after an action the service would carry out again if it were resent (the
-                # window in which a failure or a crash resends it stays one write wide), and at the end; a run of
-                # actions it recognises when resent (repeatability ids) is recorded in one write.
-                if number == len(todo) or not repeatable(action):
-                    finishing = event.id if number == len(todo) and then is None else None
-                    state = self._record(call_ref, self._marker(sent, finishing))
-                    sent = []
+            if todo:  # all recorded as sent in one write (with the event done, unless work follows)
+                taken, sent = sent, []
+                state = self._record(call_ref, self._marker(taken, event.id if then is None else None))
             if then is not None:
                 then(state)
             if then is not None or not todo:
                 state = self._record(call_ref, lambda current: current.leases.pop(event.id, None))
         except BaseException:
-            self._release(call_ref, event.id, owner)
+            self._release(call_ref, event.id, owner, sent)
             raise
         finally:
             self.leases.drop(call_ref, event.id)
@@ -181,17 +178,26 @@ class Runtime:
 
         return mark
 
-    def _release(self, call_ref: str, event_id: str, owner: str) -> None:
-        """Handling failed: let the redelivery take over now rather than when the lease lapses. If storage fails
-        here too, the lease lapses on its own."""
+    def _release(
+        self, call_ref: str, event_id: str, owner: str, sent: list[tuple[Action, dict[str, str], str | None]]
+    ) -> None:
+        """Handling failed: record the actions ACS took before the failure (``sent``), so that the redelivery does
+        not send them again, and let it take over now rather than when the lease lapses, in one write. With actions
+        to record, a storage outage is waited out as when recording them normally; without, if storage fails here
+        too, the lease lapses on its own."""
+        mark = self._marker(sent, None)
 
         def lapse(current: CallState) -> None:
+            mark(current)
             lease = current.leases.get(event_id)
             if lease is not None and lease.owner == owner:
                 lease.until = 0.0
 
         try:
-            self.store.mutate(call_ref, lapse)
+            if sent:
+                self._record(call_ref, lapse)
+            else:
+                self.store.mutate(call_ref, lapse)
         except Exception as exc:
             log.warning("could not release %s of %s (%s); its lease lapses instead", event_id, call_ref, exc)
 

@@ -133,18 +133,3 @@ Action = Annotated[
     | Hangup,
     Field(discriminator="kind"),
 ]
-
-# Actions the service recognises when they are sent again (they carry a Repeatability-Request-ID, see
-# core/executor.py): a resend gets the first one's result and is carried out once.
-REPEATABLE = frozenset(
-    {"transfer", "add_participant", "cancel_add_participant", "remove_participant", "send_dtmf", "mute"}
-)
-
-
-def repeatable(action: Action) -> bool:
-    """Whether the service would act once on this action sent twice (a redelivery after a failure or a crash)."""
-    if isinstance(action, Recording):
-        return action.op == "start"
-    if isinstance(action, Hangup):
-        return action.for_everyone
-    return action.kind in REPEATABLE
