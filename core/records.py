@@ -5,16 +5,19 @@ the rows arrive in and however often each arrives:
 
 - one row per Event Grid event (CallStarted, CallEnded, CallParticipantAdded,
   CallParticipantRemoved), keyed by the event's id: a redelivery writes nothing new;
-- one row per app leg, keyed by the call's reference: the flow's outcome when the call ended for
-  the app (an on_call_ended hook); a rerun of the hook rewrites the same row.
+- one flow outcome per app leg, keyed by the call's reference: what the flow did when the call ended
+  for the app (an on_call_ended hook); a rerun of the hook rewrites the same outcome. It is kept on the
+  summary itself (a ``flow_<hash>`` property), not in a row of its own: see below.
 
 Table layout (one table, ``RECORDS_TABLE``):
 
     PartitionKey                RowKey                              what
     c<hash of server call id>   ev-<event id>                       one Event Grid event's fields
-    c<hash of server call id>   flow-<call ref>                     one app leg's flow outcome
-    c<hash of server call id>   record                              the folded summary (ETag-guarded), and the
-                                                                    rows it was folded from while they fit
+    c<hash of server call id>   flow-<call ref>                     one app leg's flow outcome (written by
+                                                                    earlier versions; still read)
+    c<hash of server call id>   record                              the folded summary (ETag-guarded), the
+                                                                    rows it was folded from while they fit,
+                                                                    and the app legs' flow outcomes
     recent                      <inverted start time>-<s|e>-<hash>  the listing index: newest first
 
 A row is written in one entity group transaction with the summary folded again with it, compare-and-swap on the
@@ -24,9 +27,9 @@ at all, and concurrent deliveries of one call's events cannot lose each other's 
 transaction, a redelivery the point read alone (the event is among the rows: nothing to write). Without them (no
 summary yet, rows too many for an entity, a summary written before they rode along) the rows are read with a query
 of the partition after the summary, as any row written since would have changed the summary's ETag.
-An app leg's flow outcome is the exception: it is written, then a mark on the summary (``staleRows``),
-instead of a fold: two requests that cannot conflict (see ``add_flow``); the next fold reads the rows
-from the table.
+An app leg's flow outcome is the exception: it is merged onto the summary with a mark (``flowPending``) that
+the summary's record does not take it in yet, one request that cannot conflict (see ``add_flow``); the next fold,
+or the listing, folds it in. Every fold carries the outcomes over to the summary it writes.
 
 The summary names its listing key; the key is the call's start (``s``: from CallStarted) or, until CallStarted
 arrives, the earliest moment known of it (``e``). Keys only move to new values (an ``e`` estimate only ever goes
@@ -248,10 +251,6 @@ def flow_outcome(state: CallState) -> dict[str, Any]:
     }
 
 
-def flow_row(flow: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "flow", "id": flow.get("call_ref") or "", "time": flow.get("connected_at"), "data": flow}
-
-
 # -- the fold ---------------------------------------------------------------------------------
 
 
@@ -405,7 +404,9 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
 
 # -- storage ----------------------------------------------------------------------------------
 
-STALE_ROWS = "staleRows"  # on a summary: a row was written without folding it in (a flow outcome); fold from a query
+STALE_ROWS = "staleRows"  # on a summary (from earlier versions): a row was written without folding it in; query
+FLOW_PENDING = "flowPending"  # on a summary: a flow outcome was merged onto it and is not in its record yet
+FLOW_PROPERTY = "flow_"  # the summary's properties that hold flow outcomes: flow_<hash of the row key>
 INLINE_CHUNK = 30_000  # characters a property holds: Table Storage takes 32K UTF-16 units, and the JSON is ASCII
 INLINE_LIMIT = 240_000  # the most row text a summary carries (~480 KB of an entity's 1 MiB); beyond, a query
 _EXISTS = "EntityAlreadyExists"
@@ -429,6 +430,36 @@ def row_of(entity: dict[str, Any]) -> dict[str, Any] | None:
         "time": entity.get("time") or None,
         "data": json.loads(entity.get("data") or "{}"),
     }
+
+
+def flow_property(key: str) -> str:
+    """The summary property that holds the flow outcome with this row key (property names are identifiers)."""
+    return FLOW_PROPERTY + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def flows_of(summary: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The flow outcomes a summary holds, as build_record takes them, by row key; one that does not parse is left
+    out (and logged) rather than failing the whole record."""
+    flows: dict[str, dict[str, Any]] = {}
+    for name, value in (summary or {}).items():
+        if not name.startswith(FLOW_PROPERTY) or not isinstance(value, str):
+            continue
+        try:
+            row = json.loads(value)
+            flows[row["id"]] = row
+        except (ValueError, TypeError, KeyError):
+            log.warning("flow outcome %s of a call record does not parse; left out", name)
+    return flows
+
+
+def flow_entry(flow: dict[str, Any]) -> dict[str, Any]:
+    """An app leg's flow outcome as build_record takes it, keyed by its leg. One too large for a property (a very
+    long call's tones, say) keeps its plain fields and says it was cut."""
+    key = FLOW_ROW + safe_key(flow.get("call_ref") or flow.get("call_connection_id") or "app")
+    row = {"kind": "flow", "id": key, "type": None, "time": flow.get("connected_at") or flow.get("ended_at") or None}
+    if len(_dumps(flow)) > INLINE_CHUNK - 1_000:
+        flow = {k: v for k, v in flow.items() if not isinstance(v, (list, dict))} | {"truncated": True}
+    return row | {"data": flow}
 
 
 def pack_rows(rows: dict[str, dict[str, Any]], limit: int = INLINE_LIMIT) -> dict[str, Any]:
@@ -455,8 +486,10 @@ def summary_entity(
     rows: dict[str, dict[str, Any]],
     current: dict[str, Any] | None,
     inline_limit: int = INLINE_LIMIT,
+    flows: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The summary row of a call folded into ``record`` from ``rows``, following ``current`` (the row it replaces).
+    """The summary row of a call folded into ``record`` from ``rows`` and ``flows`` (the flow outcomes it carries),
+    following ``current`` (the row it replaces).
 
     ``indexKey`` is the record's listing key; ``indexedKey`` the key whose index row is known to be written (set
     after the index row is, so a key new to the summary starts unconfirmed); ``staleIndexKeys`` the keys the summary
@@ -477,6 +510,7 @@ def summary_entity(
         "staleIndexKeys": _dumps(sorted(stale)),
         "summary": _dumps(summarize(record)),
         **pack_rows(rows, inline_limit),
+        **{flow_property(key): _dumps(row) for key, row in (flows or {}).items()},
     }
 
 
@@ -541,32 +575,26 @@ class RecordStore(TableBacked):
         return self._fold(event.server_call_id, entity, create=True)
 
     def add_flow(self, server_call_id: str, flow: dict[str, Any]) -> None:
-        """Keep (or rewrite) an app leg's flow outcome, in one request: the call-ended hook that writes it runs
-        in the app's ``CallDisconnected`` callback, at the moment the call's Event Grid events fold into the same
-        summary, and a fold there would meet their compare-and-swap. So the row is written, then a mark on the
-        summary (``staleRows``, unconditional: it cannot conflict) that makes the next fold read the rows from
-        the table, which takes the flow in: the next Event Grid event's, or the listing's (``recent``). ``get``
-        reads the rows anyway. A call with no summary yet is folded now, so that it is listed."""
+        """Keep (or rewrite) an app leg's flow outcome, in one request. The call-ended hook that writes it runs in
+        the app's ``CallDisconnected`` callback, at the moment the call's Event Grid events fold into the same
+        summary, and a fold there would meet their compare-and-swap. So the outcome is merged onto the summary,
+        unconditionally (it cannot conflict; it makes a fold in flight fold again, with it), and marked
+        ``flowPending``: the next fold (the next Event Grid event's, or the listing's) takes it into the record.
+        ``get`` reads it anyway. A call with no summary yet is folded now, so that it is listed."""
         from azure.core.exceptions import ResourceNotFoundError
 
         self._ensure()
-        partition = call_key(server_call_id)
-        entity = {
-            "PartitionKey": partition,
-            "RowKey": FLOW_ROW + safe_key(flow.get("call_ref") or flow.get("call_connection_id") or "app"),
-            "kind": "flow",
-            "time": flow.get("connected_at") or flow.get("ended_at") or "",
-            "serverCallId": server_call_id,
-            "data": _dumps(flow),
+        row = flow_entry(flow)
+        mark = {
+            "PartitionKey": call_key(server_call_id),
+            "RowKey": RECORD_ROW,
+            flow_property(row["id"]): _dumps(row),
+            FLOW_PENDING: iso(datetime.now(UTC)),
         }
-        mark = {"PartitionKey": partition, "RowKey": RECORD_ROW, STALE_ROWS: iso(datetime.now(UTC))}
-        # The row first, then the mark: a fold between the two may miss the row, but the mark after it makes the
-        # next fold read it. (Two plain requests: a transaction's multipart body costs the SDK more CPU than both.)
-        self._table.upsert_entity(entity, mode="replace")
         try:
             self._table.update_entity(mark, mode="merge")
         except ResourceNotFoundError:
-            self._fold(server_call_id, entity, create=False)  # no summary yet: the first fold of the call
+            self._fold(server_call_id, None, create=False, flow=row)  # no summary yet: the first fold of the call
 
     def refresh(self, server_call_id: str) -> dict[str, Any]:
         """Fold the call's rows, read from the table, into its summary again, and bring its index up to date."""
@@ -574,10 +602,16 @@ class RecordStore(TableBacked):
         return self._fold(server_call_id, None, create=False, query=True)
 
     def _fold(
-        self, server_call_id: str, entity: dict[str, Any] | None, create: bool, query: bool = False
+        self,
+        server_call_id: str,
+        entity: dict[str, Any] | None,
+        create: bool,
+        query: bool = False,
+        flow: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write ``entity`` (a new row when ``create``, else a row to replace; None: no row) together with the
-        summary that folds it in, compare-and-swap (a conflict reads and folds again), then index the summary."""
+        summary that folds it in (and ``flow``, a flow outcome, when given), compare-and-swap (a conflict reads and
+        folds again), then index the summary."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import TableTransactionError
@@ -589,6 +623,9 @@ class RecordStore(TableBacked):
             rows = None if query or current is None or current.get(STALE_ROWS) else unpack_rows(current)
             if rows is None:  # read after the summary: a row written since changed the summary's ETag
                 rows = self._rows(partition)
+            flows = flows_of(current)
+            if flow is not None:
+                flows[flow["id"]] = flow
             write_row = False
             if entity is not None:
                 known = rows.get(entity["RowKey"])
@@ -597,8 +634,8 @@ class RecordStore(TableBacked):
                     rows[entity["RowKey"]] = row
                 elif create:
                     log.info("%s %s is in the record already (a redelivery)", entity.get("type"), entity.get("eventId"))
-            record = build_record(server_call_id, rows.values())
-            summary = summary_entity(server_call_id, record, rows, current, self._inline_limit)
+            record = build_record(server_call_id, [*flows.values(), *rows.values()])  # the first of a key counts
+            summary = summary_entity(server_call_id, record, rows, current, self._inline_limit, flows)
             ops: list[Any] = []
             if write_row:
                 ops.append(("create", entity) if create else ("upsert", entity, {"mode": "replace"}))
@@ -688,20 +725,23 @@ class RecordStore(TableBacked):
         except ResourceNotFoundError:
             return None
 
-    def _rows(self, partition: str) -> dict[str, dict[str, Any]]:
-        """The event and flow rows of a call, by row key."""
+    def _rows(self, partition: str, flows: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """The event and flow rows of a call, by row key; the flow outcomes its summary holds into ``flows``."""
         rows = {}
         for entity in self._table.query_entities(f"PartitionKey eq '{partition}'"):
             row = row_of(entity)
             if row is not None:
                 rows[entity["RowKey"]] = row
+            elif flows is not None and entity.get("RowKey") == RECORD_ROW:
+                flows.update(flows_of(entity))
         return rows
 
     def get(self, server_call_id: str) -> dict[str, Any] | None:
-        """One call's full record, folded now from its rows; None when nothing is known of it."""
+        """One call's full record, folded now from its rows and flow outcomes; None when nothing is known of it."""
         self._ensure()
-        rows = self._rows(call_key(server_call_id))
-        return build_record(server_call_id, rows.values()) if rows else None
+        flows: dict[str, dict[str, Any]] = {}
+        rows = self._rows(call_key(server_call_id), flows)
+        return build_record(server_call_id, [*flows.values(), *rows.values()]) if rows or flows else None
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The latest calls, newest first: a range read of the index, each checked against its summary."""
@@ -721,10 +761,11 @@ class RecordStore(TableBacked):
                 current = self._table.get_entity(
                     partition_key=call_key(server_call_id),
                     row_key=RECORD_ROW,
-                    select=["indexKey", "summary", STALE_ROWS],
+                    select=["indexKey", "summary", STALE_ROWS, FLOW_PENDING],
                 )
-                if current.get(STALE_ROWS):  # a flow outcome not folded in yet: fold it now
-                    record = self.refresh(server_call_id)  # the summary it writes names this key: no read again
+                if current.get(STALE_ROWS) or current.get(FLOW_PENDING):  # a flow outcome not folded in yet: now
+                    # (the summary the fold writes names the key: no read again)
+                    record = self._fold(server_call_id, None, create=False, query=bool(current.get(STALE_ROWS)))
                     key = index_key(record, server_call_id) or ""
                     current = {"indexKey": key, "summary": _dumps(summarize(record))}
             except ResourceNotFoundError:

@@ -27,8 +27,8 @@ from core.records import (
     RecordStore,
     build_record,
     call_key,
+    flow_entry,
     flow_outcome,
-    flow_row,
     index_key,
     index_pending,
     iso,
@@ -267,10 +267,10 @@ def assert_stored_as_folded(
     expected = build_record(server_call_id, rows)
     assert store.get(server_call_id) == expected
     summary = client.get_entity(call_key(server_call_id), RECORD_ROW)
-    if summary.get("staleRows"):  # a flow outcome came last: the summary takes it in at its next read or write
+    if summary.get("flowPending"):  # a flow outcome came last: the summary takes it in at its next read or write
         assert summarize(expected) in store.recent(100)
         summary = client.get_entity(call_key(server_call_id), RECORD_ROW)
-        assert "staleRows" not in summary
+        assert "flowPending" not in summary
     assert json.loads(summary["summary"]) == summarize(expected)
     assert unpack_rows(summary) == (store._rows(call_key(server_call_id)) if carried else None)
     assert not index_pending(summary)
@@ -293,13 +293,13 @@ def test_a_new_event_costs_two_requests_and_a_redelivery_one(azurite):
     for e in (end, add_caller):
         assert transport.during(lambda e=e: store.add_event(e)) == ["GET record"], "a redelivery writes nothing"
     flow = flow_outcome(unit.transferred_state())
-    # The app's flow outcome: the row, then a mark on the summary (no read, nothing to conflict with); the
+    # The app's flow outcome: merged onto the summary, marked pending (no read, nothing to conflict with); the
     # listing folds it in.
-    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["PUT flow-ref-1", "PATCH record"]
-    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["PUT flow-ref-1", "PATCH record"]
+    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["PATCH record"]
+    assert transport.during(lambda: store.add_flow(unit.SERVER_CALL, flow)) == ["PATCH record"]
     assert [r["server_call_id"] for r in store.recent(10)] == [unit.SERVER_CALL]
     client = table_client(azurite, name)
-    assert_stored_as_folded(store, client, unit.SERVER_CALL, [*unit.rows_of(unit.a_call()), flow_row(flow)])
+    assert_stored_as_folded(store, client, unit.SERVER_CALL, [*unit.rows_of(unit.a_call()), flow_entry(flow)])
 
     # Out of order: the listing key is an estimate until CallStarted comes; each move costs two requests more.
     other = "call-out-of-order"
@@ -325,7 +325,7 @@ def test_redelivery_and_any_order_give_the_same_record_and_one_listing(azurite):
         writes = writes if n == 0 else chance.sample(writes, k=len(writes)) + chance.sample(writes, k=3)
         for write in writes:
             write(chance.choice(stores))
-        assert_stored_as_folded(stores[0], client, server_call_id, [*unit.rows_of(events), flow_row(flow)])
+        assert_stored_as_folded(stores[0], client, server_call_id, [*unit.rows_of(events), flow_entry(flow)])
     # Every order gives the same record (calls in order, n == 0, and shuffled with redeliveries).
     records = [stores[0].get(c) for c in calls]
     assert all({**r, "server_call_id": ""} == {**records[0], "server_call_id": ""} for r in records)

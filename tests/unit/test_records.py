@@ -28,8 +28,9 @@ from core.records import (
     RecordStore,
     build_record,
     call_key,
+    flow_entry,
     flow_outcome,
-    flow_row,
+    flows_of,
     index_key,
     index_pending,
     iso,
@@ -281,7 +282,7 @@ def test_a_flow_outcome_carries_what_the_flow_did():
 
 
 def test_flow_outcomes_join_the_record_in_any_order():
-    flow = flow_row(flow_outcome(transferred_state()))
+    flow = flow_entry(flow_outcome(transferred_state()))
     rows = [*rows_of(a_call()), flow]
     expected = build_record(SERVER_CALL, rows)
     assert expected["flows"] == [flow["data"]]
@@ -543,7 +544,7 @@ def test_a_flow_outcome_is_rewritten_not_added_when_the_hook_runs_again(monkeypa
     assert len(record["flows"]) == 1 and record["flows"][0]["transfer_result"] == "accepted"
     # A call that never got a server call id has no record to join.
     handlers.record_flow_outcome(CallState(call_ref="ref-2", status="ended"), runtime)
-    assert len(table.rows) == 3  # the flow row, the summary, the index row
+    assert len(table.rows) == 2  # the summary (which holds the flow outcome), the index row
 
 
 # -- fewer round trips: the rows ride in the summary, one transaction per row -------------------------------------
@@ -599,15 +600,21 @@ def test_a_new_event_costs_a_read_and_a_transaction_and_a_redelivery_a_read():
     flow = flow_outcome(transferred_state())
     table.calls.clear()
     store.add_flow(SERVER_CALL, flow)
-    assert table.calls == ["upsert", "update"]  # the row, then a mark on the summary: no read, nothing to conflict
+    assert table.calls == ["update"]  # merged onto the summary, marked pending: no read, nothing to conflict
     table.calls.clear()
     store.add_flow(SERVER_CALL, flow)
-    assert table.calls == ["upsert", "update"]
+    assert table.calls == ["update"]
     record = store.get(SERVER_CALL)
-    assert record == build_record(SERVER_CALL, [*rows_of(a_call()), flow_row(flow)])  # get reads the rows
-    assert table.summary()["staleRows"]
-    assert store.recent(10) == [summarize(record)]  # the listing folds the outcome in
-    assert "staleRows" not in table.summary()
+    assert record == build_record(SERVER_CALL, [*rows_of(a_call()), flow_entry(flow)])  # get takes it in
+    assert table.summary()["flowPending"]
+    assert json.loads(table.summary()["summary"]) != summarize(record)
+    table.calls.clear()
+    assert store.recent(10) == [summarize(record)]  # the listing folds the outcome in, from the summary alone
+    assert "query" not in table.calls[1:] and table.calls.count("transaction") == 1
+    assert "flowPending" not in table.summary()
+    table.calls.clear()
+    store.add_event(a_call()[0])
+    assert table.calls == ["get"], "the outcome is carried by every fold: a redelivery still writes nothing"
     assert unpack_rows(table.summary()) == store._rows(call_key(SERVER_CALL))
     assert table.index() == [index_key(record, SERVER_CALL)] and not index_pending(table.summary())
 
@@ -821,7 +828,7 @@ def test_any_order_redelivery_and_interleaving_give_the_same_summary_and_listing
         for hook in list(hooks):  # not reached (nothing to index, say): it comes after instead
             hooks.remove(hook)
             hook()
-    expected = build_record(SERVER_CALL, [*rows_of(a_call()), flow_row(flow)])
+    expected = build_record(SERVER_CALL, [*rows_of(a_call()), flow_entry(flow)])
     assert stores[0].get(SERVER_CALL) == expected
     assert json.loads(table.summary()["summary"]) == summarize(expected)
     if inline_limit:
@@ -882,3 +889,41 @@ def test_the_records_table_is_a_setting_of_its_own():
     assert load(base_env()).storage.records_table == "callrecords"
     storage = load(base_env(RECORDS_TABLE="reports", OUTBOUND_TABLE="campaigns")).storage
     assert (storage.records_table, storage.outbound_table) == ("reports", "campaigns")
+
+
+def test_a_flow_outcome_in_a_row_of_its_own_from_an_earlier_version_is_still_folded():
+    table = FakeTable()
+    store = RecordStore(table)
+    for e in a_call():
+        store.add_event(e)
+    flow = flow_outcome(transferred_state())
+    partition = call_key(SERVER_CALL)
+    # What the earlier add_flow left: the row, and a mark that the summary did not fold it.
+    table.upsert_entity(
+        {"PartitionKey": partition, "RowKey": "flow-ref-1", "kind": "flow", "time": flow["connected_at"],
+         "data": json.dumps(flow)},
+        mode="replace",
+    )
+    table.update_entity({"PartitionKey": partition, "RowKey": RECORD_ROW, "staleRows": "x"}, mode="merge")
+    expected = build_record(SERVER_CALL, [*rows_of(a_call()), flow_entry(flow)])
+    assert store.get(SERVER_CALL) == expected
+    assert store.recent(10) == [summarize(expected)]
+    assert "staleRows" not in table.summary()
+    store.add_flow(SERVER_CALL, flow)  # the hook run again by this version: the same leg, counted once
+    assert store.recent(10) == [summarize(expected)] and store.get(SERVER_CALL) == expected
+
+
+def test_a_flow_outcome_too_large_for_a_property_keeps_its_plain_fields():
+    flow = flow_outcome(transferred_state()) | {"tones": ["1"] * 20_000}
+    entry = flow_entry(flow)
+    assert len(json.dumps(entry)) < INLINE_CHUNK
+    assert entry["data"]["truncated"] is True and "tones" not in entry["data"]
+    assert entry["data"]["transfer_result"] == flow["transfer_result"]
+    small = flow_entry(flow_outcome(transferred_state()))
+    assert "truncated" not in small["data"] and small["id"] == "flow-ref-1"
+
+
+def test_a_flow_outcome_that_does_not_parse_is_left_out_of_the_record():
+    good = flow_entry(flow_outcome(transferred_state()))
+    summary = {"flow_a": "{not json", "flow_b": json.dumps(good), "flow_c": 3, "summary": "{}"}
+    assert flows_of(summary) == {good["id"]: good}
