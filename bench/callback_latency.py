@@ -23,6 +23,7 @@ Each level is bounded by ``--time-limit`` seconds.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,7 @@ def main() -> int:
     p.add_argument("--prompt-seconds", type=float, default=0.2, help="prompt length at level 1")
     p.add_argument("--time-limit", type=float, default=900.0, help="seconds per level at most")
     p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), measured alike")
+    p.add_argument("--dump", type=Path, help="write every callback's figures to this CSV (level, at, type, ms...)")
     p.add_argument("--azurite-in-memory", action="store_true", help="Azurite without its periodic saves to disk")
     args = p.parse_args()
     levels = [int(x) for x in args.calls.split(",") if x.strip()]
@@ -125,6 +127,13 @@ def main() -> int:
     print(HEADER)
     for label, s, spent in results:
         print(row(label, s, spent))
+    if args.dump:
+        with args.dump.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["level", "at", "type", "own_ms", "storage_ms", "acs_ms", "round_trip_ms"])
+            for label, s, _ in results:
+                out.writerows((label, f"{at:.4f}", *rest) for at, *rest in sorted(s.rows))
+        print(f"every callback's figures: {args.dump}")
     print("\nper event type at the highest level: own p50/p99, of which Table Storage (state), and the rest")
     print("(the rest: the app's CPU, and storage not timed as state: the call-ended hooks' call records)")
     for label, s, _ in results:

@@ -168,6 +168,7 @@ class Samples:
     acs: list[float] = field(default_factory=list)
     round_trip: list[float] = field(default_factory=list)
     by_type: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # event type -> (own, storage)
+    rows: list[tuple[float, str, float, float, float, float]] = field(default_factory=list)  # (at, type, own, ...)
     lost: int = 0  # callbacks the simulator gave up on
     retried: int = 0  # callback attempts that failed and were retried
     duplicated: int = 0  # requests to ACS beyond what the script calls for
@@ -216,6 +217,9 @@ def collect(st: Stack, ids: list[str]) -> Samples:
                         s.storage.append(timing.get("storage", 0.0))
                         s.own.append(timing["handler"] - timing.get("acs", 0.0))
                         s.by_type.setdefault(d.get("type", "?"), []).append((s.own[-1], s.storage[-1]))
+                        s.rows.append(
+                            (e.at, d.get("type", "?"), s.own[-1], s.storage[-1], s.acs[-1], d["round_trip_ms"])
+                        )
                     if d.get("type") == "CallTransferAccepted":
                         transferred = True
                     if d.get("type") == "CallDisconnected":

@@ -26,6 +26,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -153,6 +154,8 @@ class StateStore(TableBacked):
         self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._known_limit = known_states
         self._known_lock = threading.Lock()
+        # call_ref -> the lock its changes in this process take turns on (while any change of the call is running)
+        self._writers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
     @classmethod
     def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> StateStore:
@@ -168,6 +171,13 @@ class StateStore(TableBacked):
     def _forget(self, call_ref: str) -> None:
         with self._known_lock:
             self._known.pop(call_ref, None)
+
+    def _writer(self, call_ref: str) -> Any:
+        with self._known_lock:
+            lock = self._writers.get(call_ref)
+            if lock is None:
+                lock = self._writers[call_ref] = threading.RLock()
+            return lock
 
     def _recall(self, call_ref: str) -> tuple[CallState, str] | None:
         with self._known_lock:
@@ -238,7 +248,14 @@ class StateStore(TableBacked):
         """Read, change, write back; on a conflict read again and redo the change.
 
         The first try starts from the state this process last read or wrote, when it has one (no read):
-        if the row changed since, the write fails on the ETag and the change is redone on a fresh read."""
+        if the row changed since, the write fails on the ETag and the change is redone on a fresh read.
+        Changes of one call in this process take turns (a call's events come close together: ``CallConnected``
+        and ``ParticipantsUpdated``, a transfer's three): waiting for the other write costs one write, where
+        meeting it costs a failed write, a read and the write again. Instances still meet on the ETag."""
+        with self._writer(call_ref):
+            return self._mutate(call_ref, change, attempts)
+
+    def _mutate(self, call_ref: str, change: Callable[[CallState], T], attempts: int) -> tuple[CallState, T]:
         for attempt in range(attempts):
             known = self._recall(call_ref) if attempt == 0 else None
             state, etag = known or self.get(call_ref)

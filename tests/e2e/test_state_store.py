@@ -42,22 +42,59 @@ def test_a_stale_etag_is_a_conflict(store):
     assert store.get("r2")[0].node == "a"
 
 
-def test_racing_updates_are_all_kept(store):
-    store.create(CallState(call_ref="r3"))
+def test_racing_updates_are_all_kept(azurite):
+    name = f"state{uuid.uuid4().hex[:10]}"
+    instances = [StateStore.connect(azurite.connection_string, None, name) for _ in range(2)]
+    instances[0].create(CallState(call_ref="r3"))
 
     def bump(state: CallState) -> None:
         state.seq += 1
 
-    def worker() -> None:
+    def worker(store: StateStore) -> None:
         for _ in range(15):
             store.mutate("r3", bump, attempts=50)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
+    threads = [threading.Thread(target=worker, args=(instances[n % 2],)) for n in range(4)]  # 2 threads each
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert store.get("r3")[0].seq == 60
+    assert instances[1].get("r3")[0].seq == 60
+
+
+def test_changes_of_one_call_in_one_process_take_turns_instead_of_conflicting(azurite):
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+    from azure.data.tables import TableClient
+
+    methods: list[str] = []
+
+    class Counting(SansIOHTTPPolicy):
+        def on_request(self, request) -> None:  # type: ignore[no-untyped-def]
+            methods.append(request.http_request.method)
+
+    table = TableClient.from_connection_string(
+        azurite.connection_string, table_name=f"state{uuid.uuid4().hex[:10]}", per_call_policies=[Counting()]
+    )
+    store = StateStore(table)
+    store.create(CallState(call_ref="r4"))
+    methods.clear()
+    inside = threading.Event()
+
+    def slow_bump(state: CallState) -> None:
+        inside.set()
+        time.sleep(0.2)  # the other thread's change comes meanwhile
+        state.seq += 1
+
+    def bump(state: CallState) -> None:
+        state.seq += 1
+
+    first = threading.Thread(target=store.mutate, args=("r4", slow_bump))
+    first.start()
+    assert inside.wait(5)
+    store.mutate("r4", bump)
+    first.join(5)
+    assert store.get("r4")[0].seq == 2
+    assert methods == ["PUT", "PUT", "GET"]  # one write each, from the remembered state: no conflict, no read
 
 
 def test_event_filter_claims_once_and_releases_on_failure(events):
