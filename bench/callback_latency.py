@@ -1,6 +1,6 @@
 """Benchmark: the app's own time per mid-call callback, with 1, 100 and 1,000 concurrent calls.
 
-    python -m bench.callback_latency [--calls 1,100,1000] [--rate 6] [--sequential 30]
+    python -m bench.callback_latency [--calls 1,100,1000] [--rate 6] [--sequential 30] [--repeat N] [--dump f.csv]
 
 Scripted callers go through the IVR (default routing, customer_service flow: welcome, menu, press 1,
 announcement, transfer to sales) on one app instance (the local Functions host, its default thread
@@ -101,6 +101,7 @@ def main() -> int:
     p.add_argument("--prompt-seconds", type=float, default=0.2, help="prompt length at level 1")
     p.add_argument("--time-limit", type=float, default=900.0, help="seconds per level at most")
     p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), measured alike")
+    p.add_argument("--repeat", type=int, default=1, help="run each level this many times (a row per run: the spread)")
     p.add_argument("--dump", type=Path, help="write every callback's figures to this CSV (level, at, type, ms...)")
     p.add_argument("--azurite-in-memory", action="store_true", help="Azurite without its periodic saves to disk")
     args = p.parse_args()
@@ -110,8 +111,9 @@ def main() -> int:
     storage = start_storage(args.azurite_in_memory)
     try:
         for n in levels:
-            print(f"level {n}...", flush=True)
-            results.append((str(n), *run_level(storage, n, args)))
+            for run in range(1, args.repeat + 1):
+                print(f"level {n}{f' (run {run})' if args.repeat > 1 else ''}...", flush=True)
+                results.append((str(n), *run_level(storage, n, args)))
             if args.compare:
                 print(f"level {n}, {args.compare}...", flush=True)
                 results.append((f"{n}*", *run_level(storage, n, args, args.compare.resolve())))
