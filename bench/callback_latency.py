@@ -108,17 +108,24 @@ def main() -> int:
     levels = [int(x) for x in args.calls.split(",") if x.strip()]
     print(f"{machine()}; Python {sys.version.split()[0]}", flush=True)
     results = []
-    storage = start_storage(args.azurite_in_memory)
-    try:
-        for n in levels:
-            for run in range(1, args.repeat + 1):
-                print(f"level {n}{f' (run {run})' if args.repeat > 1 else ''}...", flush=True)
-                results.append((str(n), *run_level(storage, n, args)))
+
+    def measure(label: str, n: int, app_dir: Path | None = None) -> None:
+        # A fresh Azurite for every run: its periodic saves write the whole database and stall every request
+        # meanwhile, longer the more rows earlier runs left (a second 1,000-call run on the same Azurite had a
+        # p99 several times the first's), so no run inherits another's.
+        storage = start_storage(args.azurite_in_memory)
+        try:
+            results.append((label, *run_level(storage, n, args, app_dir)))
+        finally:
+            storage.stop()
+
+    for n in levels:
+        for run in range(1, args.repeat + 1):
+            print(f"level {n}{f' (run {run})' if args.repeat > 1 else ''}...", flush=True)
+            measure(str(n), n)
             if args.compare:
                 print(f"level {n}, {args.compare}...", flush=True)
-                results.append((f"{n}*", *run_level(storage, n, args, args.compare.resolve())))
-    finally:
-        storage.stop()
+                measure(f"{n}*", n, args.compare.resolve())
     print(f"\nafter the run: {machine()}")
     print("milliseconds per callback: own = the app's time without ACS's (handler - acs); hdl = handler;")
     print("stor = Table Storage within it; rtt = the round trip ACS saw (adds the host's queueing);")
