@@ -148,7 +148,10 @@ def main() -> int:
     for label, s, _ in results:
         if label.rstrip("*") == str(max(levels)):
             print(f"level {label}:")
-            for kind, pairs in sorted(s.by_type.items()):
+            by_type: dict[str, list[tuple[float, float]]] = {}  # event type -> (own, storage) per callback
+            for _at, kind, own_ms, storage_ms, *_ in s.rows:
+                by_type.setdefault(kind, []).append((own_ms, storage_ms))
+            for kind, pairs in sorted(by_type.items()):
                 own = [o for o, _ in pairs]
                 stor = [t for _, t in pairs]
                 rest = [o - t for o, t in pairs]

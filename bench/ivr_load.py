@@ -167,7 +167,6 @@ class Samples:
     storage: list[float] = field(default_factory=list)
     acs: list[float] = field(default_factory=list)
     round_trip: list[float] = field(default_factory=list)
-    by_type: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # event type -> (own, storage)
     rows: list[tuple[float, str, float, float, float, float]] = field(default_factory=list)  # (at, type, own, ...)
     lost: int = 0  # callbacks the simulator gave up on
     retried: int = 0  # callback attempts that failed and were retried
@@ -216,7 +215,6 @@ def collect(st: Stack, ids: list[str]) -> Samples:
                         s.acs.append(timing.get("acs", 0.0))
                         s.storage.append(timing.get("storage", 0.0))
                         s.own.append(timing["handler"] - timing.get("acs", 0.0))
-                        s.by_type.setdefault(d.get("type", "?"), []).append((s.own[-1], s.storage[-1]))
                         s.rows.append(
                             (e.at, d.get("type", "?"), s.own[-1], s.storage[-1], s.acs[-1], d["round_trip_ms"])
                         )

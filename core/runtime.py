@@ -45,6 +45,9 @@ LEASE_SECONDS = 10.0  # an event's lease: renewed while its handler runs, lapses
 RECORD_PATIENCE = 8.0  # seconds a storage outage is waited out before an action ACS took is recorded
 
 
+Sent = tuple[Action, dict[str, str], str | None]  # an action ACS took: its result, or why it refused it for good
+
+
 def derived_id(*parts: str) -> str:
     """A stable UUID for an action caused by an event: the same on every redelivery."""
     return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
@@ -127,7 +130,7 @@ class Runtime:
         if not leased:
             return state  # nothing to carry out: planned and done in one write
         self.leases.hold(call_ref, event.id, owner)
-        sent: list[tuple[Action, dict[str, str], str | None]] = []  # taken by ACS, not yet recorded
+        sent: list[Sent] = []  # taken by ACS, not yet recorded
         try:
             todo = [a for a in state.pending if a.origin == event.id and not a.done]
             for action in todo:
@@ -158,7 +161,7 @@ class Runtime:
             return {}, error
 
     def _marker(
-        self, sent: list[tuple[Action, dict[str, str], str | None]], finishing: str | None
+        self, sent: list[Sent], finishing: str | None
     ) -> Callable[[CallState], None]:
         """The change that records actions as sent (and, with ``finishing``, their event as done)."""
 
@@ -179,7 +182,7 @@ class Runtime:
         return mark
 
     def _release(
-        self, call_ref: str, event_id: str, owner: str, sent: list[tuple[Action, dict[str, str], str | None]]
+        self, call_ref: str, event_id: str, owner: str, sent: list[Sent]
     ) -> None:
         """Handling failed: record the actions ACS took before the failure (``sent``), so that the redelivery does
         not send them again, and let it take over now rather than when the lease lapses, in one write. With actions
