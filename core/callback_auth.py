@@ -43,11 +43,21 @@ def callback_url(base_url: str, secret: bytes, call_ref: str) -> str:
 
 
 class CallbackAuthenticator:
-    def __init__(self, *, openid_config_url: str, issuer: str, audience: str, secret: bytes) -> None:
+    def __init__(
+        self,
+        *,
+        openid_config_url: str,
+        issuer: str,
+        audience: str,
+        secret: bytes,
+        previous_secret: bytes | None = None,
+    ) -> None:
         self._openid_config_url = openid_config_url
         self._issuer = issuer
         self._audience = audience
-        self._secret = secret
+        # New URLs are signed with the current key; during a rotation, URLs given out under the previous
+        # key (calls already in progress) are still accepted until it is removed from the settings.
+        self._secrets = (secret,) if previous_secret is None else (secret, previous_secret)
         self._jwks: jwt.PyJWKClient | None = None
         self._jwks_at = 0.0
         self._lock = threading.Lock()
@@ -91,9 +101,12 @@ class CallbackAuthenticator:
             raise AuthError(f"invalid token: {exc}") from None
 
     def verify_call_token(self, call_ref: str, sig: str | None) -> None:
+        if not sig:
+            raise AuthError("the callback URL has no sig")
         # As bytes: compare_digest refuses str with characters beyond ASCII, which a forged URL may hold.
-        expected = sign_call_ref(self._secret, call_ref).encode()
-        if not sig or not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), expected):
+        given = sig.encode("utf-8", "surrogatepass")
+        matches = [hmac.compare_digest(given, sign_call_ref(key, call_ref).encode()) for key in self._secrets]
+        if not any(matches):
             raise AuthError("the callback URL's sig does not match its call")
 
     def verify(self, authorization: str | None, call_ref: str, sig: str | None) -> None:

@@ -262,6 +262,7 @@ def build(settings: Settings) -> Runtime:
             issuer=settings.jwt_issuer,
             audience=settings.acs_resource_id,
             secret=settings.callback_secret,
+            previous_secret=settings.callback_secret_previous,
         ),
     )
 

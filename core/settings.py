@@ -70,6 +70,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         secret=True,
     ),
     SettingSpec(
+        "CALLBACK_SECRET_PREVIOUS",
+        "The callback key being rotated out: callback URLs signed with it are still accepted, so calls in "
+        "progress survive a rotation. Remove it once those calls have ended.",
+        secret=True,
+    ),
+    SettingSpec(
         "COGNITIVE_SERVICES_ENDPOINT",
         "Azure AI services endpoint used for text-to-speech and speech "
         "recognition. Required when a flow plays text or SSML or recognizes speech.",
@@ -177,6 +183,7 @@ class Settings:
     recording: RecordingSettings
     log_level: str
     appinsights_connection_string: str | None = field(default=None, repr=False)
+    callback_secret_previous: bytes | None = field(default=None, repr=False)
 
     def describe(self) -> dict[str, Any]:
         """What the health endpoint shows: no secrets."""
@@ -214,6 +221,20 @@ def _bool(name: str, value: str) -> bool:
     if lowered in ("false", "0", "no", ""):
         return False
     raise SettingsError(f"setting {name}: {value!r} is not true or false")
+
+
+def _secret_key(name: str, value: str) -> bytes:
+    """A base64 HMAC key of 32 bytes or more; the error names the setting, never its value."""
+    import base64
+    import binascii
+
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"setting {name}: not base64") from None
+    if len(key) < 32:
+        raise SettingsError(f"setting {name}: must decode to at least 32 bytes")
+    return key
 
 
 def parse_connection_string(value: str) -> tuple[str, str]:
@@ -283,15 +304,12 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
     else:
         raise SettingsError("setting ACS_ENDPOINT (managed identity) or ACS_CONNECTION_STRING is required")
 
-    import base64
-    import binascii
-
-    try:
-        secret = base64.b64decode(env["CALLBACK_SECRET"], validate=True)
-    except (binascii.Error, ValueError):
-        raise SettingsError("setting CALLBACK_SECRET: not base64") from None
-    if len(secret) < 32:
-        raise SettingsError("setting CALLBACK_SECRET: must decode to at least 32 bytes")
+    secret = _secret_key("CALLBACK_SECRET", env["CALLBACK_SECRET"])
+    previous = (
+        _secret_key("CALLBACK_SECRET_PREVIOUS", env["CALLBACK_SECRET_PREVIOUS"])
+        if env.get("CALLBACK_SECRET_PREVIOUS")
+        else None
+    )
 
     try:
         routing = RoutingRules.model_validate(_json("ROUTING_RULES", env["ROUTING_RULES"]))
@@ -360,6 +378,7 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         recording=recording,
         log_level=log_level,
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+        callback_secret_previous=previous,
     )
 
 
