@@ -121,6 +121,7 @@ def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
         port = free_port()
         env = _host_env(app_dir, app_settings(sim, storage, port))
         env["DEVHOST_FUNCTION_KEY"] = secrets.token_urlsafe(24)
+        env["DEVHOST_EVENTGRID_KEY"] = eventgrid_key = secrets.token_urlsafe(24)
         host_args = ["--app-dir", str(app_dir), "--port", str(port), "--settings", "no-local-settings.json"]
         if eager:
             code = (f"{EAGER_IMPORT}\nimport runpy, sys\nsys.argv = ['devhost', *{host_args!r}]\n"
@@ -138,7 +139,7 @@ def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
             from devhost.host import eventgrid_url
 
             sub = _post(sim.endpoint + "/__sim/eventgrid/subscriptions",
-                        {"endpoint": eventgrid_url(base, "incoming_call"), "name": "incoming_call",
+                        {"endpoint": eventgrid_url(base, "incoming_call", eventgrid_key), "name": "incoming_call",
                          "eventTypes": ["Microsoft.Communication.IncomingCall"]})
             if sub["provisioningState"] != "Succeeded":
                 raise SystemExit(f"subscription failed: {sub}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import azure.functions as func
 from aiohttp import web
 from azure.functions import meta
@@ -25,6 +26,17 @@ from multidict import CIMultiDict
 
 log = logging.getLogger("devhost")
 EVENTGRID_PATH = "/runtime/webhooks/eventgrid"
+# The Functions host refuses HTTP request bodies over FUNCTIONS_REQUEST_BODY_SIZE_LIMIT bytes (default 100 MB)
+# with 413; devhost does the same, before reading the body.
+REQUEST_BODY_LIMIT_SETTING = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
+DEFAULT_REQUEST_BODY_LIMIT = 104_857_600
+# Event Grid never delivers more than 1 MB in one request (an event is at most 1 MB, and a batch at most
+# 1,024 KB unless it is one larger event); the room above it is for the batch's brackets and a margin.
+EVENTGRID_BODY_LIMIT = 1_048_576 + 65_536
+# How deep a delivery's JSON may nest: the default maximum depth of .NET's JSON readers, which the host's
+# Event Grid extension parses deliveries with. ACS events nest a handful of levels.
+EVENTGRID_MAX_DEPTH = 64
+MIN_KEY_LENGTH = 16
 ALL_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"})
 # The Event Grid extension allows these origins in the CloudEvents abuse-protection handshake.
 EVENTGRID_ORIGINS = (
@@ -213,13 +225,28 @@ def index(app: func.FunctionApp, route_prefix: str) -> Index:
     return found
 
 
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def check_key(name: str, key: str) -> str:
+    """A key given to the host: long enough to be a secret, and not a placeholder left in a settings file."""
+    if len(key) < MIN_KEY_LENGTH or any(c.isspace() or c in "<>" for c in key):
+        raise ValueError(
+            f"{name} must be at least {MIN_KEY_LENGTH} characters, without spaces or <placeholder> brackets"
+            ' (e.g. python -c "import secrets; print(secrets.token_urlsafe(32))")'
+        )
+    return key
+
+
 @dataclass
 class Keys:
-    """Host keys, as the Functions host checks them (code= or x-functions-key)."""
+    """Host keys, as the Functions host checks them (code= or x-functions-key). Every key is required: the
+    Event Grid webhook takes the ``eventgrid_extension`` system key (or the master key), as in Azure."""
 
-    master: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    function: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    eventgrid: str | None = None  # the eventgrid_extension system key; None: not required (like Core Tools)
+    master: str = field(default_factory=new_key)
+    function: str = field(default_factory=new_key)
+    eventgrid: str = field(default_factory=new_key)  # the eventgrid_extension system key
 
     def allows(self, level: str, presented: str | None) -> bool:
         if level == "anonymous":
@@ -229,8 +256,6 @@ class Keys:
         return _same(presented, self.function) or _same(presented, self.master)
 
     def allows_eventgrid(self, presented: str | None) -> bool:
-        if not self.eventgrid:
-            return True
         return _same(presented, self.eventgrid) or _same(presented, self.master)
 
 
@@ -272,18 +297,37 @@ class _Context(func.Context):
         return None
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
 class Host:
-    def __init__(self, app_dir: Path, *, keys: Keys | None = None, max_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        app_dir: Path,
+        *,
+        keys: Keys | None = None,
+        max_workers: int | None = None,
+        request_body_limit: int = DEFAULT_REQUEST_BODY_LIMIT,
+        eventgrid_body_limit: int = EVENTGRID_BODY_LIMIT,
+    ) -> None:
         self.app_dir = app_dir
         host_json = json.loads((app_dir / "host.json").read_text())
         self.route_prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
         self.keys = keys or Keys()
+        self.request_body_limit = request_body_limit
+        self.eventgrid_body_limit = eventgrid_body_limit
         self.app = load_app(app_dir)
         self.index = index(self.app, self.route_prefix)
         self.invocations = 0
-        self.web = web.Application(client_max_size=100 * 1024 * 1024)
-        self.web.router.add_route("*", EVENTGRID_PATH, self._eventgrid)
-        self.web.router.add_route("*", "/{tail:.*}", self._http)
+        # Bodies are read through _read_body (capped, streamed); aiohttp's own cap is only a backstop.
+        self.web = web.Application(client_max_size=max(request_body_limit, eventgrid_body_limit) + 1)
+        self.web.router.add_route(
+            "*", EVENTGRID_PATH, self._eventgrid, expect_handler=self._expect(lambda: self.eventgrid_body_limit)
+        )
+        self.web.router.add_route(
+            "*", "/{tail:.*}", self._http, expect_handler=self._expect(lambda: self.request_body_limit)
+        )
         if max_workers:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -305,6 +349,36 @@ class Host:
     @staticmethod
     def _presented_key(request: web.Request) -> str | None:
         return request.headers.get("x-functions-key") or request.query.get("code")
+
+    @staticmethod
+    def _expect(limit: Any) -> Any:
+        """``Expect: 100-continue``: a body declared too large is refused before the client sends it."""
+
+        async def handler(request: web.Request) -> web.StreamResponse | None:
+            if request.content_length is not None and request.content_length > limit():
+                return _too_large(limit())
+            # What aiohttp does by default.
+            if request.version == aiohttp.HttpVersion11:
+                if request.headers.get("Expect", "").lower() != "100-continue":
+                    raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers.get('Expect')}")
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
+            return None
+
+        return handler
+
+    @staticmethod
+    async def _read_body(request: web.Request, limit: int) -> bytes:
+        """The request body, refused (BodyTooLarge) when it is over ``limit`` bytes: by its Content-Length
+        before anything is read, and, for a chunked body, as soon as more than ``limit`` bytes arrived."""
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge
+        body = bytearray()
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge
+        return bytes(body)
 
     async def _call(self, name: str, target: Any, arg_name: str, value: Any) -> Any:
         """Call a user function the way the worker binds it: the trigger by its argument name, and a
@@ -334,6 +408,10 @@ class Host:
         function, m = chosen
         if not self.keys.allows(function.auth_level, self._presented_key(request)):
             return web.Response(status=401)
+        try:
+            body = await self._read_body(request, self.request_body_limit)
+        except BodyTooLarge:
+            return _too_large(self.request_body_limit)
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
@@ -343,7 +421,7 @@ class Host:
             headers=headers,
             params={k: v for k, v in request.query.items() if k != "code"},
             route_params={k: v for k, v in m.groupdict().items() if v},  # an absent catch-all is no value
-            body=await request.read(),
+            body=body,
         )
         try:
             response = await self._call(function.name, function.target, function.arg_name, req)
@@ -355,6 +433,8 @@ class Host:
     async def _eventgrid(self, request: web.Request) -> web.Response:
         if request.method not in ("POST", "OPTIONS"):
             return web.Response(status=405)
+        # As in Azure: the webhook takes the eventgrid_extension system key (or the master key), as code= or
+        # x-functions-key, for every request (the handshakes too), before anything else is looked at.
         if not self.keys.allows_eventgrid(self._presented_key(request)):
             return web.Response(status=401)
         name = request.query.get("functionName", "")
@@ -371,9 +451,15 @@ class Host:
         if kind not in ("subscriptionvalidation", "notification"):
             return web.json_response({"error": "aeg-event-type header is required"}, status=400)
         try:
-            body = json.loads(await request.read())
-        except ValueError:
+            raw = await self._read_body(request, self.eventgrid_body_limit)
+        except BodyTooLarge:
+            return _too_large(self.eventgrid_body_limit)
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
             return web.json_response({"error": "body is not JSON"}, status=400)
+        if _too_deep(body, EVENTGRID_MAX_DEPTH):
+            return web.json_response({"error": f"JSON nested deeper than {EVENTGRID_MAX_DEPTH} levels"}, status=400)
         if kind == "subscriptionvalidation":
             code = _validation_code(body)
             if code is None:
@@ -400,6 +486,29 @@ class Host:
         # failure fails the whole delivery with 500, so Event Grid retries the batch.
         results = await asyncio.gather(*(run(e, v) for e, v in zip(events, converted, strict=True)))
         return web.Response(status=202 if all(results) else 500)
+
+
+def _too_large(limit: int) -> web.Response:
+    response = web.json_response({"error": f"the request body is larger than {limit} bytes"}, status=413)
+    response.force_close()  # the rest of the body is not wanted on this connection
+    return response
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether parsed JSON nests deeper than ``limit`` arrays/objects (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _validation_code(body: Any) -> str | None:

@@ -61,13 +61,16 @@ class AppProcess:
     log_path: Path
     env: dict[str, str]
     function_key: str = ""
+    eventgrid_key: str = ""  # the host's eventgrid_extension system key: Event Grid subscriptions carry it
 
     @property
     def api(self) -> str:
         return self.base_url + "/api"
 
     def eventgrid_url(self, function_name: str) -> str:
-        return eventgrid_url(self.base_url, function_name)
+        """The webhook URL of an Event Grid trigger, with the system key (``code=``) as Azure's subscriptions
+        carry it."""
+        return eventgrid_url(self.base_url, function_name, self.eventgrid_key)
 
     def call_api(self, method: str, path: str, body: Any = None, *, key: str | None = None) -> tuple[int, Any]:
         """Call the control API (function-key auth) and return (status, JSON body)."""
@@ -136,6 +139,7 @@ def start_app(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
     env.update(settings)
     env["DEVHOST_FUNCTION_KEY"] = function_key = secrets.token_urlsafe(24)
+    env["DEVHOST_EVENTGRID_KEY"] = eventgrid_key = secrets.token_urlsafe(24)
     env["PYTHONPATH"] = str(app_dir)
     env["NO_PROXY"] = "127.0.0.1,localhost"
     log_path = Path(tempfile.mkstemp(prefix="app-", suffix=".log")[1])
@@ -157,7 +161,7 @@ def start_app(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    app = AppProcess(f"http://127.0.0.1:{port}", process, log_path, settings, function_key)
+    app = AppProcess(f"http://127.0.0.1:{port}", process, log_path, settings, function_key, eventgrid_key)
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
@@ -179,7 +183,7 @@ def start_app(
 
 def restart_app(app: AppProcess, *, kill: bool = True, down_for: float = 0.0, timeout: float = 30) -> None:
     """Stop the app's host (SIGKILL by default: requests in flight are lost, as when an instance dies) and start
-    it again on the same port with the same settings and function key, so that callback URLs and Event Grid
+    it again on the same port with the same settings and keys, so that callback URLs and Event Grid
     subscriptions still reach it and the call state comes back from Table Storage."""
     if app.process.poll() is None:
         if kill:
@@ -192,6 +196,7 @@ def restart_app(app: AppProcess, *, kill: bool = True, down_for: float = 0.0, ti
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
     env.update(app.env)
     env["DEVHOST_FUNCTION_KEY"] = app.function_key
+    env["DEVHOST_EVENTGRID_KEY"] = app.eventgrid_key
     env["PYTHONPATH"] = str(ROOT)
     env["NO_PROXY"] = "127.0.0.1,localhost"
     with open(app.log_path, "ab") as log:

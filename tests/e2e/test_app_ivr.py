@@ -130,12 +130,13 @@ def test_every_log_line_of_a_call_carries_its_ids(stack):
     assert incoming and all(f"correlation={correlation}" in line for line in incoming)
 
 
-def test_health_reports_settings_and_dependencies(stack):
+def test_health_details_report_settings_and_dependencies(stack):
     import urllib.request
 
     with urllib.request.urlopen(stack.app.api + "/health", timeout=10) as response:
-        report = json.loads(response.read())
-    assert response.status == 200
+        assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})  # liveness: nothing more
+    status, report = stack.app.call_api("GET", "health/details")
+    assert status == 200
     assert report["status"] == "ok"
     assert report["settings"]["flows"] == [
         "appointment_reminder", "customer_service", "number_masking", "number_masking_unknown", "outage_notice"

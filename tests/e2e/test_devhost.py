@@ -224,7 +224,7 @@ class RunningHost:
         headers = {"Content-Type": "application/json", **extra}
         if kind is not None:
             headers["aeg-event-type"] = kind
-        query = f"?functionName={function}" if function is not None else ""
+        query = f"?functionName={function}&code={EVENTGRID_KEY}" if function is not None else f"?code={EVENTGRID_KEY}"
         return self.request(
             "POST",
             "/runtime/webhooks/eventgrid" + query,
@@ -253,7 +253,10 @@ def write_app(app_dir: Path) -> Path:
     return app_dir
 
 
-def start_host(app_dir: Path, *extra_args: str, timeout: float = 30) -> RunningHost:
+def start_host(
+    app_dir: Path, *extra_args: str, timeout: float = 30, eventgrid_key: str | None = EVENTGRID_KEY
+) -> RunningHost:
+    """devhost on ``app_dir`` with the test keys (``eventgrid_key=None``: the host makes its own)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVHOST_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -273,6 +276,7 @@ def start_host(app_dir: Path, *extra_args: str, timeout: float = 30) -> RunningH
                 FUNCTION_KEY,
                 "--master-key",
                 MASTER_KEY,
+                *(("--eventgrid-key", eventgrid_key) if eventgrid_key else ()),
                 *extra_args,
             ],
             cwd=app_dir,  # not the repository: devhost must come from PYTHONPATH, the app from --app-dir
@@ -502,7 +506,7 @@ def test_subscription_validation_handshake(host: RunningHost) -> None:
 def test_cloudevents_validation_handshakes(host: RunningHost) -> None:
     reply = host.request(
         "OPTIONS",
-        "/runtime/webhooks/eventgrid?functionName=recorder",
+        f"/runtime/webhooks/eventgrid?functionName=recorder&code={EVENTGRID_KEY}",
         headers={"WebHook-Request-Origin": "eventgrid.azure.net"},
     )
     assert reply.status == 200
@@ -600,29 +604,52 @@ def test_eventgrid_endpoint_takes_post_and_options_only(host: RunningHost) -> No
     assert host.request("GET", "/runtime/webhooks/eventgrid?functionName=recorder").status == 405
 
 
-def test_eventgrid_system_key_is_enforced_when_configured(app_dir: Path) -> None:
-    keyed = start_host(app_dir, "--eventgrid-key", EVENTGRID_KEY)
-    try:
-        event_id = new_id()
-        assert keyed.eventgrid("recorder", [grid_event(event_id)]).status == 401
-        assert (
-            keyed.request(
-                "POST",
-                "/runtime/webhooks/eventgrid?functionName=recorder&code=wrong",
-                body=json.dumps([grid_event(event_id)]),
-                headers={"aeg-event-type": "Notification"},
-            ).status
-            == 401
-        )
-        assert keyed.records(event_id) == []
-        reply = keyed.request(
+def test_eventgrid_system_key_is_required(host: RunningHost) -> None:
+    event_id = new_id()
+    body = json.dumps([grid_event(event_id)])
+    for query in ("", "&code=wrong", "&code="):
+        reply = host.request(
             "POST",
-            f"/runtime/webhooks/eventgrid?functionName=recorder&code={EVENTGRID_KEY}",
-            body=json.dumps([grid_event(event_id)]),
+            f"/runtime/webhooks/eventgrid?functionName=recorder{query}",
+            body=body,
             headers={"aeg-event-type": "Notification"},
         )
-        assert reply.status == 202
-        assert len(keyed.records(event_id)) == 1
-        assert "Event Grid system key required" in keyed.logs()
+        assert reply.status == 401, query
+    assert host.records(event_id) == []
+    # A function key is not the system key; the master key opens everything, as in Azure.
+    reply = host.request(
+        "POST",
+        f"/runtime/webhooks/eventgrid?functionName=recorder&code={FUNCTION_KEY}",
+        body=json.dumps([grid_event(new_id())]),
+        headers={"aeg-event-type": "Notification"},
+    )
+    assert reply.status == 401
+    other = new_id()
+    reply = host.request(
+        "POST",
+        "/runtime/webhooks/eventgrid?functionName=recorder",
+        body=json.dumps([grid_event(other)]),
+        headers={"aeg-event-type": "Notification", "x-functions-key": MASTER_KEY},
+    )
+    assert reply.status == 202
+    assert len(host.records(other)) == 1
+    assert "Event Grid system key (eventgrid_extension): from --eventgrid-key" in host.logs()
+    assert EVENTGRID_KEY not in host.logs()  # a key given is not printed
+
+
+def test_eventgrid_system_key_is_generated_and_printed_when_not_given(app_dir: Path) -> None:
+    keyless = start_host(app_dir, eventgrid_key=None)
+    try:
+        line = next(x for x in keyless.logs().splitlines() if "Event Grid system key (eventgrid_extension):" in x)
+        key = line.rsplit(": ", 1)[1].strip()
+        assert len(key) >= 32
+        event_id = new_id()
+        query = "/runtime/webhooks/eventgrid?functionName=recorder"
+        headers = {"aeg-event-type": "Notification"}
+        body = json.dumps([grid_event(event_id)])
+        assert keyless.request("POST", query, body=body, headers=headers).status == 401
+        assert keyless.records(event_id) == []
+        assert keyless.request("POST", f"{query}&code={key}", body=body, headers=headers).status == 202
+        assert len(keyless.records(event_id)) == 1
     finally:
-        keyed.stop()
+        keyless.stop()

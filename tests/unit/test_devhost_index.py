@@ -27,6 +27,7 @@ EXPECTED: dict[str, tuple[str, str | None, frozenset[str] | None, str | None]] =
     "recording_file_status": ("eventGridTrigger", None, None, None),
     "callbacks": ("httpTrigger", "callbacks/{call_ref}", frozenset({"POST"}), "anonymous"),
     "health": ("httpTrigger", "health", frozenset({"GET"}), "anonymous"),
+    "health_details": ("httpTrigger", "health/details", frozenset({"GET"}), "function"),
     "place_call": ("httpTrigger", "calls", frozenset({"POST"}), "function"),
     "connect_call": ("httpTrigger", "connections", frozenset({"POST"}), "function"),
     "get_call": ("httpTrigger", "calls/{call_connection_id}", frozenset({"GET"}), "function"),
@@ -49,6 +50,7 @@ EXPECTED: dict[str, tuple[str, str | None, frozenset[str] | None, str | None]] =
 SAMPLE_PATHS = {
     "callbacks": ("POST", "/api/callbacks/call-ref-123", {"call_ref": "call-ref-123"}),
     "health": ("GET", "/api/health", {}),
+    "health_details": ("GET", "/api/health/details", {}),
     "place_call": ("POST", "/api/calls", {}),
     "connect_call": ("POST", "/api/connections", {}),
     "get_call": ("GET", "/api/calls/abc-1", {"call_connection_id": "abc-1"}),
