@@ -117,11 +117,9 @@ def http_session() -> Any:
     """One requests session (the HTTP library the SDKs use), pooling connections to ACS's recording hosts."""
 
     def make() -> Any:
-        import requests
+        from .recording_copy import recording_session
 
-        session = requests.Session()
-        session.trust_env = False  # recording downloads carry credentials: no proxies from the environment
-        return session
+        return recording_session()  # no proxies from the environment, never a redirect
 
     return _once("http", make)
 

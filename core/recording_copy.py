@@ -41,8 +41,17 @@ MAX_RESUMES = 8  # resumes in one download, however much each made progress
 TOKEN_SCOPE = "https://communication.azure.com//.default"
 
 
-class RefusedUrl(Exception):
-    """A recording URL outside the allow-list: never fetched, never sent credentials."""
+class Refused(Exception):
+    """Input the copy will not act on (a URL, a name): logged and acknowledged, never retried."""
+
+
+class RefusedUrl(Refused):
+    """A recording URL that is not, exactly and canonically, on the allow-list: never fetched, never sent
+    credentials."""
+
+
+class RefusedName(Refused):
+    """An event field that would make a blob name outside the allowed shape (a traversal, an unknown format)."""
 
 
 class CopyFailed(Exception):
@@ -50,26 +59,223 @@ class CopyFailed(Exception):
 
 
 # -- where credentials may go -----------------------------------------------------------------------
+#
+# One parse, by the parser the HTTP client uses (urllib3's ``parse_url``, which requests prepares every
+# URL with), and only a URL already in its canonical form: what is checked is rebuilt from the checked
+# parts, must equal the input character for character, and must come out of requests' own preparation
+# unchanged. Anything a second parser could read differently (userinfo, backslashes, percent-encoding,
+# non-ASCII, whitespace, fragments, odd ports or IP spellings) is refused before it is looked at twice.
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+MAX_URL_LENGTH = 2048
+_URL_CHARS = re.compile(r"[!-~]+")  # printable ASCII, no space
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_SEGMENT = re.compile(r"[A-Za-z0-9._~=+,:-]+")  # one path segment, and one blob-name segment once decoded
+_ENCODED_SEGMENT = re.compile(r"(?:[A-Za-z0-9._~=+,:-]|%[0-9A-F]{2})+")
+_QUERY = re.compile(r"[A-Za-z0-9._~=&+,:-]+")
+
+
+@dataclass(frozen=True)
+class SafeUrl:
+    """A URL whose every part was checked; ``url`` is rebuilt from those parts and is what is sent."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    query: str | None = None
+
+    @property
+    def url(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        query = "" if self.query is None else f"?{self.query}"
+        return f"{self.scheme}://{self.host}{port}{self.path}{query}"
+
+    @property
+    def target(self) -> str:
+        """The request target (path and query), as the server sees it and ACS's HMAC signs it."""
+        return self.path + ("" if self.query is None else f"?{self.query}")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else (443 if self.scheme == "https" else 80)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def _describe(raw: object) -> str:
+    text = repr(raw)  # repr: no newline or control character of the input reaches a log line
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _valid_host(host: str) -> bool:
+    """``[a-z0-9.-]`` labels of a DNS name (no IDNA ``xn--`` or other ``??--`` labels), a canonical dotted-quad
+    IPv4 address, or a loopback name."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    if len(host) > 253:
+        return False
+    labels = host.split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) and label[2:4] != "--" for label in labels):
+        return False
+    if labels[-1].isdigit():  # an address: only in its one canonical spelling (no 127.1, 0x7f.0.0.1, 0177...)
+        import ipaddress
+
+        try:
+            return str(ipaddress.IPv4Address(host)) == host
+        except ValueError:
+            return False
+    return True
+
+
+def parse_canonical(raw: object, *, encoded_path: bool = False) -> SafeUrl:
+    """Parse a URL once, as urllib3 (and so requests) does, and accept it only in its canonical form.
+
+    ``encoded_path`` allows percent-encoded octets in the path (blob URLs, which are never fetched, only
+    read for a blob name; see ``blob_name_in_container``). Any failure, including the parser's own, is a
+    ``RefusedUrl``.
+    """
+    if not isinstance(raw, str):
+        raise RefusedUrl(f"not a URL: {_describe(raw)}")
+    if not raw or len(raw) > MAX_URL_LENGTH:
+        raise RefusedUrl(f"URL empty or longer than {MAX_URL_LENGTH} characters: {_describe(raw)}")
+    if not raw.isascii() or not _URL_CHARS.fullmatch(raw):
+        raise RefusedUrl(f"URL with whitespace, a control or a non-ASCII character: {_describe(raw)}")
+    for char, what in (("\\", "a backslash"), ("@", "userinfo or an @"), ("#", "a fragment")):
+        if char in raw:
+            raise RefusedUrl(f"URL with {what}: {_describe(raw)}")
+    if "%" in raw and not encoded_path:
+        raise RefusedUrl(f"URL with percent-encoding: {_describe(raw)}")
+    try:
+        from urllib3.util import parse_url
+
+        parsed = parse_url(raw)
+    except Exception as exc:  # the parser's own failure is a refusal, never a crash
+        raise RefusedUrl(f"unparsable URL ({type(exc).__name__}): {_describe(raw)}") from None
+    scheme, host, port, path, query = parsed.scheme, parsed.host, parsed.port, parsed.path, parsed.query
+    if parsed.auth is not None or parsed.fragment is not None:
+        raise RefusedUrl(f"URL with userinfo or a fragment: {_describe(raw)}")
+    if scheme not in ("https", "http"):
+        raise RefusedUrl(f"URL scheme is not https: {_describe(raw)}")
+    if not host or not _valid_host(host):
+        raise RefusedUrl(f"URL host is not a plain lowercase name or address: {_describe(raw)}")
+    if port is not None and not 0 < port < 65536:
+        raise RefusedUrl(f"URL port out of range: {_describe(raw)}")
+    segment = _ENCODED_SEGMENT if encoded_path else _SEGMENT
+    segments = (path or "").split("/")
+    if not path or segments[0] != "" or not all(segment.fullmatch(s) and s not in (".", "..") for s in segments[1:]):
+        raise RefusedUrl(f"URL path empty, with an empty, dot or odd segment: {_describe(raw)}")
+    if query is not None and not _QUERY.fullmatch(query):
+        raise RefusedUrl(f"URL query with odd characters: {_describe(raw)}")
+    safe = SafeUrl(scheme, host, port, path, query)
+    if safe.url != raw:
+        raise RefusedUrl(f"URL not in canonical form (read as {safe.url!r}): {_describe(raw)}")
+    return safe
+
+
+def _sendable(safe: SafeUrl) -> SafeUrl:
+    """The URL requests will send is the URL that was checked, character for character."""
+    try:
+        from requests.models import PreparedRequest
+
+        prepared = PreparedRequest()
+        prepared.prepare_url(safe.url, None)
+        same = prepared.url == safe.url
+    except Exception:
+        same = False
+    if not same:
+        raise RefusedUrl(f"URL that requests would send differently: {safe.url!r}")
+    return safe
+
+
+@dataclass(frozen=True)
+class _HostPattern:
+    host: str
+    port: int | None  # None: the default port (any port on a loopback host, as the simulator needs)
+
+    @classmethod
+    def parse(cls, text: str) -> _HostPattern:
+        text = text.strip().lower()
+        if text in ("::1", "[::1]"):
+            return cls("[::1]", None)
+        host, port = text, None
+        if text.startswith("[") and "]:" in text:
+            host, _, digits = text.rpartition(":")
+            port = int(digits)
+        elif text.count(":") == 1:
+            host, _, digits = text.partition(":")
+            port = int(digits)
+        return cls(host, port)
+
+    def matches(self, safe: SafeUrl) -> bool:
+        if self.port is not None and safe.effective_port != self.port:
+            return False
+        if self.host.startswith("*.") and not any(c in self.host[2:] for c in "*?["):
+            return safe.host.endswith(self.host[1:])  # at least one label before the suffix
+        if any(c in self.host for c in "*?["):
+            return fnmatch.fnmatchcase(safe.host, self.host)  # over a host already reduced to [a-z0-9.-]
+        return safe.host == self.host
 
 
 class HostAllowList:
-    """Host patterns (``*.asm.skype.com``, ``127.0.0.1``) a recording may be fetched from."""
+    """Host patterns (``*.asm.skype.com``, ``127.0.0.1``, ``127.0.0.1:8090``) a recording may be fetched from.
+
+    https only, on the default port; a loopback host (127.0.0.1, localhost, [::1]: the local simulator) may
+    also be reached over http and on any port, unless its pattern names one.
+    """
 
     def __init__(self, patterns: tuple[str, ...] | list[str]) -> None:
         self.patterns = tuple(p.strip().lower() for p in patterns if p.strip())
+        parsed = []
+        for pattern in self.patterns:
+            try:
+                parsed.append(_HostPattern.parse(pattern))
+            except ValueError:
+                log.warning("recording host pattern %r ignored: not host or host:port", pattern)
+        self._patterns = tuple(parsed)
 
-    def allows(self, url: str) -> bool:
-        parsed = urlparse(url)
-        host = (parsed.hostname or "").lower()
-        if parsed.scheme not in ("https", "http") or not host:
+    def check(self, url: object) -> SafeUrl:
+        """The URL, checked and rebuilt from its checked parts; ``RefusedUrl`` otherwise."""
+        safe = parse_canonical(url)
+        loopback = safe.host in LOOPBACK_HOSTS
+        if safe.scheme != "https" and not loopback:
+            raise RefusedUrl(f"{safe.host!r}: credentials never travel in clear text beyond this machine")
+        if not loopback and safe.port not in (None, 443):
+            raise RefusedUrl(f"{safe.host!r}: port {safe.port} is not the default port")
+        if not any(p.matches(safe) for p in self._patterns):
+            raise RefusedUrl(f"{safe.host!r} is not an allowed recording host")
+        return _sendable(safe)
+
+    def allows(self, url: object) -> bool:
+        try:
+            self.check(url)
+        except RefusedUrl:
             return False
-        if parsed.scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
-            return False  # credentials never travel in clear text beyond this machine
-        return any(fnmatch.fnmatchcase(host, p) for p in self.patterns)
+        return True
 
-    def check(self, url: str) -> None:
-        if not self.allows(url):
-            raise RefusedUrl(f"{urlparse(url).hostname or url!r} is not an allowed recording host")
+
+def checked_url(raw: object, allow: HostAllowList) -> SafeUrl:
+    """The one gate in front of every request that carries ACS credentials."""
+    return allow.check(raw)
+
+
+def recording_session() -> Any:
+    """The requests session for recording hosts: no proxies from the environment, and never a redirect
+    (every call also passes ``allow_redirects=False``, and a 3xx is refused)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # recording downloads carry credentials: no proxies from the environment
+    session.max_redirects = 0
+    return session
+
+
+def _refuse_redirect(response: Any, safe: SafeUrl) -> None:
+    if 300 <= response.status_code < 400:
+        status, location = response.status_code, response.headers.get("Location", "")
+        response.close()
+        raise RefusedUrl(f"{safe.url} answered {status} to {_describe(location)}: redirects are never followed")
 
 
 # -- authentication to ACS's recording store -----------------------------------------------------------
@@ -85,15 +291,15 @@ class RecordingAuth:
         self._key = base64.b64decode(access_key) if access_key else None
         self._credential = credential
 
-    def headers(self, method: str, url: str) -> dict[str, str]:
+    def headers(self, method: str, url: SafeUrl | str) -> dict[str, str]:
+        """For a ``SafeUrl`` (the copier passes nothing else); a string (tools) is parsed the one strict way."""
+        safe = url if isinstance(url, SafeUrl) else parse_canonical(url)
         if self._key is None:
             token = self._credential.get_token(TOKEN_SCOPE).token
             return {"Authorization": f"Bearer {token}", "x-ms-host": self._x_ms_host}
-        parsed = urlparse(url)
-        path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
         date = format_datetime(datetime.now(UTC), usegmt=True)
         content_hash = base64.b64encode(hashlib.sha256(b"").digest()).decode()
-        to_sign = f"{method}\n{path}\n{date};{self._signed_host};{content_hash}"
+        to_sign = f"{method}\n{safe.target}\n{date};{self._signed_host};{content_hash}"
         signature = base64.b64encode(hmac.new(self._key, to_sign.encode(), hashlib.sha256).digest()).decode()
         return {
             "x-ms-date": date,
@@ -103,6 +309,62 @@ class RecordingAuth:
         }
 
 
+# -- blob names ----------------------------------------------------------------------------------------------
+#
+# Every name built from an event is made of [A-Za-z0-9._~=+,:-] segments joined by "/", with no empty,
+# "." or ".." segment; extensions come from a fixed set. A name that would not be is refused.
+
+FORMAT_EXTENSIONS = {"wav": "wav", "mp3": "mp3", "mp4": "mp4"}  # ACS's recordingFormatType (any case) -> extension
+MAX_BLOB_NAME = 1024
+
+
+def format_extension(format_type: object) -> str:
+    """The file extension for ACS's ``recordingFormatType``: wav when absent (as before); any value ACS does not
+    document is refused rather than guessed, so that a forged or changed event is noticed, not written."""
+    if format_type is None or format_type == "":
+        return "wav"
+    ext = FORMAT_EXTENSIONS.get(format_type.lower()) if isinstance(format_type, str) else None
+    if ext is None:
+        raise RefusedName(f"unknown recordingFormatType {_describe(format_type)}")
+    return ext
+
+
+def check_blob_name(name: str) -> str:
+    segments = name.split("/")
+    if (
+        not name
+        or len(name) > MAX_BLOB_NAME
+        or not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments)
+    ):
+        raise RefusedName(f"blob name with an empty, dot or odd segment: {_describe(name)}")
+    return name
+
+
+def blob_name_in_container(raw: object, container_url: str) -> str:
+    """Bring your own storage: the blob a URL from an event names, if it is in the QA container.
+
+    The URL is parsed once (strictly, as ``parse_canonical``) and compared part by part with the container's
+    (scheme, host, port, then the container's path segments); the rest of the path is split on its literal
+    slashes, each segment percent-decoded once and then checked: an encoded slash, dot segment, backslash or
+    a second level of encoding is refused, never decoded into a traversal.
+    """
+    from urllib3.util import parse_url
+
+    safe = parse_canonical(raw, encoded_path=True)
+    home = parse_url(container_url)
+    home_port = home.port if home.port is not None else (443 if home.scheme == "https" else 80)
+    if (safe.scheme, safe.host, safe.effective_port) != (home.scheme, (home.host or "").lower(), home_port):
+        raise RefusedUrl(f"{safe.host!r}: not the QA container's account {container_url}")
+    home_segments = [unquote(s) for s in (home.path or "").strip("/").split("/") if s]
+    try:
+        segments = [unquote(s, errors="strict") for s in safe.path.split("/")[1:]]
+    except UnicodeDecodeError:
+        raise RefusedName(f"blob URL path is not UTF-8 once decoded: {_describe(raw)}") from None
+    if segments[: len(home_segments)] != home_segments or len(segments) <= len(home_segments):
+        raise RefusedUrl(f"{_describe(raw)}: not in the QA container {container_url}")
+    return check_blob_name("/".join(segments[len(home_segments) :]))
+
+
 # -- reading a recording from ACS ------------------------------------------------------------------------
 
 
@@ -110,8 +372,10 @@ class ResumableDownload(io.RawIOBase):
     """A recording's bytes as a stream; a dropped connection resumes from where it broke (Range)."""
 
     def __init__(
-        self, session: Any, url: str, auth: RecordingAuth, *, attempts: int = RESUME_ATTEMPTS, timeout: float = 60.0
+        self, session: Any, url: SafeUrl, auth: RecordingAuth, *, attempts: int = RESUME_ATTEMPTS, timeout: float = 60.0
     ) -> None:
+        if not isinstance(url, SafeUrl):
+            raise TypeError("ResumableDownload takes a checked SafeUrl (HostAllowList.check)")
         self._session = session
         self._url = url
         self._auth = auth
@@ -126,7 +390,10 @@ class ResumableDownload(io.RawIOBase):
         headers = self._auth.headers("GET", self._url)
         if self.offset:
             headers["Range"] = f"bytes={self.offset}-"
-        response = self._session.get(self._url, headers=headers, stream=True, timeout=self._timeout)
+        response = self._session.get(
+            self._url.url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=False
+        )
+        _refuse_redirect(response, self._url)
         if response.status_code not in (200, 206):
             status = response.status_code
             response.close()
@@ -416,8 +683,19 @@ class ChunkResult:
     deleted_from_acs: bool = False
 
 
-def _safe(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", value)[:120]
+def _safe(value: object) -> str:
+    """One segment of a blob name from an id: never empty, never "." or ".." (dots alone become underscores)."""
+    text = re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(value))[:120]
+    return text if text.strip(".") else "_" * (len(text) or 1)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _meta(value: object) -> str:
+    """A blob metadata value (an HTTP header): printable ASCII only."""
+    return re.sub(r"[^ -~]", "_", str(value))[:1024]
 
 
 def _tag(value: object) -> str:
@@ -425,9 +703,33 @@ def _tag(value: object) -> str:
     return re.sub(r"[^A-Za-z0-9 +\-./:=_]", "_", str(value))[:256]
 
 
+def _start_date(start_time: object) -> datetime:
+    if start_time is None or start_time == "":
+        return datetime.now(UTC)
+    try:
+        if not isinstance(start_time, str) or len(start_time) > 64:
+            raise ValueError(start_time)
+        return datetime.fromisoformat(start_time.replace("Z", "+00:00"))
+    except ValueError:
+        raise RefusedName(f"recordingStartTime is not an ISO 8601 time: {_describe(start_time)}") from None
+
+
 def chunk_path(start_time: str | None, server_call_id: str, recording_id: str, index: int, ext: str) -> str:
-    when = datetime.fromisoformat(start_time.replace("Z", "+00:00")) if start_time else datetime.now(UTC)
-    return f"{when:%Y/%m/%d}/{_safe(server_call_id)}/{_safe(recording_id)}/chunk-{index:03d}.{ext}"
+    """``YYYY/MM/DD/{serverCallId}/{recordingId}/chunk-NNN.{ext}``: every part checked or made safe."""
+    if ext not in FORMAT_EXTENSIONS.values():
+        raise RefusedName(f"extension {_describe(ext)} is not one of {sorted(FORMAT_EXTENSIONS.values())}")
+    if type(index) is not int or not 0 <= index < 100_000:
+        raise RefusedName(f"chunk index {_describe(index)} is not a number from 0 to 99999")
+    when = _start_date(start_time)
+    name = f"{when.year:04d}/{when.month:02d}/{when.day:02d}/{_safe(server_call_id)}/{_safe(recording_id)}"
+    return check_blob_name(f"{name}/chunk-{index:03d}.{ext}")
+
+
+def _stem(name: str) -> str:
+    """A blob name without the extension of its last segment."""
+    folder, _, last = name.rpartition("/")
+    base = last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last
+    return f"{folder}/{base}" if folder else base
 
 
 def is_verified(blob: Any) -> tuple[bool, Any]:
@@ -470,9 +772,9 @@ class RecordingCopier:
                 pass
             self._ensured = True
 
-    def _get_json(self, url: str) -> dict[str, Any]:
-        self.allow.check(url)
-        response = self.session.get(url, headers=self.auth.headers("GET", url), timeout=30)
+    def _get_json(self, url: SafeUrl) -> dict[str, Any]:
+        response = self.session.get(url.url, headers=self.auth.headers("GET", url), timeout=30, allow_redirects=False)
+        _refuse_redirect(response, url)
         if response.status_code != 200:
             raise CopyFailed(f"GET {url} answered {response.status_code}")
         return response.json()
@@ -487,29 +789,33 @@ class RecordingCopier:
         format_type: str | None,
         duration_ms: int | None,
     ) -> ChunkResult:
-        """Copy one chunk (content + metadata, and the per-participant split); idempotent."""
-        for url in (chunk.content_location, chunk.metadata_location, chunk.delete_location or ""):
-            if url:
-                self.allow.check(url)
-        self._ensure_container()
-        ext = (format_type or "wav").lower()
+        """Copy one chunk (content + metadata, and the per-participant split); idempotent.
+
+        Every URL is checked before anything is fetched or written, and only the checked URLs are used.
+        """
+        content_url = self.allow.check(chunk.content_location)
+        metadata_url = self.allow.check(chunk.metadata_location)
+        delete_url = self.allow.check(chunk.delete_location) if chunk.delete_location else None
+        ext = format_extension(format_type)
         recording = info.recording_id or chunk.document_id or "recording"
         path = chunk_path(start_time, info.server_call_id, recording, chunk.index, ext)
+        self._ensure_container()
         content_blob = self.container.get_blob_client(path)
         done, props = is_verified(content_blob)
         if done:
             log.info("chunk %d already copied and verified at %s", chunk.index, path)
             meta = props.metadata
             result = ChunkResult(chunk.index, path, props.size, meta.get("sha256", ""), skipped=True)
-            if self.delete_after_copy and chunk.delete_location and meta.get("deletedFromAcs") != "true":
-                self._delete_and_mark(content_blob, chunk.delete_location)  # an earlier run died before deleting
+            if self.delete_after_copy and delete_url and meta.get("deletedFromAcs") != "true":
+                self._delete_and_mark(content_blob, delete_url)  # an earlier run died before deleting
                 result.deleted_from_acs = True
             return result
 
-        metadata_doc = self._get_json(chunk.metadata_location)
+        metadata_doc = self._get_json(metadata_url)
         participants = metadata_doc.get("participants") or []
         channel_of = {p.get("participantId"): p.get("channel") for p in participants if p.get("channel") is not None}
-        unmixed = (channel_type or metadata_doc.get("recordingInfo", {}).get("channelType", "")).lower() == "unmixed"
+        channel = _text(channel_type) or _text((metadata_doc.get("recordingInfo") or {}).get("channelType"))
+        unmixed = channel.lower() == "unmixed"
         role_of = {raw: ("caller" if raw == info.caller else "participant") for raw in channel_of}
 
         # Constant memory: one pool for the blocks of every output of this chunk.
@@ -520,7 +826,7 @@ class RecordingCopier:
 
             make_output = self._participant_outputs(path, channel_of, role_of, pool, gate, split_outputs)
             splitter = WavSplitter(make_output) if (self.split and unmixed and ext == "wav") else None
-            download = ResumableDownload(self.session, chunk.content_location, self.auth)
+            download = ResumableDownload(self.session, content_url, self.auth)
             try:
                 for block in iter(lambda: download.read(READ_SIZE), b""):
                     content.write(block)
@@ -545,11 +851,11 @@ class RecordingCopier:
                 ),
             }
             base_metadata = {
-                "serverCallId": info.server_call_id,
-                "recordingId": recording,
-                "documentId": chunk.document_id,
+                "serverCallId": _meta(info.server_call_id),
+                "recordingId": _meta(recording),
+                "documentId": _meta(chunk.document_id),
                 "chunkIndex": str(chunk.index),
-                "callConnectionId": info.call_connection_id,
+                "callConnectionId": _meta(info.call_connection_id),
                 "channelMap": json.dumps(channel_of, separators=(",", ":")),
             }
             content.commit(
@@ -565,7 +871,7 @@ class RecordingCopier:
                         metadata={
                             **base_metadata,
                             "channel": str(channel),
-                            "participant": who,
+                            "participant": _meta(who),
                             "role": role_of.get(who, "unknown"),
                             "size": str(uploader.size),
                         },
@@ -586,7 +892,7 @@ class RecordingCopier:
         stored = content_blob.get_blob_properties()
         if stored.size != content.size or (download.size is not None and stored.size != download.size):
             raise CopyFailed(f"chunk {chunk.index}: stored {stored.size} bytes, expected {download.size}")
-        self.container.get_blob_client(path.rsplit(".", 1)[0] + ".metadata.json").upload_blob(
+        self.container.get_blob_client(_stem(path) + ".metadata.json").upload_blob(
             json.dumps(metadata_doc, indent=2).encode(), overwrite=True, metadata=base_metadata
         )
         for name, uploader in split_outputs.values():
@@ -598,8 +904,8 @@ class RecordingCopier:
         result = ChunkResult(
             chunk.index, path, content.size, digest, resumes=download.resumes, participants=participant_blobs
         )
-        if self.delete_after_copy and chunk.delete_location:
-            self._delete_and_mark(content_blob, chunk.delete_location)
+        if self.delete_after_copy and delete_url:
+            self._delete_and_mark(content_blob, delete_url)
             result.deleted_from_acs = True
         log.info(
             "chunk %d copied to %s (%d bytes, sha256 %s, %d resume(s))",
@@ -624,7 +930,7 @@ class RecordingCopier:
 
         def make_output(channel: int, fmt: WavFormat) -> BlockUploader:
             who = next((raw for raw, ch in channel_of.items() if ch == channel), f"channel-{channel}")
-            name = path.rsplit(".", 1)[0] + f"/participants/ch{channel}-{role_of.get(who, 'unknown')}-{_safe(who)}.wav"
+            name = _stem(path) + f"/participants/ch{channel}-{role_of.get(who, 'unknown')}-{_safe(who)}.wav"
             # Derived audio: its blocks are MD5-checked by the service; no SHA-256 of its own (CPU is the limit here).
             uploader = BlockUploader(self.container.get_blob_client(name), pool=pool, gate=gate, digest=False)
             outputs[channel] = (name, uploader)
@@ -644,15 +950,13 @@ class RecordingCopier:
     ) -> ChunkResult:
         """Bring your own storage: ACS wrote the chunk into our container; verify it, tag it, split it.
 
-        Only blobs in the QA container are touched (the URL must point into it); nothing is
-        downloaded from ACS and no ACS credential is used.
+        Only blobs in the QA container are touched (each URL must name one, see ``blob_name_in_container``);
+        nothing is downloaded from ACS and no ACS credential is used.
         """
+        name = blob_name_in_container(chunk.content_location, self.container.url)
+        metadata_name = blob_name_in_container(chunk.metadata_location, self.container.url)
+        ext = format_extension(format_type)
         self._ensure_container()
-        prefix = self.container.url.rstrip("/") + "/"
-        for url in (chunk.content_location, chunk.metadata_location):
-            if not url.split("?")[0].startswith(prefix):
-                raise RefusedUrl(f"{urlparse(url).hostname or url!r}: not in the QA container {self.container.url}")
-        name = unquote(chunk.content_location.split("?")[0][len(prefix) :])
         blob = self.container.get_blob_client(name)
         done, props = is_verified(blob)
         if done:
@@ -660,16 +964,11 @@ class RecordingCopier:
             return ChunkResult(chunk.index, name, props.size, props.metadata.get("sha256", ""), skipped=True)
         if props is None:
             raise CopyFailed(f"chunk {chunk.index}: {name} is not in the container (yet)")
-        metadata_doc = json.loads(
-            self.container.get_blob_client(unquote(chunk.metadata_location.split("?")[0][len(prefix) :]))
-            .download_blob()
-            .readall()
-        )
+        metadata_doc = json.loads(self.container.get_blob_client(metadata_name).download_blob().readall())
         participants = metadata_doc.get("participants") or []
         channel_of = {p.get("participantId"): p.get("channel") for p in participants if p.get("channel") is not None}
         role_of = {raw: ("caller" if raw == info.caller else "participant") for raw in channel_of}
-        unmixed = (channel_type or "").lower() == "unmixed"
-        ext = (format_type or "wav").lower()
+        unmixed = _text(channel_type).lower() == "unmixed"
         digest = hashlib.sha256()
         read = 0
         gate = threading.BoundedSemaphore(MAX_BLOCKS_IN_FLIGHT)
@@ -695,9 +994,9 @@ class RecordingCopier:
                     who = next((raw for raw, ch in channel_of.items() if ch == channel), "")
                     uploader.commit(
                         metadata={
-                            "serverCallId": info.server_call_id,
+                            "serverCallId": _meta(info.server_call_id),
                             "channel": str(channel),
-                            "participant": who,
+                            "participant": _meta(who),
                             "role": role_of.get(who, "unknown"),
                             "size": str(uploader.size),
                             "verified": "true",
@@ -729,8 +1028,8 @@ class RecordingCopier:
         blob.set_blob_metadata(
             {
                 **(props.metadata or {}),
-                "serverCallId": info.server_call_id,
-                "recordingId": recording,
+                "serverCallId": _meta(info.server_call_id),
+                "recordingId": _meta(recording),
                 "chunkIndex": str(chunk.index),
                 "channelMap": json.dumps(channel_of, separators=(",", ":")),
                 "size": str(read),
@@ -743,10 +1042,12 @@ class RecordingCopier:
         log.info("chunk %d verified in place at %s (%d bytes)", chunk.index, name, read)
         return ChunkResult(chunk.index, name, read, digest.hexdigest(), participants=[o for o, _ in outputs.values()])
 
-    def _delete_and_mark(self, content_blob: Any, url: str) -> None:
+    def _delete_and_mark(self, content_blob: Any, url: SafeUrl) -> None:
         """Delete the recording at ACS; called only once the copy is verified."""
-        self.allow.check(url)
-        response = self.session.delete(url, headers=self.auth.headers("DELETE", url), timeout=30)
+        response = self.session.delete(
+            url.url, headers=self.auth.headers("DELETE", url), timeout=30, allow_redirects=False
+        )
+        _refuse_redirect(response, url)
         if response.status_code not in (200, 202, 204, 404):
             raise CopyFailed(f"DELETE {url} answered {response.status_code}")
         metadata = content_blob.get_blob_properties().metadata

@@ -2,7 +2,9 @@
 
 Each chunk is streamed from ACS into Blob Storage, verified, and (for unmixed audio) split per
 participant; see core/recording_copy.py. A failure raises, so Event Grid delivers the event
-again and the copy is redone; a URL outside the allow-list is refused, logged, and never fetched.
+again and the copy is redone. A URL that is not exactly on the allow-list (or, with bring-your-own-storage,
+not in the QA container), a redirect, or a field that would make an odd blob name (an unknown format, a
+traversal) is refused: logged, acknowledged, never fetched, never written, never retried.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.events import RecordingFileStatus
-from core.recording_copy import CallInfo, ChunkResult, RefusedUrl
+from core.recording_copy import CallInfo, ChunkResult, Refused
 
 log = logging.getLogger("handlers.recordings")
 
@@ -89,8 +91,8 @@ def _copy_all(
                     duration_ms=status.duration_ms,
                 )
             )
-    except RefusedUrl as exc:
-        # Never fetched and never retried: a URL like this is a misconfiguration or an attack.
+    except Refused as exc:
+        # Never fetched and never retried: a URL or a name like this is a misconfiguration or an attack.
         log.error("recording event %s refused: %s", status.event_id, exc)
         return RecordingReport(status.event_id, server_call_id, results, refused=str(exc))
     return RecordingReport(status.event_id, server_call_id, results)

@@ -59,7 +59,8 @@ def test_entra_token_when_there_is_no_key():
             assert scope == "https://communication.azure.com//.default"
             return type("T", (), {"token": "abc"})()
 
-    headers = RecordingAuth("https://contoso.communication.azure.com", credential=Credential()).headers("GET", "https://x")
+    url = HostAllowList(["*.asm.skype.com"]).check("https://us-storage.asm.skype.com/v1/objects/x/content/audio")
+    headers = RecordingAuth("https://contoso.communication.azure.com", credential=Credential()).headers("GET", url)
     assert headers["Authorization"] == "Bearer abc"
 
 
