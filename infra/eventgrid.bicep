@@ -9,7 +9,7 @@
 //   CallParticipantRemoved     -> call_records           (deployCallRecordsSubscription, on by
 //                                                          default; false for an app without it)
 //
-// Every subscription retries and dead-letters to the storage account's dead-letter container,
+// Every subscription retries and dead-letters to the app-data storage account's dead-letter container,
 // written with the system topic's managed identity (roles.bicep grants it).
 targetScope = 'resourceGroup'
 
@@ -19,7 +19,7 @@ param systemTopicName string
 @description('Name of the Function App (main.bicep output AZURE_FUNCTION_APP_NAME).')
 param functionAppName string
 
-@description('Storage account of the dead-letter container (main.bicep output AZURE_STORAGE_ACCOUNT_NAME).')
+@description('App-data storage account holding the dead-letter container (main.bicep output AZURE_STORAGE_ACCOUNT_NAME).')
 param storageAccountName string
 
 @description('Dead-letter container (main.bicep output EVENTGRID_DEADLETTER_CONTAINER).')

@@ -18,13 +18,16 @@ param aiServicesLocation string = location
 @description('Where ACS stores data at rest, e.g. United States, Europe, UK, Australia.')
 param acsDataLocation string = 'United States'
 
-@description('true: only Microsoft Entra ID can call ACS (access keys disabled).')
-param acsDisableLocalAuth bool = false
+@description('true (the default): only Microsoft Entra ID can call ACS, access keys are refused. The app never uses keys in Azure.')
+param acsDisableLocalAuth bool = true
 
-@description('CALLBACK_SECRET: base64 of 32+ random bytes. Default: 72 random bytes made at deployment, a new value each deployment (see infra/README.md, Callback secret).')
-// checkov:skip=CKV_AZURE_131:The default is not hardcoded: newGuid() makes a new random value at each deployment (the pattern ARM's secure-parameter rule allows); it goes only into Key Vault.
+@description('CALLBACK_SECRET: base64 of 32+ random bytes, set once in the azd environment (the preprovision hook makes it when unset) and kept across deployments (see infra/README.md, Callback secret).')
 @secure()
-param callbackSecret string = base64('${newGuid()}${newGuid()}')
+param callbackSecret string
+
+@description('CALLBACK_SECRET_PREVIOUS: during a rotation, the key being rotated out (callback URLs signed with it stay valid); empty otherwise (see infra/README.md, Rotating the callback secret).')
+@secure()
+param callbackSecretPrevious string = ''
 
 @description('JSON routing rules for IncomingCall (ROUTING_RULES, see README.md, Routing incoming calls).')
 param routingRules object = {
@@ -57,6 +60,16 @@ param recordingDeleteAfterCopy bool = false
 ])
 param recordingStorage string = 'copy'
 
+@description('Comma-separated +prefixes of the phone numbers the app may ring (DIAL_ALLOWED_PREFIXES; + alone: any). The denied list (DIAL_DENIED_PREFIXES) keeps the code\'s default, in modules/functionapp.bicep.')
+param dialAllowedPrefixes string = '+1'
+
+@description('Most phone numbers the app dials at a caller\'s request per UTC day (DIAL_DAILY_CAP; 0: none).')
+@minValue(0)
+param dialDailyCap int = 1000
+
+@description('Comma-separated room ids and group call ids the control API may connect to (CONNECT_ALLOWED_ROOMS).')
+param connectAllowedRooms string = ''
+
 @description('Log level of the app (LOG_LEVEL).')
 @allowed([
   'DEBUG'
@@ -74,7 +87,7 @@ param recordingsCoolAfterDays int = 30
 @minValue(0)
 param recordingsDeleteAfterDays int = 365
 
-@description('Storage redundancy. Geo-redundant by default: the account holds the QA recordings.')
+@description('Redundancy of both storage accounts (host and app data). Geo-redundant by default: the app-data account holds the QA recordings.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -112,6 +125,7 @@ var tags = {
   'azd-env-name': environmentName
 }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var rotatingCallbackSecret = !empty(callbackSecretPrevious)
 
 // Names the code expects by default (core/settings.py): the settings are set to these anyway.
 var stateTableName = 'callstate'
@@ -128,11 +142,24 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
+// The app identity: what the app's code does (AZURE_CLIENT_ID).
 module identity 'modules/identity.bicep' = {
   name: 'identity'
   scope: rg
   params: {
     name: 'id-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// The host identity: what the platform does for the app (deployment package, AzureWebJobsStorage,
+// Key Vault references, host telemetry).
+module hostIdentity 'modules/identity.bicep' = {
+  name: 'hostIdentity'
+  scope: rg
+  params: {
+    name: 'id-host-${resourceToken}'
     location: location
     tags: tags
   }
@@ -150,6 +177,20 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+// The Functions host's storage: deployment package and AzureWebJobsStorage. No app data.
+module hostStorage 'modules/hoststorage.bicep' = {
+  name: 'hostStorage'
+  scope: rg
+  params: {
+    name: 'sthost${resourceToken}'
+    location: location
+    tags: tags
+    redundancy: storageSkuName
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+// The app's data: tables, QA recordings, Event Grid dead-letters. No package, no host state.
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   scope: rg
@@ -158,7 +199,6 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     redundancy: storageSkuName
-    deploymentContainerName: deploymentContainerName
     recordingsContainerName: recordingsContainerName
     deadLetterContainerName: deadLetterContainerName
     stateTableName: stateTableName
@@ -178,6 +218,7 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     callbackSecret: callbackSecret
+    callbackSecretPrevious: callbackSecretPrevious
     enablePurgeProtection: keyVaultPurgeProtection
   }
 }
@@ -209,14 +250,22 @@ module roles 'modules/roles.bicep' = {
   scope: rg
   params: {
     appPrincipalId: identity.outputs.principalId
+    hostPrincipalId: hostIdentity.outputs.principalId
     acsPrincipalId: communication.outputs.principalId
     systemTopicPrincipalId: communication.outputs.systemTopicPrincipalId
+    hostStorageAccountName: hostStorage.outputs.name
     storageAccountName: storage.outputs.name
     deadLetterContainerName: storage.outputs.deadLetterContainerName
     recordingsContainerName: storage.outputs.recordingsContainerName
+    stateTableName: storage.outputs.stateTableName
+    eventsTableName: storage.outputs.eventsTableName
+    recordsTableName: storage.outputs.recordsTableName
+    outboundTableName: storage.outputs.outboundTableName
     recordingStorage: recordingStorage
     keyVaultName: keyVault.outputs.name
     callbackSecretName: keyVault.outputs.callbackSecretName
+    callbackSecretPreviousName: keyVault.outputs.callbackSecretPreviousName
+    callbackSecretRotation: rotatingCallbackSecret
     acsName: communication.outputs.name
     aiServicesName: aiServices.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
@@ -234,8 +283,11 @@ module functionApp 'modules/functionapp.bicep' = {
     tags: tags
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
+    hostIdentityId: hostIdentity.outputs.id
+    hostIdentityClientId: hostIdentity.outputs.clientId
+    hostStorageAccountName: hostStorage.outputs.name
+    deploymentContainerName: hostStorage.outputs.deploymentContainerName
     storageAccountName: storage.outputs.name
-    deploymentContainerName: storage.outputs.deploymentContainerName
     recordingsContainerName: storage.outputs.recordingsContainerName
     stateTableName: storage.outputs.stateTableName
     eventsTableName: storage.outputs.eventsTableName
@@ -244,6 +296,8 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     keyVaultName: keyVault.outputs.name
     callbackSecretName: keyVault.outputs.callbackSecretName
+    callbackSecretPreviousName: keyVault.outputs.callbackSecretPreviousName
+    callbackSecretRotation: rotatingCallbackSecret
     acsName: communication.outputs.name
     aiServicesName: aiServices.outputs.name
     maximumInstanceCount: maximumInstanceCount
@@ -255,6 +309,9 @@ module functionApp 'modules/functionapp.bicep' = {
     recordingMode: recordingMode
     recordingDeleteAfterCopy: recordingDeleteAfterCopy
     recordingStorage: recordingStorage
+    dialAllowedPrefixes: dialAllowedPrefixes
+    dialDailyCap: dialDailyCap
+    connectAllowedRooms: connectAllowedRooms
     logLevel: logLevel
   }
   // The app starts resolving its Key Vault reference and reaching storage at once: grant first.
@@ -270,6 +327,7 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output EVENTGRID_SYSTEM_TOPIC_NAME string = communication.outputs.systemTopicName
 output EVENTGRID_DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName

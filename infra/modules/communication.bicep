@@ -15,8 +15,8 @@ param systemTopicName string
 @description('Tags for the resources.')
 param tags object
 
-@description('true: only Microsoft Entra ID can call ACS (no access keys). The app authenticates with its managed identity either way.')
-param disableLocalAuth bool = false
+@description('true (the default): only Microsoft Entra ID can call ACS, its access keys are refused. The app authenticates with its managed identity; false only for tools that need a connection string.')
+param disableLocalAuth bool = true
 
 resource acs 'Microsoft.Communication/communicationServices@2025-05-01' = {
   name: name

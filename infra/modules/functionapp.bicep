@@ -1,7 +1,13 @@
-// The Function App on the Flex Consumption plan (FC1, Linux, Python 3.11) with its
-// user-assigned identity, and its app settings: exactly the settings the code reads
+// The Function App on the Flex Consumption plan (FC1, Linux, Python 3.11) with its two
+// user-assigned identities, and its app settings: exactly the settings the code reads
 // (core/settings.py SETTINGS, checked by tests/infra/test_app_settings.py) plus the
 // platform's own (identity-based AzureWebJobsStorage, Application Insights, AZURE_CLIENT_ID).
+//
+// Two identities, two storage accounts:
+//   host identity -> what the platform does for the app: the deployment package and
+//                    AzureWebJobsStorage in the host account, Key Vault references, host telemetry
+//   app identity  -> what the app's code does (AZURE_CLIENT_ID picks it for DefaultAzureCredential):
+//                    the QA container and tables of the app-data account, Call Automation
 
 @description('Function App name (globally unique: it is the default host name).')
 param name string
@@ -15,14 +21,21 @@ param location string
 @description('Tags for the resources.')
 param tags object
 
-@description('Resource id of the user-assigned identity.')
+@description('Resource id of the app identity (the identity the app\'s code uses).')
 param identityId string
 
-@description('Client id of the user-assigned identity.')
+@description('Client id of the app identity (AZURE_CLIENT_ID).')
 param identityClientId string
 
-param storageAccountName string
+@description('Resource id of the host identity (deployment package, AzureWebJobsStorage, Key Vault references).')
+param hostIdentityId string
+
+@description('Client id of the host identity (AzureWebJobsStorage__clientId).')
+param hostIdentityClientId string
+
+param hostStorageAccountName string
 param deploymentContainerName string
+param storageAccountName string
 param recordingsContainerName string
 param stateTableName string
 param eventsTableName string
@@ -31,6 +44,10 @@ param outboundTableName string
 param appInsightsName string
 param keyVaultName string
 param callbackSecretName string
+param callbackSecretPreviousName string
+
+@description('A callback key rotation is in progress: CALLBACK_SECRET_PREVIOUS references the previous key (empty otherwise).')
+param callbackSecretRotation bool = false
 param acsName string
 param aiServicesName string
 
@@ -120,6 +137,19 @@ param recordingSplitParticipants bool = true
 ])
 param recordingStorage string = 'copy'
 
+@description('Comma-separated +prefixes of the phone numbers the app may ring (DIAL_ALLOWED_PREFIXES; + alone: any).')
+param dialAllowedPrefixes string = '+1'
+
+@description('Comma-separated +prefixes the app never rings (DIAL_DENIED_PREFIXES). Default: the code\'s list (NANP premium rate and Caribbean/Atlantic area codes, ITU premium, shared-cost, satellite and international-network codes).')
+param dialDeniedPrefixes string = '+1900,+1242,+1246,+1264,+1268,+1284,+1345,+1441,+1473,+1649,+1658,+1664,+1721,+1758,+1767,+1784,+1809,+1829,+1849,+1868,+1869,+1876,+808,+870,+881,+882,+883,+888,+979,+991'
+
+@description('Most phone numbers the app dials at a caller\'s request per UTC day (DIAL_DAILY_CAP; 0: none).')
+@minValue(0)
+param dialDailyCap int = 1000
+
+@description('Comma-separated room ids and group call ids the control API may connect to (CONNECT_ALLOWED_ROOMS).')
+param connectAllowedRooms string = ''
+
 @description('Log level of the app\'s loggers (LOG_LEVEL).')
 @allowed([
   'DEBUG'
@@ -128,6 +158,10 @@ param recordingStorage string = 'copy'
   'ERROR'
 ])
 param logLevel string = 'INFO'
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: hostStorageAccountName
+}
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -144,6 +178,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 resource callbackSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
   parent: vault
   name: callbackSecretName
+}
+
+resource callbackSecretPrevious 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: callbackSecretPreviousName
 }
 
 resource acs 'Microsoft.Communication/communicationServices@2025-05-01' existing = {
@@ -194,13 +233,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identityId}': {}
+      '${hostIdentityId}': {}
     }
   }
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
-    keyVaultReferenceIdentity: identityId
+    keyVaultReferenceIdentity: hostIdentityId
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
@@ -211,10 +251,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       deployment: {
         storage: {
           type: 'blobContainer'
-          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainerName}'
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identityId
+            userAssignedIdentityResourceId: hostIdentityId
           }
         }
       }
@@ -249,18 +289,18 @@ resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-
 }
 
 // Platform settings: not read by core/settings.py, read by the Functions host or the SDKs.
+// AzureWebJobsStorage is blob only: the app has no queue, Durable or table-based triggers (the
+// host's keys and timer/singleton leases are blobs).
 var platformSettings = {
-  AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
-  AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
-  AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+  AzureWebJobsStorage__blobServiceUri: hostStorage.properties.primaryEndpoints.blob
   AzureWebJobsStorage__credential: 'managedidentity'
-  AzureWebJobsStorage__clientId: identityClientId
-  // DefaultAzureCredential (core/clients.py, core/state.py) picks the user-assigned identity by this.
+  AzureWebJobsStorage__clientId: hostIdentityClientId
+  // DefaultAzureCredential (core/clients.py, core/state.py) picks the app identity by this.
   AZURE_CLIENT_ID: identityClientId
 }
 
 var entraTelemetrySettings = appInsightsEntraAuth ? {
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${hostIdentityClientId};Authorization=AAD'
 } : {}
 
 // The app's settings: one entry per core/settings.py SETTINGS name that is set in Azure.
@@ -271,6 +311,8 @@ var appSettings = {
   ACS_OPENID_CONFIG_URL: acsOpenIdConfigUrl
   CALLBACK_BASE_URL: 'https://${functionApp.properties.defaultHostName}/api'
   CALLBACK_SECRET: '@Microsoft.KeyVault(SecretUri=${callbackSecret.properties.secretUriWithVersion})'
+  // Only during a rotation; empty otherwise (the app reads an empty value as unset).
+  CALLBACK_SECRET_PREVIOUS: callbackSecretRotation ? '@Microsoft.KeyVault(SecretUri=${callbackSecretPrevious.properties.secretUriWithVersion})' : ''
   COGNITIVE_SERVICES_ENDPOINT: aiServices.properties.endpoint
   ROUTING_RULES: string(routingRules)
   FLOWS: empty(flows) ? '' : string(flows)
@@ -290,6 +332,10 @@ var appSettings = {
   RECORDING_DELETE_AFTER_COPY: recordingDeleteAfterCopy ? 'true' : 'false'
   RECORDING_SPLIT_PARTICIPANTS: recordingSplitParticipants ? 'true' : 'false'
   RECORDING_STORAGE: recordingStorage
+  DIAL_ALLOWED_PREFIXES: dialAllowedPrefixes
+  DIAL_DENIED_PREFIXES: dialDeniedPrefixes
+  DIAL_DAILY_CAP: string(dialDailyCap)
+  CONNECT_ALLOWED_ROOMS: connectAllowedRooms
   LOG_LEVEL: logLevel
   // Not a credential: it names the component and its ingestion endpoint (see infra/README.md).
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString

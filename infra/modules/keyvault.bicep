@@ -1,6 +1,7 @@
 // Key Vault (RBAC authorization) holding CALLBACK_SECRET, the HMAC key of the per-call tokens
-// in callback URLs. The Function App reads it through a Key Vault reference with its
-// user-assigned identity (Key Vault Secrets User, granted in roles.bicep).
+// in callback URLs, and during a rotation CALLBACK_SECRET_PREVIOUS, the key being rotated out.
+// The Function App reads them through Key Vault references resolved with its host identity
+// (Key Vault Secrets User on each secret alone, granted in roles.bicep).
 
 @description('Key Vault name: 3-24 letters, digits and hyphens.')
 @minLength(3)
@@ -17,8 +18,15 @@ param tags object
 @secure()
 param callbackSecret string
 
+@description('The key being rotated out (CALLBACK_SECRET_PREVIOUS): callback URLs signed with it stay valid. Empty (the default): no rotation in progress, and no such secret is written.')
+@secure()
+param callbackSecretPrevious string = ''
+
 @description('Name of the secret in the vault.')
 param callbackSecretName string = 'callback-secret'
+
+@description('Name of the secret holding the key being rotated out.')
+param previousSecretName string = 'callback-secret-previous'
 
 @description('Purge protection: a deleted vault cannot be purged before the retention period ends. Irreversible once on.')
 param enablePurgeProtection bool = true
@@ -58,7 +66,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 }
 
 resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_41:No expiration date: Key Vault refuses to return an expired secret, which would stop the app at a restart. The secret is rotated by redeploying (a new value every deployment unless one is pinned, see infra/README.md).
+  // checkov:skip=CKV_AZURE_41:No expiration date: Key Vault refuses to return an expired secret, which would stop the app at a restart. The key is set once (the preprovision hook) and rotated on purpose with CALLBACK_SECRET_PREVIOUS (see infra/README.md).
   parent: vault
   name: callbackSecretName
   properties: {
@@ -70,6 +78,24 @@ resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+// Written only during a rotation. When the rotation ends (callbackSecretPrevious empty again) the
+// app setting stops referencing it; the secret itself stays in the vault, unread (a deployment never
+// deletes), and is overwritten by the next rotation.
+resource previousSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(callbackSecretPrevious)) {
+  // checkov:skip=CKV_AZURE_41:No expiration date, as for the current key: an expired secret would stop the app at a restart in the middle of a rotation. It is written only while a rotation is in progress (see infra/README.md).
+  // checkov:skip=CKV_AZURE_114:False positive: contentType is set below. checkov 3.3.30 reads the body of a conditional (`= if (...)`) resource one level too high (pycep nests it as config.config), so it finds no properties.
+  parent: vault
+  name: previousSecretName
+  properties: {
+    value: callbackSecretPrevious
+    contentType: 'base64 HMAC key being rotated out (CALLBACK_SECRET_PREVIOUS)'
+    attributes: {
+      enabled: true
+    }
+  }
+}
+
 output name string = vault.name
 output id string = vault.id
 output callbackSecretName string = secret.name
+output callbackSecretPreviousName string = previousSecretName

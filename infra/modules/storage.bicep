@@ -1,7 +1,8 @@
-// One storage account for the Functions host (AzureWebJobsStorage, identity-based), the
-// Flex Consumption deployment package, the app's data (tables of call state, processed
-// events, call records and outbound campaigns; QA copies of recordings) and Event Grid
-// dead-letters.
+// The app-data storage account: the app's tables (call state, processed events, call records,
+// outbound campaigns), the QA copies of recordings, and Event Grid dead-letters. Nothing of the
+// Functions host lives here: its deployment package and AzureWebJobsStorage are in the host
+// account (hoststorage.bicep). The app identity's roles here are scoped to the QA container and
+// to each table (roles.bicep): no role at account scope, none on the dead-letter container.
 // Shared keys are disabled: every client authenticates with Microsoft Entra ID.
 
 @description('Storage account name: 3-24 lowercase letters and digits.')
@@ -25,9 +26,6 @@ param tags object
   'Standard_RAGZRS'
 ])
 param redundancy string = 'Standard_GRS'
-
-@description('Container the Flex Consumption plan deploys the app package from.')
-param deploymentContainerName string
 
 @description('Container for QA copies of call recordings (the RECORDINGS_CONTAINER setting).')
 param recordingsContainerName string
@@ -69,7 +67,7 @@ param deadLetterDeleteAfterDays int = 30
 param softDeleteDays int = 7
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35:No virtual network in this deployment: the Flex Consumption app, its deployment service and Event Grid dead-lettering reach the account over its public endpoint. Access is Entra ID only (allowSharedKeyAccess false), HTTPS and TLS 1.2+. Deny by default once VNet integration and private endpoints are added.
+  // checkov:skip=CKV_AZURE_35:No virtual network in this deployment: the Flex Consumption app, ACS (bring your own storage) and Event Grid dead-lettering reach the account over its public endpoint. Access is Entra ID only (allowSharedKeyAccess false), HTTPS and TLS 1.2+. Deny by default once VNet integration and private endpoints are added.
   // checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35: public network access is needed without a virtual network; shared keys are disabled, so only identities granted a data role get in.
   name: name
   location: location
@@ -128,14 +126,6 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
       enabled: true
       days: softDeleteDays
     }
-  }
-}
-
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
-  name: deploymentContainerName
-  properties: {
-    publicAccess: 'None'
   }
 }
 
@@ -251,8 +241,6 @@ output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output tableEndpoint string = storage.properties.primaryEndpoints.table
-output queueEndpoint string = storage.properties.primaryEndpoints.queue
-output deploymentContainerName string = deploymentContainer.name
 output recordingsContainerName string = recordingsContainer.name
 output deadLetterContainerName string = deadLetterContainer.name
 output stateTableName string = stateTable.name

@@ -21,13 +21,12 @@ NOT_SET_IN_AZURE = {
 
 # Not read by core/settings.py, read by the Functions platform or the Azure SDKs.
 PLATFORM = {
-    "AzureWebJobsStorage__blobServiceUri": "Functions host storage, identity-based",
-    "AzureWebJobsStorage__queueServiceUri": "Functions host storage, identity-based",
-    "AzureWebJobsStorage__tableServiceUri": "Functions host storage, identity-based",
+    "AzureWebJobsStorage__blobServiceUri": "Functions host storage (the host account), identity-based. Blob only: "
+    "no queue, Durable or table-based trigger needs the queue or table endpoint",
     "AzureWebJobsStorage__credential": "Functions host storage: use a managed identity",
-    "AzureWebJobsStorage__clientId": "Functions host storage: which (user-assigned) identity",
+    "AzureWebJobsStorage__clientId": "Functions host storage: which (user-assigned) identity: the host identity",
     "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential (core/clients.py, core/state.py) picks the "
-    "user-assigned identity by it; without it the app has no identity on a site with no system-assigned one",
+    "app identity by it; without it the app has no identity on a site with no system-assigned one",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "optional (appInsightsEntraAuth): Entra ID for the host's telemetry",
 }
 
@@ -133,50 +132,101 @@ def test_callback_base_url_is_the_apps_https_host_and_route_prefix():
     assert host["extensions"]["http"]["routePrefix"] == "api"
 
 
-def test_callback_secret_is_a_key_vault_reference_to_the_generated_secret():
-    [(ctx, expr, _)] = SETTINGS_IN_BICEP["CALLBACK_SECRET"]
-    assert isinstance(expr, bicep.Interp)
+def key_vault_reference(ctx: bicep.Context, expr: object, secret_name_param: str) -> None:
+    """expr is '@Microsoft.KeyVault(SecretUri=<versioned URI of the secret keyvault.bicep names so>)'."""
+    assert isinstance(expr, bicep.Interp), bicep.src(expr)
     assert expr.parts[0] == "@Microsoft.KeyVault(SecretUri=" and expr.parts[-1] == ")"
     _, secret, props = bicep.resource_of(ctx, expr.parts[1])
     assert secret.resource_type == "Microsoft.KeyVault/vaults/secrets" and secret.existing
-    # A versioned URI: every instance resolves the same version, and a new value (a redeployment)
+    # A versioned URI: every instance resolves the same version, and a new value (a rotation)
     # changes the setting, which restarts the app on it.
     assert props == ("properties", "secretUriWithVersion")
-    # ... the secret keyvault.bicep creates, from main.bicep's @secure() parameter.
     assert bicep.evaluate(ctx, secret.body["name"]) == bicep.evaluate(
-        bicep.Context(MAIN).module("keyVault"), bicep.Ref("callbackSecretName")
+        bicep.Context(MAIN).module("keyVault"), bicep.Ref(secret_name_param)
     )
+
+
+def test_callback_secret_is_a_key_vault_reference_to_the_secret_set_once():
+    [(ctx, expr, _)] = SETTINGS_IN_BICEP["CALLBACK_SECRET"]
+    key_vault_reference(ctx, expr, "callbackSecretName")
+    # main.bicep's @secure() parameter has no default: no newGuid(), so a deployment never makes a
+    # new key by itself (that broke every call in progress). The preprovision hook sets it once.
     param = MAIN.params["callbackSecret"]
     assert "secure" in param.decorators
-    default = param.value
-    assert isinstance(default, bicep.Call) and default.name == "base64"
-    calls = [p for p in default.args[0].parts if isinstance(p, bicep.Call)]
-    assert [c.name for c in calls] == ["newGuid", "newGuid"], "random at deployment: two newGuid()s"
+    assert not param.has_default, "a default (newGuid()) would change the key at every deployment"
+    assert "newGuid" not in MAIN.source
 
 
-def test_the_generated_callback_secret_is_long_enough_for_the_app():
-    # base64 of two GUIDs' text: 72 bytes, the app wants 32 or more.
-    sample = base64.b64encode(("12345678-1234-1234-1234-123456789012" * 2).encode()).decode()
-    assert len(base64.b64decode(sample, validate=True)) == 72
+def test_callback_secret_previous_is_empty_unless_a_rotation_is_in_progress():
+    [(ctx, expr, always)] = SETTINGS_IN_BICEP["CALLBACK_SECRET_PREVIOUS"]
+    assert always, "always set: an empty value is how the app reads 'no rotation in progress'"
+    assert isinstance(expr, bicep.Cond)
+    assert bicep.evaluate(ctx, expr) == "", "no rotation by default"
+    assert expr.no == ""
+    key_vault_reference(ctx, expr.yes, "previousSecretName")
+    # The switch is main.bicep's (secure) callbackSecretPrevious: set, the reference is used.
+    assert "secure" in MAIN.params["callbackSecretPrevious"].decorators
+    assert MAIN.params["callbackSecretPrevious"].value == ""
+    rotating = bicep.Context(MAIN, (("callbackSecretPrevious", "old-key"),), bicep.Context(MAIN))
+    fa = rotating.module("functionApp")
+    assert bicep.evaluate(fa, expr.test) is True
+    assert bicep.evaluate(bicep.Context(MAIN).module("functionApp"), expr.test) is False
 
 
-def test_storage_settings_are_identity_based_endpoints_of_the_account():
+def module_output(module: str, output: str) -> object:
+    """What main.bicep's `module.outputs.output` comes down to (an expression in main.bicep)."""
+    ref = bicep.Member(bicep.Member(bicep.Ref(module), "outputs", ""), output, "")
+    return bicep.trace(bicep.Context(MAIN), ref)[1]
+
+
+def account_of(name: str) -> object:
+    """The storage account a setting's endpoint is read from, as main.bicep names it."""
+    ctx, resource, _ = source_resource(name)
+    assert resource.resource_type == "Microsoft.Storage/storageAccounts", name
+    return bicep.trace(ctx, resource.body["name"])[1]
+
+
+def identity_of(name: str) -> object:
+    """The user-assigned identity a setting's client id is read from, as main.bicep names it."""
+    ctx, identity, props = source_resource(name)
+    assert identity.resource_type == "Microsoft.ManagedIdentity/userAssignedIdentities", name
+    assert props == ("properties", "clientId"), name
+    assert ctx.template.rel == "infra/modules/identity.bicep"
+    return bicep.trace(ctx, identity.body["name"])[1]
+
+
+def test_storage_settings_are_identity_based_endpoints_of_the_right_account():
     for name, endpoint in [
         ("APP_STORAGE__tableServiceUri", "table"),
         ("APP_STORAGE__blobServiceUri", "blob"),
         ("AzureWebJobsStorage__blobServiceUri", "blob"),
-        ("AzureWebJobsStorage__queueServiceUri", "queue"),
-        ("AzureWebJobsStorage__tableServiceUri", "table"),
     ]:
-        _, resource, props = source_resource(name)
-        assert resource.resource_type == "Microsoft.Storage/storageAccounts", name
+        _, _, props = source_resource(name)
         assert props == ("properties", "primaryEndpoints", endpoint), name
+    data, host = module_output("storage", "name"), module_output("hostStorage", "name")
+    assert bicep.src(data) != bicep.src(host), "two accounts: host storage apart from the app's data"
+    # The app's data in the app-data account, the host's storage in the host account.
+    assert account_of("APP_STORAGE__tableServiceUri") == data
+    assert account_of("APP_STORAGE__blobServiceUri") == data
+    assert account_of("AzureWebJobsStorage__blobServiceUri") == host
+    for unused in ("AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri"):
+        assert unused not in SETTINGS_IN_BICEP, f"{unused}: the host has no queue or table role"
     assert value("AzureWebJobsStorage__credential") == "managedidentity"
-    for name in ("AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID"):
-        ctx, identity, props = source_resource(name)
-        assert identity.resource_type == "Microsoft.ManagedIdentity/userAssignedIdentities", name
-        assert props == ("properties", "clientId"), name
-        assert ctx.template.rel == "infra/modules/identity.bicep"
+
+
+def test_the_app_code_and_the_host_use_different_identities():
+    """The app's code (DefaultAzureCredential, AZURE_CLIENT_ID) runs as the app identity; the host's
+    storage, the package and the Key Vault references use the host identity."""
+    app_name = MAIN.modules["identity"].body["params"]["name"]
+    host_name = MAIN.modules["hostIdentity"].body["params"]["name"]
+    assert bicep.src(app_name) != bicep.src(host_name)
+    assert identity_of("AZURE_CLIENT_ID") == app_name
+    assert identity_of("AzureWebJobsStorage__clientId") == host_name
+    site = next(iter(FUNCTION_APP.resources_of_type("Microsoft.Web/sites").values()))
+    assert site.body["properties"]["keyVaultReferenceIdentity"] == bicep.Ref("hostIdentityId")
+    assert MAIN.modules["functionApp"].body["params"]["hostIdentityId"] == bicep.Member(
+        bicep.Member(bicep.Ref("hostIdentity"), "outputs", ""), "id", ""
+    )
 
 
 def test_cognitive_services_endpoint_is_the_ai_services_account():
@@ -197,10 +247,15 @@ def test_no_setting_carries_a_key_or_connection_string():
     # Secrets the code reads are either not set in Azure or come from Key Vault.
     for name in secret_specs & set(SETTINGS_IN_BICEP):
         [(_, expr, _)] = SETTINGS_IN_BICEP[name]
-        text = bicep.src(expr)
         if name == "APPLICATIONINSIGHTS_CONNECTION_STRING":
             continue  # an ingestion address, not a credential (checked above: read from the component)
-        assert text.startswith("'@Microsoft.KeyVault("), f"{name} is a secret: it must be a Key Vault reference"
+        # A Key Vault reference, or (CALLBACK_SECRET_PREVIOUS) a choice between one and nothing.
+        arms = [expr.yes, expr.no] if isinstance(expr, bicep.Cond) else [expr]
+        for arm in arms:
+            text = bicep.src(arm)
+            assert arm == "" or text.startswith("'@Microsoft.KeyVault("), (
+                f"{name} is a secret: it must be a Key Vault reference"
+            )
     for name, arms in SETTINGS_IN_BICEP.items():
         for _, expr, _ in arms:
             text = bicep.src(expr).lower()

@@ -1,9 +1,11 @@
-"""`azd up` wiring: azure.yaml, main.parameters.json, the postdeploy hook that deploys the Event
-Grid subscriptions after the code, the package's .funcignore, the workflow for users with
-internet, and `make test` running the infra checks."""
+"""`azd up` wiring: azure.yaml, main.parameters.json, the preprovision hook that makes
+CALLBACK_SECRET once, the postdeploy hook that deploys the Event Grid subscriptions after the code,
+the package's .funcignore, the workflow for users with internet, and `make test` running the infra
+checks."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -64,8 +66,12 @@ def test_main_parameters_match_main_bicep():
     assert required <= set(PARAMETERS), f"azd would prompt for {sorted(required - set(PARAMETERS))}"
     assert PARAMETERS["environmentName"]["value"] == "${AZURE_ENV_NAME}"
     assert PARAMETERS["location"]["value"] == "${AZURE_LOCATION}"
-    # Unset, azd leaves it out and the newGuid() default applies; set, the secret stays stable.
+    # Required, from the azd environment, where the preprovision hook puts it once: stable across
+    # deployments. The previous key (a rotation) is optional: empty, azd leaves it out.
     assert PARAMETERS["callbackSecret"]["value"] == "${CALLBACK_SECRET}"
+    assert not MAIN.params["callbackSecret"].has_default
+    assert PARAMETERS["callbackSecretPrevious"]["value"] == "${CALLBACK_SECRET_PREVIOUS}"
+    assert MAIN.params["callbackSecretPrevious"].value == ""
     for name, entry in PARAMETERS.items():
         default = re.fullmatch(r"\$\{[A-Z_]+=(.*)\}", str(entry["value"]))
         if default and MAIN.params[name].has_default:
@@ -176,3 +182,116 @@ def test_make_test_runs_the_infra_checks():
     )
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert ".venv-checkov/" in ignored
+
+
+# ---- preprovision: CALLBACK_SECRET made once ----------------------------------------------------------
+
+
+def test_preprovision_hook_is_wired_for_both_shells():
+    hook = AZURE_YAML["hooks"]["preprovision"]
+    for platform, script, shell in (
+        ("posix", "infra/hooks/preprovision.sh", "sh"),
+        ("windows", "infra/hooks/preprovision.ps1", "pwsh"),
+    ):
+        assert hook[platform]["run"] == f"./{script}"
+        assert hook[platform]["shell"] == shell
+        assert hook[platform]["continueOnError"] is False, "no provision without a key"
+        assert hook[platform]["interactive"] is False
+        text = (ROOT / script).read_text()
+        assert "azd env get-value CALLBACK_SECRET" in text and "azd env set CALLBACK_SECRET" in text
+    assert os.access(ROOT / "infra/hooks/preprovision.sh", os.X_OK)
+    ps1 = (ROOT / "infra/hooks/preprovision.ps1").read_text()
+    assert "RandomNumberGenerator" in ps1 and "[byte[]]::new(48)" in ps1, "48 bytes from the system CSPRNG"
+
+
+@pytest.fixture
+def fake_azd(tmp_path: Path) -> Path:
+    """An `azd` that keeps its environment in a file and logs every call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "azd"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'store="{tmp_path}/env"; log="{tmp_path}/azd.log"\n'
+        'printf "%s\\n" "$1 $2 $3" >> "$log"\n'
+        'touch "$store"\n'
+        'if [ "$1 $2" = "env get-value" ]; then\n'
+        '  line=$(grep "^$3=" "$store" | tail -n 1)\n'
+        '  if [ -z "$line" ]; then echo "ERROR: key \'$3\' not found in the environment values" >&2; exit 1; fi\n'
+        '  printf "%s\\n" "${line#*=}"; exit 0\n'
+        "fi\n"
+        'if [ "$1 $2" = "env set" ]; then printf "%s=%s\\n" "$3" "$4" >> "$store"; exit 0; fi\n'
+        "exit 2\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return tmp_path
+
+
+def run_preprovision(tmp: Path, path: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": path or f"{tmp / 'bin'}:{os.environ['PATH']}", **extra}
+    return subprocess.run(
+        ["sh", str(ROOT / "infra/hooks/preprovision.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+
+
+def stored(tmp: Path) -> dict[str, str]:
+    lines = (tmp / "env").read_text().splitlines() if (tmp / "env").exists() else []
+    return dict(line.split("=", 1) for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_preprovision_makes_a_key_once_and_keeps_it(fake_azd: Path):
+    first = run_preprovision(fake_azd)
+    assert first.returncode == 0, first.stderr
+    key = stored(fake_azd)["CALLBACK_SECRET"]
+    assert len(base64.b64decode(key, validate=True)) == 48, "48 random bytes, base64 (the app wants 32+)"
+    assert key not in first.stdout + first.stderr, "the key is never printed"
+    second = run_preprovision(fake_azd)
+    assert second.returncode == 0, second.stderr
+    assert stored(fake_azd)["CALLBACK_SECRET"] == key, "a second provision keeps the key"
+    sets = [c for c in (fake_azd / "azd.log").read_text().splitlines() if c.startswith("env set")]
+    assert len(sets) == 1
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_preprovision_keeps_a_key_set_by_hand(fake_azd: Path):
+    (fake_azd / "env").write_text("CALLBACK_SECRET=bXkta2V5LW15LWtleS1teS1rZXktbXkta2V5LW15LWtleQ==\n")
+    result = run_preprovision(fake_azd)
+    assert result.returncode == 0, result.stderr
+    assert stored(fake_azd)["CALLBACK_SECRET"] == "bXkta2V5LW15LWtleS1teS1rZXktbXkta2V5LW15LWtleQ=="
+    assert not [c for c in (fake_azd / "azd.log").read_text().splitlines() if c.startswith("env set")]
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_preprovision_makes_distinct_keys_without_openssl(fake_azd: Path, tmp_path_factory):
+    # A PATH with the tools the fallback needs and no openssl.
+    tools = tmp_path_factory.mktemp("tools")
+    for tool in ("sh", "head", "base64", "tr", "grep", "tail", "touch", "cat"):
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"no {tool}")
+        (tools / tool).symlink_to(found)
+    path = f"{fake_azd / 'bin'}:{tools}"
+    keys = set()
+    for _ in range(2):
+        (fake_azd / "env").write_text("")
+        result = run_preprovision(fake_azd, path=path)
+        assert result.returncode == 0, result.stderr
+        keys.add(stored(fake_azd)["CALLBACK_SECRET"])
+    assert len(keys) == 2 and all(len(base64.b64decode(k)) == 48 for k in keys)
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_preprovision_fails_without_azd(tmp_path: Path):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "sh").symlink_to(shutil.which("sh"))
+    result = run_preprovision(tmp_path, path=str(tools))
+    assert result.returncode != 0 and "azd" in result.stderr
+
+
+def test_infra_readme_documents_the_rotation():
+    readme = (ROOT / "infra" / "README.md").read_text()
+    for needed in ("CALLBACK_SECRET_PREVIOUS", "preprovision", "azd env set CALLBACK_SECRET_PREVIOUS"):
+        assert needed in readme, needed

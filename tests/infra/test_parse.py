@@ -126,9 +126,10 @@ def _referenced_identifiers(node, declared_at: set[int]) -> set[str]:
 
     def walk(n) -> None:
         if n.type == "object_property":
-            # The key is a name, not a reference; walk the value only.
+            # A bare key is a name, not a reference: walk the value, and the key only when it is a
+            # string (its interpolations, e.g. '${identityId}': {}, are references).
             named = [c for c in n.children if c.is_named and c.type != "comment"]
-            for child in named[1:]:
+            for child in named[1:] if named and named[0].type != "string" else named:
                 walk(child)
             return
         if n.type == "identifier" and n.start_byte not in declared_at:

@@ -1,6 +1,9 @@
 """The resources of the deployment exist, are wired to each other, and are locked down: the
-Flex Consumption app and its identity, storage, Key Vault, ACS, AI services, monitoring, and a
-role assignment for every data-plane access. No key or connection string leaves a template."""
+Flex Consumption app and its two identities, the host and app-data storage accounts, Key Vault,
+ACS, AI services, monitoring, and a role assignment for every data-plane access, each at the
+narrowest scope (the app's data roles on its container and tables, never an account; nothing of
+the app's on the host storage that holds the deployment package). No key or connection string
+leaves a template."""
 
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ def test_main_deploys_every_module():
     assert paths == {
         "modules/identity.bicep",
         "modules/monitoring.bicep",
+        "modules/hoststorage.bicep",
         "modules/storage.bicep",
         "modules/keyvault.bicep",
         "modules/communication.bicep",
@@ -91,29 +95,38 @@ def test_runtime_is_python_3_11():
     assert 'target-version = "py311"' in (bicep.ROOT / "pyproject.toml").read_text()
 
 
-def test_site_has_only_the_user_assigned_identity():
+def test_site_has_the_app_and_host_identities_only():
     identity = SITE.body["identity"]
-    assert identity["type"] == "UserAssigned"
-    [(key, _)] = identity["userAssignedIdentities"].items()
-    assert key == "${identityId}" or key == bicep.Interp((bicep.Ref("identityId"),), "")
-    ctx, resource, props = bicep.resource_of(FA, bicep.Ref("identityId"))
-    assert resource.resource_type == "Microsoft.ManagedIdentity/userAssignedIdentities" and props == ("id",)
-    # Key Vault references resolve with it (there is no system-assigned identity to fall back to).
-    assert SITE.body["properties"]["keyVaultReferenceIdentity"] == bicep.Ref("identityId")
+    assert identity["type"] == "UserAssigned", "no system-assigned identity"
+    keys = list(identity["userAssignedIdentities"])
+    assert keys == ["${identityId}", "${hostIdentityId}"] or keys == [
+        bicep.Interp((bicep.Ref("identityId"),), ""),
+        bicep.Interp((bicep.Ref("hostIdentityId"),), ""),
+    ]
+    _, app, props = bicep.resource_of(FA, bicep.Ref("identityId"))
+    assert app.resource_type == "Microsoft.ManagedIdentity/userAssignedIdentities" and props == ("id",)
+    _, host, props = bicep.resource_of(FA, bicep.Ref("hostIdentityId"))
+    assert host.resource_type == "Microsoft.ManagedIdentity/userAssignedIdentities" and props == ("id",)
+    assert MAIN.modules["identity"].body["params"]["name"] != MAIN.modules["hostIdentity"].body["params"]["name"]
+    # Key Vault references resolve with the host identity (the platform resolves them, not the app).
+    assert SITE.body["properties"]["keyVaultReferenceIdentity"] == bicep.Ref("hostIdentityId")
 
 
-def test_deployment_package_container_is_reached_with_the_identity():
+def test_deployment_package_is_in_the_host_account_reached_with_the_host_identity():
     storage = SITE.body["properties"]["functionAppConfig"]["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {
         "type": "UserAssignedIdentity",
-        "userAssignedIdentityResourceId": bicep.Ref("identityId"),
+        "userAssignedIdentityResourceId": bicep.Ref("hostIdentityId"),
     }
-    container = bicep.evaluate(FA, bicep.Ref("deploymentContainerName"))
-    assert isinstance(storage["value"], bicep.Interp) and storage["value"].parts[-1] == bicep.Ref(
-        "deploymentContainerName"
-    )
-    assert container in storage_container_names()
+    value = storage["value"]
+    assert isinstance(value, bicep.Interp) and value.parts[-1] == bicep.Ref("deploymentContainerName")
+    ctx, account, props = bicep.resource_of(FA, value.parts[0])
+    assert props == ("properties", "primaryEndpoints", "blob")
+    assert bicep.trace(ctx, account.body["name"])[1] == HOST_ACCOUNT_NAME, "the package lives in the host account"
+    container = ev(FA, bicep.Ref("deploymentContainerName"))
+    assert container in container_names(HOST_ST)
+    assert container not in container_names(ST), "the app-data account holds no package"
 
 
 def test_site_is_https_only_tls12_no_ftp_no_basic_auth():
@@ -149,35 +162,65 @@ def test_always_ready_names_the_real_function_groups():
 
 
 ST = module("storage")
+HOST_ST = module("hostStorage")
 ACCOUNT = only(ST.template.resources_of_type("Microsoft.Storage/storageAccounts"))
+HOST_ACCOUNT = only(HOST_ST.template.resources_of_type("Microsoft.Storage/storageAccounts"))
+CONTAINERS = "Microsoft.Storage/storageAccounts/blobServices/containers"
+TABLES = "Microsoft.Storage/storageAccounts/tableServices/tables"
+
+
+def main_output(module_name: str, output: str) -> object:
+    """What main.bicep's `<module>.outputs.<output>` comes down to (an expression in main.bicep)."""
+    ref = bicep.Member(bicep.Member(bicep.Ref(module_name), "outputs", ""), output, "")
+    return bicep.trace(ROOT_CTX, ref)[1]
+
+
+DATA_ACCOUNT_NAME = main_output("storage", "name")
+HOST_ACCOUNT_NAME = main_output("hostStorage", "name")
+
+
+def container_names(ctx: bicep.Context) -> set[str]:
+    return {ev(ctx, c.body["name"]) for c in ctx.template.resources_of_type(CONTAINERS).values()}
 
 
 def storage_container_names() -> set[str]:
-    return {
-        ev(ST, c.body["name"])
-        for c in ST.template.resources_of_type("Microsoft.Storage/storageAccounts/blobServices/containers").values()
-    }
+    return container_names(ST)
 
 
-def test_storage_account_is_locked_down():
-    p = ACCOUNT.body["properties"]
+def test_two_accounts_host_storage_apart_from_the_apps_data():
+    assert isinstance(DATA_ACCOUNT_NAME, bicep.Interp) and isinstance(HOST_ACCOUNT_NAME, bicep.Interp)
+    assert bicep.src(DATA_ACCOUNT_NAME) != bicep.src(HOST_ACCOUNT_NAME)
+    # Storage account names: 3-24 lowercase letters and digits (the token is 13 characters).
+    for name in (DATA_ACCOUNT_NAME, HOST_ACCOUNT_NAME):
+        prefix = name.parts[0]
+        assert re.fullmatch(r"[a-z0-9]+", prefix) and len(prefix) + 13 <= 24, bicep.src(name)
+    # The host account has the package container only (the host makes its own containers); no
+    # tables, no lifecycle rules touching it.
+    assert container_names(HOST_ST) == {ev(ROOT_CTX, bicep.Ref("deploymentContainerName"))}
+    assert not HOST_ST.template.resources_of_type(TABLES)
+    assert not HOST_ST.template.resources_of_type("Microsoft.Storage/storageAccounts/managementPolicies")
+
+
+@pytest.mark.parametrize("ctx", [ST, HOST_ST], ids=["app-data", "host"])
+def test_storage_accounts_are_locked_down(ctx):
+    account = only(ctx.template.resources_of_type("Microsoft.Storage/storageAccounts"))
+    p = account.body["properties"]
     assert p["minimumTlsVersion"] == "TLS1_2"
     assert p["supportsHttpsTrafficOnly"] is True
     assert p["allowBlobPublicAccess"] is False
     assert p["allowSharedKeyAccess"] is False, "every client uses Entra ID"
     assert p["defaultToOAuthAuthentication"] is True
-    for container in ST.template.resources_of_type(
-        "Microsoft.Storage/storageAccounts/blobServices/containers"
-    ).values():
+    assert p["allowCrossTenantReplication"] is False
+    for container in ctx.template.resources_of_type(CONTAINERS).values():
         assert container.body["properties"]["publicAccess"] == "None", container.name
+    service = only(ctx.template.resources_of_type("Microsoft.Storage/storageAccounts/blobServices"))
+    assert service.body["properties"]["deleteRetentionPolicy"]["enabled"] is True
+    assert service.body["properties"]["containerDeleteRetentionPolicy"]["enabled"] is True
 
 
-def test_containers_deployment_recordings_and_dead_letter():
+def test_app_data_containers_are_recordings_and_dead_letter():
     names = storage_container_names()
-    assert DEFAULTS["RECORDINGS_CONTAINER"] in names
-    assert ev(ROOT_CTX, bicep.Ref("deadLetterContainerName")) in names
-    assert ev(ROOT_CTX, bicep.Ref("deploymentContainerName")) in names
-    assert len(names) == 3
+    assert names == {DEFAULTS["RECORDINGS_CONTAINER"], ev(ROOT_CTX, bicep.Ref("deadLetterContainerName"))}
 
 
 def test_tables_match_the_code_defaults():
@@ -204,12 +247,6 @@ def test_recordings_have_a_lifecycle_policy():
     assert all(rule["enabled"] for rule in rules)
 
 
-def test_blob_soft_delete_is_on():
-    service = only(ST.template.resources_of_type("Microsoft.Storage/storageAccounts/blobServices"))
-    assert service.body["properties"]["deleteRetentionPolicy"]["enabled"] is True
-    assert service.body["properties"]["containerDeleteRetentionPolicy"]["enabled"] is True
-
-
 # ---- Key Vault -----------------------------------------------------------------------------------------
 
 
@@ -225,11 +262,29 @@ def test_key_vault_uses_rbac_and_is_recoverable():
     assert "accessPolicies" not in p
 
 
-def test_the_secret_value_is_the_secure_parameter():
-    secret = only(KV.template.resources_of_type("Microsoft.KeyVault/vaults/secrets"))
-    assert secret.body["properties"]["value"] == bicep.Ref("callbackSecret")
-    assert "secure" in KV.template.params["callbackSecret"].decorators
-    assert MAIN.modules["keyVault"].body["params"]["callbackSecret"] == bicep.Ref("callbackSecret")
+def test_the_secret_values_are_the_secure_parameters():
+    secrets = KV.template.resources_of_type("Microsoft.KeyVault/vaults/secrets")
+    values = {d.name: d.body["properties"]["value"] for d in secrets.values()}
+    assert sorted(map(bicep.src, values.values())) == ["callbackSecret", "callbackSecretPrevious"]
+    for name in ("callbackSecret", "callbackSecretPrevious"):
+        assert "secure" in KV.template.params[name].decorators
+        assert "secure" in MAIN.params[name].decorators
+        assert MAIN.modules["keyVault"].body["params"][name] == bicep.Ref(name)
+    # The previous key is written only during a rotation.
+    [previous] = [d for d in secrets.values() if values[d.name] == bicep.Ref("callbackSecretPrevious")]
+    assert bicep.src(previous.condition) == "!empty(callbackSecretPrevious)"
+    assert ev(KV, previous.condition) is False, "no rotation by default"
+    [current] = [d for d in secrets.values() if d is not previous]
+    assert current.condition is None
+
+
+def test_callback_secret_has_no_random_default():
+    """A random default (newGuid()) made a new key at every deployment and broke every call in
+    progress: the key is a required parameter, made once by the preprovision hook."""
+    assert not MAIN.params["callbackSecret"].has_default
+    assert MAIN.params["callbackSecretPrevious"].value == ""
+    for path in bicep.bicep_files():
+        assert "newGuid(" not in path.read_text(), path.name
 
 
 # ---- ACS, AI services, Event Grid topic, monitoring ---------------------------------------------------
@@ -237,6 +292,14 @@ def test_the_secret_value_is_the_secure_parameter():
 
 COMM = module("communication")
 AI = module("aiServices")
+
+
+def test_acs_local_auth_is_off_by_default():
+    acs = only(COMM.template.resources_of_type("Microsoft.Communication/communicationServices"))
+    assert acs.body["properties"]["disableLocalAuth"] == bicep.Ref("disableLocalAuth")
+    assert ev(COMM, acs.body["properties"]["disableLocalAuth"]) is True, "Entra ID only unless asked"
+    assert MAIN.params["acsDisableLocalAuth"].value is True
+    assert COMM.template.params["disableLocalAuth"].value is True
 
 
 def test_acs_has_a_system_identity_and_a_system_topic():
@@ -267,29 +330,56 @@ def test_app_insights_is_workspace_based():
 # ---- role assignments ----------------------------------------------------------------------------------
 
 
+ROLES = module("roles")
+
+
+def scope_chain(ctx: bicep.Context, decl: bicep.Decl) -> list[tuple[str, object]]:
+    """The scope of a role assignment from its account (or resource) down: [(type, name)], the
+    account's name as main.bicep spells it, the other names evaluated."""
+    chain: list[tuple[str, object]] = []
+    while True:
+        parent = decl.body.get("parent")
+        if parent is None:
+            chain.insert(0, (decl.resource_type, bicep.trace(ctx, decl.body["name"])[1]))
+            return chain
+        chain.insert(0, (decl.resource_type, ev(ctx, decl.body["name"])))
+        decl = ctx.template.resources[parent.name]
+
+
 def role_assignments() -> list[dict[str, object]]:
-    roles = module("roles")
     found = []
-    for decl in roles.template.resources_of_type("Microsoft.Authorization/roleAssignments").values():
+    for decl in ROLES.template.resources_of_type("Microsoft.Authorization/roleAssignments").values():
         props = decl.body["properties"]
         definition = props["roleDefinitionId"]
         assert isinstance(definition, bicep.Call) and definition.name == "subscriptionResourceId"
         assert definition.args[0] == "Microsoft.Authorization/roleDefinitions"
-        guid = ev(roles, definition.args[1])
+        guid = ev(ROLES, definition.args[1])
         assert props["principalType"] == "ServicePrincipal"
-        p_ctx, principal, p_props = bicep.resource_of(roles, props["principalId"])
-        _, scope, _ = bicep.resource_of(roles, decl.body["scope"])
+        p_ctx, principal, p_props = bicep.resource_of(ROLES, props["principalId"])
+        _, scope, _ = bicep.resource_of(ROLES, decl.body["scope"])
+        assert scope.existing
         # The assignment's name is a guid() over the scope, the principal and the role: stable, unique.
         name = decl.body["name"]
         assert isinstance(name, bicep.Call) and name.name == "guid" and len(name.args) == 3
+        assert name.args[0] == bicep.Member(decl.body["scope"], "id", ""), f"{decl.name}: guid() of its own scope"
+        assert name.args[1] == props["principalId"]
+        kind = principal.resource_type
+        if kind == "Microsoft.ManagedIdentity/userAssignedIdentities":
+            identity_name = bicep.trace(p_ctx, principal.body["name"])[1]
+            kind = {
+                bicep.src(MAIN.modules["identity"].body["params"]["name"]): "app",
+                bicep.src(MAIN.modules["hostIdentity"].body["params"]["name"]): "host",
+            }[bicep.src(identity_name)]
         found.append(
             {
                 "name": decl.name,
                 "role": BUILT_IN_ROLES[guid],
                 "principal": (principal.resource_type, p_props),
+                "who": kind,
                 "principal_module": p_ctx.template.rel,
                 "scope": scope.resource_type,
                 "scope_decl": scope,
+                "chain": scope_chain(ROLES, scope),
                 "conditional": decl.condition is not None,
             }
         )
@@ -300,59 +390,142 @@ ROLE_ASSIGNMENTS = role_assignments()
 APP = ("Microsoft.ManagedIdentity/userAssignedIdentities", ("properties", "principalId"))
 ACS_IDENTITY = ("Microsoft.Communication/communicationServices", ("identity", "principalId"))
 TOPIC_IDENTITY = ("Microsoft.EventGrid/systemTopics", ("identity", "principalId"))
+STORAGE_DATA_ROLES = {
+    "Storage Blob Data Owner",
+    "Storage Blob Data Contributor",
+    "Storage Table Data Contributor",
+}
+ACCOUNT = "Microsoft.Storage/storageAccounts"
+TABLE_NAMES = {DEFAULTS[name] for name in DEFAULTS if name.endswith("_TABLE")}
+
+
+def on_account(assignment: dict[str, object], account_name: object) -> bool:
+    chain = assignment["chain"]
+    return chain[0] == (ACCOUNT, account_name)
 
 
 def test_every_data_plane_access_has_its_role():
-    granted = {(a["principal"], a["role"], a["scope"], a["conditional"]) for a in ROLE_ASSIGNMENTS}
+    granted = {(a["who"], a["role"], a["scope"], a["conditional"]) for a in ROLE_ASSIGNMENTS}
     assert granted == {
-        (APP, "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts", False),  # host storage, package
-        (APP, "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts", False),  # recordings
-        (APP, "Storage Table Data Contributor", "Microsoft.Storage/storageAccounts", False),  # call state
-        (APP, "Key Vault Secrets User", "Microsoft.KeyVault/vaults/secrets", False),  # CALLBACK_SECRET
-        (APP, "Contributor", "Microsoft.Communication/communicationServices", False),  # Call Automation
-        (ACS_IDENTITY, "Cognitive Services User", "Microsoft.CognitiveServices/accounts", False),  # TTS, STT
+        ("host", "Storage Blob Data Owner", ACCOUNT, False),  # AzureWebJobsStorage, package
+        ("host", "Key Vault Secrets User", "Microsoft.KeyVault/vaults/secrets", False),  # CALLBACK_SECRET
+        ("host", "Key Vault Secrets User", "Microsoft.KeyVault/vaults/secrets", True),  # ..._PREVIOUS
+        ("host", "Monitoring Metrics Publisher", "Microsoft.Insights/components", True),  # optional Entra telemetry
+        ("app", "Storage Blob Data Owner", CONTAINERS, False),  # QA recordings (blob index tags)
+        ("app", "Storage Table Data Contributor", TABLES, False),  # call state, events, records, outbound
+        ("app", "Contributor", "Microsoft.Communication/communicationServices", False),  # Call Automation
+        ("Microsoft.Communication/communicationServices", "Cognitive Services User",
+         "Microsoft.CognitiveServices/accounts", False),  # TTS, STT
         # RECORDING_STORAGE=byos: ACS writes recordings into the QA container
-        (ACS_IDENTITY, "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/blobServices/containers",
-         True),
-        (
-            TOPIC_IDENTITY,
-            "Storage Blob Data Contributor",
-            "Microsoft.Storage/storageAccounts/blobServices/containers",
-            False,
-        ),  # dead-letters
-        (APP, "Monitoring Metrics Publisher", "Microsoft.Insights/components", True),  # optional Entra telemetry
+        ("Microsoft.Communication/communicationServices", "Storage Blob Data Contributor", CONTAINERS, True),
+        ("Microsoft.EventGrid/systemTopics", "Storage Blob Data Contributor", CONTAINERS, False),  # dead-letters
     }
-    assert len(ROLE_ASSIGNMENTS) == 9
+    assert len(ROLE_ASSIGNMENTS) == 13
 
 
-def test_the_app_identity_in_the_roles_is_the_sites_identity():
+def test_the_app_and_host_identities_in_the_roles_are_the_sites():
     for assignment in ROLE_ASSIGNMENTS:
         if assignment["principal"] == APP:
             assert assignment["principal_module"] == "infra/modules/identity.bicep"
-    _, site_identity, _ = bicep.resource_of(FA, bicep.Ref("identityId"))
-    _, role_identity, _ = bicep.resource_of(module("roles"), bicep.Ref("appPrincipalId"))
-    assert site_identity is role_identity
+    for site_param, roles_param in (("identityId", "appPrincipalId"), ("hostIdentityId", "hostPrincipalId")):
+        # The same module instance of identity.bicep (the same resource name in main.bicep).
+        site_ctx, site_identity, _ = bicep.resource_of(FA, bicep.Ref(site_param))
+        role_ctx, role_identity, _ = bicep.resource_of(ROLES, bicep.Ref(roles_param))
+        assert site_identity is role_identity
+        site_name = bicep.trace(site_ctx, site_identity.body["name"])[1]
+        assert isinstance(site_name, bicep.Interp) and site_name.parts[0].startswith("id-")
+        assert bicep.src(site_name) == bicep.src(bicep.trace(role_ctx, role_identity.body["name"])[1])
+
+
+# ---- least privilege on storage (issue 13, item 2) ------------------------------------------------------
+
+
+def test_no_data_role_of_the_app_at_account_or_service_scope():
+    """The app identity's storage roles are scoped to a container or a table, never to an account or
+    a blob/table service (which would reach every container or table of the account)."""
+    for a in ROLE_ASSIGNMENTS:
+        if a["who"] == "app" and a["role"] in STORAGE_DATA_ROLES:
+            assert a["scope"] in (CONTAINERS, TABLES), f"{a['name']}: {a['role']} at {a['scope']}"
+            assert len(a["chain"]) == 3, a["chain"]
+            assert a["chain"][1][1] == "default"
+
+
+def test_the_apps_storage_roles_are_exactly_its_container_and_tables_in_the_data_account():
+    app = [a for a in ROLE_ASSIGNMENTS if a["who"] == "app" and a["role"] in STORAGE_DATA_ROLES]
+    assert all(on_account(a, DATA_ACCOUNT_NAME) for a in app), [a["chain"] for a in app]
+    containers = {a["chain"][-1][1] for a in app if a["scope"] == CONTAINERS}
+    tables = {a["chain"][-1][1] for a in app if a["scope"] == TABLES}
+    assert containers == {DEFAULTS["RECORDINGS_CONTAINER"]}
+    assert tables == TABLE_NAMES == {"callstate", "callevents", "callrecords", "outbound"}
+    # One assignment per container/table: nothing granted twice at different strengths.
+    assert len(app) == len(containers) + len(tables)
+    assert {a["role"] for a in app if a["scope"] == TABLES} == {"Storage Table Data Contributor"}
+    # Those names are the ones the app is configured with, and exist in the data account.
+    assert containers <= container_names(ST)
+    assert tables <= {ev(ST, t.body["name"]) for t in ST.template.resources_of_type(TABLES).values()}
+
+
+def test_the_deployment_package_is_out_of_reach_of_the_app_identity():
+    """No role of the app identity (the one its code runs as) on the host account or anything in it,
+    and the deployment container is not in the account the app has roles in: no blob name, URL or
+    event the app handles can write the package."""
+    for a in ROLE_ASSIGNMENTS:
+        if a["who"] == "app":
+            assert not on_account(a, HOST_ACCOUNT_NAME), f"{a['name']} reaches the host account"
+    package = ev(ROOT_CTX, bicep.Ref("deploymentContainerName"))
+    assert package not in container_names(ST)
+    assert package in container_names(HOST_ST)
+    for a in ROLE_ASSIGNMENTS:
+        if a["scope"] == CONTAINERS:
+            assert a["chain"][-1][1] != package, f"{a['name']} is scoped to the package container"
+
+
+def test_only_the_host_identity_has_a_role_on_the_host_account():
+    on_host = [a for a in ROLE_ASSIGNMENTS if a["chain"][0] == (ACCOUNT, HOST_ACCOUNT_NAME)]
+    assert [(a["who"], a["role"], a["scope"]) for a in on_host] == [("host", "Storage Blob Data Owner", ACCOUNT)]
+    # ... and the host identity has nothing on the app's data.
+    assert not [a for a in ROLE_ASSIGNMENTS if a["who"] == "host" and on_account(a, DATA_ACCOUNT_NAME)]
+
+
+def test_nothing_has_a_role_on_the_whole_data_account():
+    assert not [a for a in ROLE_ASSIGNMENTS if a["chain"] == [(ACCOUNT, DATA_ACCOUNT_NAME)]]
 
 
 def test_dead_letter_role_is_scoped_to_the_dead_letter_container():
-    roles = module("roles")
     [assignment] = [a for a in ROLE_ASSIGNMENTS if a["principal"] == TOPIC_IDENTITY]
-    container = assignment["scope_decl"]
-    assert ev(roles, container.body["name"]) == ev(ROOT_CTX, bicep.Ref("deadLetterContainerName"))
-    service = roles.template.resources[container.body["parent"].name]
-    assert service.body["name"] == "default"
-    account = roles.template.resources[service.body["parent"].name]
-    assert account.resource_type == "Microsoft.Storage/storageAccounts"
-    assert (
-        bicep.trace(roles, account.body["name"])[1]
-        == bicep.trace(ROOT_CTX, bicep.Member(bicep.Member(bicep.Ref("storage"), "outputs", ""), "name", ""))[1]
-    )
+    assert assignment["chain"] == [
+        (ACCOUNT, DATA_ACCOUNT_NAME),
+        ("Microsoft.Storage/storageAccounts/blobServices", "default"),
+        (CONTAINERS, ev(ROOT_CTX, bicep.Ref("deadLetterContainerName"))),
+    ]
+    assert assignment["role"] == "Storage Blob Data Contributor"
+    # The subscriptions dead-letter into that account (eventgrid.bicep, through the hook).
+    assert "AZURE_STORAGE_ACCOUNT_NAME" in MAIN.outputs
+    assert main_output("storage", "name") == bicep.trace(
+        ROOT_CTX, MAIN.outputs["AZURE_STORAGE_ACCOUNT_NAME"].value
+    )[1]
 
 
-def test_secret_role_is_scoped_to_the_callback_secret():
-    roles = module("roles")
-    [assignment] = [a for a in ROLE_ASSIGNMENTS if a["role"] == "Key Vault Secrets User"]
-    assert ev(roles, assignment["scope_decl"].body["name"]) == ev(KV, bicep.Ref("callbackSecretName"))
+def test_acs_byos_role_is_scoped_to_the_qa_container_only():
+    [assignment] = [a for a in ROLE_ASSIGNMENTS if a["principal"] == ACS_IDENTITY and a["scope"] == CONTAINERS]
+    assert assignment["conditional"] and assignment["role"] == "Storage Blob Data Contributor"
+    assert assignment["chain"][0] == (ACCOUNT, DATA_ACCOUNT_NAME)
+    assert assignment["chain"][-1] == (CONTAINERS, DEFAULTS["RECORDINGS_CONTAINER"])
+    decl = ROLES.template.resources[assignment["name"]]
+    assert bicep.src(decl.condition) == "recordingStorage == 'byos'"
+    assert ev(ROLES, decl.condition) is False, "copy mode by default: ACS has no storage role"
+
+
+def test_secret_roles_are_scoped_to_one_secret_each():
+    kv = [a for a in ROLE_ASSIGNMENTS if a["role"] == "Key Vault Secrets User"]
+    assert {a["who"] for a in kv} == {"host"}
+    names = sorted(a["chain"][-1][1] for a in kv)
+    assert names == sorted([ev(KV, bicep.Ref("callbackSecretName")), ev(KV, bicep.Ref("previousSecretName"))])
+    assert all(len(a["chain"]) == 2 for a in kv), "a secret, never the vault"
+    [previous] = [a for a in kv if a["conditional"]]
+    decl = ROLES.template.resources[previous["name"]]
+    assert decl.condition == bicep.Ref("callbackSecretRotation")
+    assert ev(ROLES, decl.condition) is False
 
 
 # ---- outputs -------------------------------------------------------------------------------------------
