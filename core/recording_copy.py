@@ -261,13 +261,17 @@ def checked_url(raw: object, allow: HostAllowList) -> SafeUrl:
 
 
 def recording_session() -> Any:
-    """The requests session for recording hosts: no proxies from the environment, and never a redirect
-    (every call also passes ``allow_redirects=False``, and a 3xx is refused)."""
+    """The requests session for recording hosts: no proxies from the environment, and never a redirect: the
+    session finds no redirect target in any answer, every call passes ``allow_redirects=False`` too, and the
+    copier refuses a 3xx (``_refuse_redirect``)."""
     import requests
 
-    session = requests.Session()
+    class NoRedirectSession(requests.Session):
+        def get_redirect_target(self, resp: Any) -> None:
+            return None
+
+    session = NoRedirectSession()
     session.trust_env = False  # recording downloads carry credentials: no proxies from the environment
-    session.max_redirects = 0
     return session
 
 
