@@ -5,7 +5,7 @@ Importing this blueprint registers the campaigns' call-ended hook (handlers/camp
 
 import azure.functions as func
 
-from blueprints._json_api import answer
+from blueprints.control import answer
 from core import control
 from core.runtime import get_runtime
 from handlers import campaigns, masking

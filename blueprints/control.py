@@ -1,14 +1,30 @@
 """The control API: HTTP triggers with function-key auth, JSON in and out (see core/control.py)."""
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 import azure.functions as func
 
-from blueprints._json_api import answer, json_response
+from blueprints._json_api import json_response
 from core import control
+from core.control import RequestError
 from core.runtime import get_runtime
 from handlers import control as ops
 
 bp = func.Blueprint()
 KEY = func.AuthLevel.FUNCTION
+
+
+def answer(success: int, work: Callable[[], Any]) -> func.HttpResponse:
+    """Run an operation: its result with ``success``, or the refusal's status, reasons and headers (a 429's
+    Retry-After)."""
+    try:
+        return json_response(success, work())
+    except RequestError as exc:
+        return func.HttpResponse(
+            json.dumps(exc.body()), status_code=exc.status, mimetype="application/json", headers=exc.headers or None
+        )
 
 
 @bp.function_name("place_call")

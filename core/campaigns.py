@@ -56,6 +56,7 @@ class Campaign(BaseModel):
     created_at: str
     finished_at: str = ""
     peak: int = 0  # most calls live at once, as the app counted them
+    held: str = ""  # why the pending numbers wait (the daily dial cap), until the campaign is requested again
     calls: list[CampaignCall]
 
     @property
@@ -64,7 +65,9 @@ class Campaign(BaseModel):
 
     @property
     def status(self) -> str:
-        return "done" if all(c.status in FINAL for c in self.calls) else "running"
+        if all(c.status in FINAL for c in self.calls):
+            return "done"
+        return "held" if self.held and not self.live else "running"
 
     def entry(self, call_ref: str) -> CampaignCall | None:
         return next((c for c in self.calls if c.call_ref == call_ref), None)
@@ -82,9 +85,22 @@ class Campaign(BaseModel):
                 entry.claimed_by = by
                 entry.first_sent = first_sent
                 entry.started_at = now
+                entry.detail = ""
                 claimed.append(entry)
+        if claimed:
+            self.held = ""  # tried again: held again if the cap still holds
         self.peak = max(self.peak, self.live)
         return claimed
+
+    def hold(self, call_ref: str, why: str) -> None:
+        """Put a claimed number back among the pending ones (its call was not placed): it waits, and so do the
+        numbers after it, until the campaign is requested again (``POST`` with the same id)."""
+        entry = self.entry(call_ref)
+        if entry is not None and entry.status == "calling" and not entry.call_connection_id:
+            entry.status = "pending"
+            entry.call_ref = entry.claimed_by = entry.first_sent = entry.started_at = ""
+            entry.detail = why
+        self.held = why
 
     def finish(self, call_ref: str, status: str, detail: str, results: dict[str, str], now: str) -> bool:
         """Record how a number's call ended; False when it is not ours or was recorded before."""
@@ -110,6 +126,7 @@ class Campaign(BaseModel):
             "concurrency": self.concurrency,
             "live": self.live,
             "peak": self.peak,
+            "held": self.held or None,
             "created_at": self.created_at,
             "finished_at": self.finished_at or None,
             "counts": counts,

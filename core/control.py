@@ -10,13 +10,67 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .flows.model import KEYS, Prompt, Target
 
-# A raw id: printable ASCII without spaces, '/', '\\', '#' or '?' (no ACS raw id holds them, and Table Storage
-# keys, which some of them become, may not).
-RAW_ID = r'^(\+[1-9]\d{1,14}|\d+:[!"$-.0->@-\[\]-~]+)$'
+PHONE = r"^\+[1-9]\d{6,14}$"  # E.164: + and 7 to 15 digits
+# A raw id: a phone number (+E.164, or 4:+E.164: a raw id of kind 4 is a phone number and nothing else), or an id
+# of another kind in printable ASCII without spaces, '/', '\\', '#' or '?' (no ACS raw id holds them, and Table
+# Storage keys, which some of them become, may not).
+RAW_ID = r'^(\+[1-9]\d{6,14}|4:\+[1-9]\d{6,14}|([0-35-9]|\d\d+):[!"$-.0->@-\[\]-~]+)$'
+MAX_ID = 256
+
+# Field limits, as ACS documents them where it does ("Pass contextual data between calls": up to 5 custom SIP
+# headers named X-MS-Custom-*, plus User-To-User, keys up to 64 characters, values up to 256, from a small
+# character set; up to 1,000 VoIP headers, keys up to 64 characters, values up to 1,024), and otherwise bounds
+# that keep a call's state row within Table Storage's limits (call variables, display names).
+SIP_KEY = r"^(X-MS-Custom-[A-Za-z0-9.!%*_+~-]+|User-To-User)$"
+SIP_VALUE = r"^[A-Za-z0-9=;.!%*_+~-]*$"
+MAX_SIP_HEADERS = 5  # X-MS-Custom-* ones; User-To-User comes on top
+VOIP_KEY = r"^[A-Za-z0-9.!%*_+~-]+$"
+MAX_VOIP_HEADERS = 1000
+MAX_DISPLAY_NAME = 256
+VAR_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"  # a leading underscore is the flow engine's own
+MAX_VARS = 20
+MAX_VAR_VALUE = 1000
+MAX_VARS_TOTAL = 4000  # characters of names and values together
+MAX_URL = 2048
+
+SipHeaders = Annotated[
+    dict[
+        Annotated[str, Field(pattern=SIP_KEY, max_length=64)],
+        Annotated[str, Field(pattern=SIP_VALUE, max_length=256)],
+    ],
+    Field(max_length=MAX_SIP_HEADERS + 1),
+]
+VoipHeaders = Annotated[
+    dict[
+        Annotated[str, Field(pattern=VOIP_KEY, max_length=64)],
+        Annotated[str, Field(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")],
+    ],
+    Field(max_length=MAX_VOIP_HEADERS),
+]
+Vars = Annotated[
+    dict[Annotated[str, Field(pattern=VAR_NAME)], Annotated[str, Field(max_length=MAX_VAR_VALUE)]],
+    Field(max_length=MAX_VARS),
+]
+DisplayName = Annotated[str, Field(min_length=1, max_length=MAX_DISPLAY_NAME, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+def _vars_size(values: dict[str, str]) -> dict[str, str]:
+    if sum(len(k) + len(v) for k, v in values.items()) > MAX_VARS_TOTAL:
+        raise ValueError(f"call variables hold at most {MAX_VARS_TOTAL} characters in all (names and values)")
+    return values
+
+
+def _https_audio(prompts: Any) -> Any:
+    """Audio files are fetched by the service from the URL given: https only (a flow's may be http, for tests)."""
+    for prompt in prompts if isinstance(prompts, list) else [prompts]:
+        if prompt is not None and prompt.audio is not None:
+            if not prompt.audio.startswith("https://") or len(prompt.audio) > MAX_URL:
+                raise ValueError(f"audio must be an https URL of at most {MAX_URL} characters")
+    return prompts
 
 
 class _Strict(BaseModel):
@@ -26,10 +80,25 @@ class _Strict(BaseModel):
 class CallTarget(Target):
     """A target given to the API, checked as ACS checks it (a flow's targets may name {variables} instead)."""
 
-    to: str = Field(pattern=RAW_ID, description="+E.164 phone number or raw id (8:acs:..., 8:orgid:...)")
-    caller_id: str | None = Field(
-        default=None, pattern=r"^\+[1-9]\d{1,14}$", description="Caller id shown to a phone target (+E.164)"
+    to: str = Field(
+        pattern=RAW_ID,
+        max_length=MAX_ID,
+        description="+E.164 phone number or raw id (4:+E.164, 8:acs:..., 8:orgid:...)",
     )
+    caller_id: str | None = Field(default=None, pattern=PHONE, description="Caller id shown to a phone target (+E.164)")
+    display_name: DisplayName | None = None
+    sip_headers: SipHeaders = Field(
+        default_factory=dict,
+        description=f"Custom SIP headers: up to {MAX_SIP_HEADERS} named X-MS-Custom-*, and User-To-User",
+    )
+    voip_headers: VoipHeaders = Field(default_factory=dict, description="Custom VoIP headers")
+
+    @field_validator("sip_headers")
+    @classmethod
+    def _sip_count(cls, value: dict[str, str]) -> dict[str, str]:
+        if sum(1 for k in value if k != "User-To-User") > MAX_SIP_HEADERS:
+            raise ValueError(f"at most {MAX_SIP_HEADERS} X-MS-Custom- headers (and User-To-User)")
+        return value
 
 
 class PlaceCall(_Strict):
@@ -38,12 +107,14 @@ class PlaceCall(_Strict):
     targets: list[CallTarget] = Field(min_length=1, max_length=20)
     caller_id: str | None = Field(
         default=None,
-        pattern=r"^\+[1-9]\d{1,14}$",
+        pattern=PHONE,
         description="Number shown to phone targets; required when calling a phone",
     )
-    display_name: str | None = None
+    display_name: DisplayName | None = None
     flow: str | None = Field(default=None, description="Flow to run once connected; none: the app only joins")
-    vars: dict[str, str] = Field(default_factory=dict, description="Call variables for the flow's prompts")
+    vars: Vars = Field(default_factory=dict, description="Call variables for the flow's prompts and targets")
+
+    _vars = field_validator("vars")(lambda cls, v: _vars_size(v))
 
     @model_validator(mode="after")
     def _caller_id(self) -> PlaceCall:
@@ -55,13 +126,16 @@ class PlaceCall(_Strict):
 
 
 class ConnectCall(_Strict):
-    """Connect the app to an ongoing call or a Room (exactly one locator)."""
+    """Connect the app to an ongoing call or a Room (exactly one locator): a call the app placed, answered or was
+    told about by Event Grid, or a room or group call listed in CONNECT_ALLOWED_ROOMS."""
 
-    server_call_id: str | None = None
-    group_call_id: str | None = None
-    room_id: str | None = None
+    server_call_id: str | None = Field(default=None, max_length=MAX_ID)
+    group_call_id: str | None = Field(default=None, max_length=MAX_ID)
+    room_id: str | None = Field(default=None, max_length=MAX_ID)
     flow: str | None = None
-    vars: dict[str, str] = Field(default_factory=dict)
+    vars: Vars = Field(default_factory=dict)
+
+    _vars = field_validator("vars")(lambda cls, v: _vars_size(v))
 
     @model_validator(mode="after")
     def _one(self) -> ConnectCall:
@@ -71,13 +145,17 @@ class ConnectCall(_Strict):
 
 
 class Who(_Strict):
-    who: str = Field(pattern=RAW_ID, description="Participant: +E.164 number or raw id")
+    who: str = Field(pattern=RAW_ID, max_length=MAX_ID, description="Participant: +E.164 number or raw id")
 
 
 class PlayRequest(_Strict):
-    prompts: list[Prompt] = Field(min_length=1)
-    to: str | None = Field(default=None, pattern=RAW_ID, description="One participant; none: everyone")
+    prompts: list[Prompt] = Field(min_length=1, max_length=10, description="Audio files must be https URLs")
+    to: str | None = Field(
+        default=None, pattern=RAW_ID, max_length=MAX_ID, description="One participant; none: everyone"
+    )
     loop: bool = False
+
+    _https = field_validator("prompts")(lambda cls, v: _https_audio(v))
 
 
 class RecognizeChoice(_Strict):
@@ -88,13 +166,15 @@ class RecognizeChoice(_Strict):
 
 class RecognizeRequest(_Strict):
     mode: Literal["dtmf", "choices", "speech", "speech_or_dtmf"]
-    target: str = Field(pattern=RAW_ID)
+    target: str = Field(pattern=RAW_ID, max_length=MAX_ID)
     prompt: Prompt | None = None
     choices: list[RecognizeChoice] = Field(default_factory=list)
     max_tones: int = Field(default=1, ge=1, le=60)
     stop_keys: str = ""
     timeout_seconds: int = Field(default=5, ge=1, le=300)
     speech_language: str | None = None
+
+    _https = field_validator("prompt")(lambda cls, v: _https_audio(v))
 
     @model_validator(mode="after")
     def _choices(self) -> RecognizeRequest:
@@ -109,7 +189,7 @@ class RecognizeRequest(_Strict):
 class TransferRequest(_Strict):
     target: CallTarget
     transferee: str | None = Field(
-        default=None, pattern=RAW_ID, description="In a group call: the participant to transfer"
+        default=None, pattern=RAW_ID, max_length=MAX_ID, description="In a group call: the participant to transfer"
     )
 
 
@@ -123,12 +203,14 @@ class CancelAddRequest(_Strict):
 
 
 class HoldRequest(_Strict):
-    who: str = Field(pattern=RAW_ID)
+    who: str = Field(pattern=RAW_ID, max_length=MAX_ID)
     music: Prompt | None = None
+
+    _https = field_validator("music")(lambda cls, v: _https_audio(v))
 
 
 class SendDtmfRequest(_Strict):
-    to: str = Field(pattern=RAW_ID)
+    to: str = Field(pattern=RAW_ID, max_length=MAX_ID)
     tones: str = Field(min_length=1, max_length=18)
 
     @model_validator(mode="after")
@@ -154,8 +236,6 @@ class Empty(_Strict):
     pass
 
 
-PHONE = r"^\+[1-9]\d{1,14}$"
-
 
 class StartCampaign(_Strict):
     """Call a list of numbers into a flow, at most ``concurrency`` calls at a time."""
@@ -166,13 +246,15 @@ class StartCampaign(_Strict):
         description="Your id for the campaign: a repeated request with it returns the campaign (and places any "
         "call a failed attempt left unplaced) instead of starting another",
     )
-    numbers: list[Annotated[str, Field(pattern=RAW_ID)]] = Field(
+    numbers: list[Annotated[str, Field(pattern=RAW_ID, max_length=MAX_ID)]] = Field(
         min_length=1, max_length=1000, description="Who to call: +E.164 numbers or raw ids; repeats are called once"
     )
     caller_id: str | None = Field(default=None, pattern=PHONE, description="Number shown to phone targets")
     flow: str = Field(default="outage_notice", description="Flow each answered call runs")
-    vars: dict[str, str] = Field(default_factory=dict, description="Call variables for the flow's prompts")
+    vars: Vars = Field(default_factory=dict, description="Call variables for the flow's prompts and targets")
     concurrency: int = Field(default=5, ge=1, le=50, description="Most calls live at once")
+
+    _vars = field_validator("vars")(lambda cls, v: _vars_size(v))
 
     @model_validator(mode="after")
     def _caller_id(self) -> StartCampaign:
@@ -185,8 +267,10 @@ class MaskingSessionRequest(_Strict):
     """Let two parties call each other through a masked number, neither seeing the other's number."""
 
     masked_number: str = Field(pattern=PHONE, description="One of your numbers, routed by a rule of type mask")
-    party_a: str = Field(pattern=RAW_ID, description="+E.164 number (or raw id) of one party, e.g. the buyer")
-    party_b: str = Field(pattern=RAW_ID, description="The other party, e.g. the seller")
+    party_a: str = Field(
+        pattern=RAW_ID, max_length=MAX_ID, description="+E.164 number (or raw id) of one party, e.g. the buyer"
+    )
+    party_b: str = Field(pattern=RAW_ID, max_length=MAX_ID, description="The other party, e.g. the seller")
     ttl_minutes: int = Field(default=1440, ge=1, le=43200, description="How long the session lasts")
 
     @model_validator(mode="after")
@@ -211,6 +295,12 @@ class Operation:
 
 
 CALL = "calls/{call_connection_id}"
+# Operations that make the service ring someone (the dialing policy and the daily cap apply) or join a call.
+DIALING = {"place_call", "call_transfer", "call_add_participant", "start_campaign", "create_masking_session"}
+CAPPED = {"place_call", "call_transfer", "call_add_participant", "start_campaign"}
+REFUSED_DESTINATION = "A destination the dialing policy refuses (DIAL_ALLOWED_PREFIXES, DIAL_DENIED_PREFIXES)"
+REFUSED_CONNECT = "A call the app did not place, answer or hear of, or a room not in CONNECT_ALLOWED_ROOMS"
+CAP_REACHED = "The day's cap on calls placed is reached (DIAL_DAILY_CAP); Retry-After says when it resets"
 ACTIONS: dict[str, tuple[type[BaseModel], str]] = {
     "play": (PlayRequest, "Play audio (file, text-to-speech, SSML) to everyone or one participant"),
     "recognize": (RecognizeRequest, "Recognize DTMF, choices or speech; the result is in GET calls/{id}"),
@@ -277,12 +367,19 @@ OPERATIONS: tuple[Operation, ...] = (
 
 
 class RequestError(ValueError):
-    """A request the API refuses; ``fields`` names what is wrong."""
+    """A request the API refuses; ``fields`` names what is wrong; ``headers`` go with the answer (Retry-After)."""
 
-    def __init__(self, message: str, fields: list[dict[str, str]] | None = None, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        fields: list[dict[str, str]] | None = None,
+        status: int = 400,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.fields = fields or []
         self.status = status
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": str(self), "fields": self.fields}
@@ -321,6 +418,12 @@ def openapi() -> dict[str, Any]:
                 "502": {"description": "Communication Services failed; retry"},
             },
         }
+        if op.name in DIALING:
+            entry["responses"]["403"] = {"description": REFUSED_DESTINATION}
+        if op.name == "connect_call":
+            entry["responses"]["403"] = {"description": REFUSED_CONNECT}
+        if op.name in CAPPED:
+            entry["responses"]["429"] = {"description": CAP_REACHED}
         params = [name.strip("{}") for name in op.path.split("/") if name.startswith("{")]
         if params:
             entry["parameters"] = [

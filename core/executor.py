@@ -3,6 +3,12 @@
 Operations the service makes repeatable get the action's ``Repeatability-Request-ID`` (derived
 from the event that caused it) and ``Repeatability-First-Sent`` (fixed when the action was
 queued): a redelivered event re-sends the same request, and the service acts once.
+
+Every action that makes the service ring someone (``Transfer``, ``AddParticipant``) passes the dialing
+policy here first (``core.destinations``), whoever asked for it: a flow (whose target may have been filled in
+from a call variable just now), a sim-ring, the control API. A refused destination raises
+``DestinationRefused`` (status 403: a refusal for good, which the runtime records instead of retrying), and
+the service is never asked.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .destinations import DEFAULT_POLICY, DestinationPolicy
 from .flows.actions import (
     Action,
     AddParticipant,
@@ -62,16 +69,46 @@ def repeatability(action: Action) -> dict[str, Any]:
     return {"headers": {"Repeatability-Request-ID": action.request_id, "Repeatability-First-Sent": action.first_sent}}
 
 
+def settings_policy() -> DestinationPolicy:
+    """The dialing policy of this process's settings (the safe defaults where there are none, as in a test)."""
+    from .settings import SettingsError, get_settings
+
+    try:
+        return get_settings().dialing.policy
+    except SettingsError:
+        return DEFAULT_POLICY
+
+
+def check_destination(action: Action, policy: DestinationPolicy) -> None:
+    """Raise ``DestinationRefused`` if the action would ring someone the policy does not allow."""
+    if isinstance(action, Transfer | AddParticipant):
+        policy.check(action.target.to)
+
+
 class Executor:
-    def __init__(self, client: CallAutomationClient, *, callback_url: str | None = None) -> None:
+    def __init__(
+        self,
+        client: CallAutomationClient,
+        *,
+        callback_url: str | None = None,
+        policy: DestinationPolicy | None = None,
+    ) -> None:
         self.client = client
         self.callback_url = callback_url
+        self._policy = policy
+
+    @property
+    def policy(self) -> DestinationPolicy:
+        if self._policy is None:
+            self._policy = settings_policy()
+        return self._policy
 
     @timed("acs")
     def run(self, call_connection_id: str, server_call_id: str, action: Action) -> dict[str, str]:
         """Do one action; return what the synchronous response told (invitation or recording id)."""
         from azure.communication.callautomation import RecognitionChoice, RecognizeInputType
 
+        check_destination(action, self.policy)  # before anything reaches the service
         conn = self.client.get_call_connection(call_connection_id)
         ctx = action.context
         rep = repeatability(action)

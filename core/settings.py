@@ -18,13 +18,16 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
+from .destinations import DEFAULT_ALLOWED, DEFAULT_DENIED, DestinationPolicy, DestinationRefused, flow_targets
+from .destinations import parse_prefixes as _parse_prefixes
 from .flows.model import Flow, FlowSet
-from .routing import RoutingRules
+from .routing import RedirectAction, RoutingRules
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JWT_ISSUER = "https://acscallautomation.communication.azure.com"
 DEFAULT_OPENID_CONFIG = "https://acscallautomation.communication.azure.com/calling/.well-known/acsopenidconfiguration"
 DEFAULT_RECORDING_HOSTS = "*.asm.skype.com,*.asyncgw.teams.microsoft.com,*.ams.gov.teams.microsoft.us"
+DEFAULT_DAILY_CAP = "1000"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,30 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "true: also write one mono WAV per participant from an unmixed recording.",
         default="true",
     ),
+    SettingSpec(
+        "DIAL_ALLOWED_PREFIXES",
+        "Comma-separated +prefixes of the phone numbers the app may ring (+ alone: any; none: no phone). "
+        "The longest matching prefix of this list or DIAL_DENIED_PREFIXES decides; a tie is a denial.",
+        default=",".join(DEFAULT_ALLOWED),
+    ),
+    SettingSpec(
+        "DIAL_DENIED_PREFIXES",
+        "Comma-separated +prefixes of numbers the app never rings (none: no list). Default: NANP premium rate, "
+        "the NANP area codes of Caribbean and Atlantic countries (international rates), and the ITU's premium, "
+        "shared-cost, satellite and international-network codes.",
+        default=",".join(DEFAULT_DENIED),
+    ),
+    SettingSpec(
+        "DIAL_DAILY_CAP",
+        "Most phone numbers the app dials at a caller's request per UTC day (control API calls, added "
+        "participants and transfers, campaign numbers); once reached the API answers 429. 0: none.",
+        default=DEFAULT_DAILY_CAP,
+    ),
+    SettingSpec(
+        "CONNECT_ALLOWED_ROOMS",
+        "Comma-separated room ids and group call ids the control API may connect to. Server calls need no "
+        "listing: the app connects only to those it placed, answered or was told about by Event Grid.",
+    ),
     SettingSpec("LOG_LEVEL", "Python log level of the app's loggers.", default="INFO"),
     SettingSpec(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
@@ -168,6 +195,15 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True)
+class DialingSettings:
+    """Who the app may ring, how many a day, and which rooms and group calls it may join (toll fraud)."""
+
+    policy: DestinationPolicy = field(default_factory=DestinationPolicy)
+    daily_cap: int = int(DEFAULT_DAILY_CAP)
+    connect_allowed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Settings:
     acs_endpoint: str
     acs_access_key: str | None = field(repr=False)
@@ -184,6 +220,7 @@ class Settings:
     log_level: str
     appinsights_connection_string: str | None = field(default=None, repr=False)
     callback_secret_previous: bytes | None = field(default=None, repr=False)
+    dialing: DialingSettings = field(default_factory=DialingSettings)
 
     def describe(self) -> dict[str, Any]:
         """What the health endpoint shows: no secrets."""
@@ -264,6 +301,67 @@ def _pydantic_message(name: str, exc: ValidationError) -> str:
     return f"setting {name}: " + "; ".join(problems)
 
 
+def _prefixes(name: str, value: str) -> tuple[str, ...]:
+    try:
+        return _parse_prefixes(value)
+    except ValueError as exc:
+        raise SettingsError(f"setting {name}: {exc}") from None
+
+
+def _count(name: str, value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise SettingsError(f"setting {name}: {value!r} is not a whole number (0 or more)")
+    return number
+
+
+def dialing(env: Mapping[str, str]) -> DialingSettings:
+    """The dialing policy, the daily cap and the rooms the API may join, from the settings."""
+
+    def get(name: str) -> str:
+        spec = next(s for s in SETTINGS if s.name == name)
+        return env.get(name) or spec.default or ""
+
+    policy = DestinationPolicy(
+        allowed=_prefixes("DIAL_ALLOWED_PREFIXES", get("DIAL_ALLOWED_PREFIXES")),
+        denied=_prefixes("DIAL_DENIED_PREFIXES", get("DIAL_DENIED_PREFIXES")),
+    )
+    rooms = frozenset(r.strip() for r in get("CONNECT_ALLOWED_ROOMS").split(",") if r.strip())
+    return DialingSettings(policy, _count("DIAL_DAILY_CAP", get("DIAL_DAILY_CAP")), rooms)
+
+
+def check_destinations(
+    policy: DestinationPolicy, routing: RoutingRules, flows: dict[str, Flow], flows_setting: str = "FLOWS"
+) -> None:
+    """Every target the settings name (redirect and sim-ring targets, the flows' transfer and add_participant
+    targets) passes the dialing policy: an app that would ring a premium number does not start. A flow's target
+    that names a call variable ({peer}) is known only on the call, and is checked then (the executor)."""
+    for rule in [*routing.rules, routing.default_rule()]:
+        if isinstance(rule.action, RedirectAction):
+            for target in rule.action.targets:
+                try:
+                    policy.check(target)
+                except DestinationRefused as exc:
+                    raise SettingsError(
+                        f"setting ROUTING_RULES: rule {rule.name!r} redirects to {target!r}, which the dialing "
+                        f"policy refuses: {exc.reason}"
+                    ) from None
+    for name, flow in flows.items():
+        for node_id, to in flow_targets(flow):
+            if "{" in to:
+                continue
+            try:
+                policy.check(to)
+            except DestinationRefused as exc:
+                raise SettingsError(
+                    f"setting {flows_setting}: flow {name!r} node {node_id!r} rings {to!r}, which the dialing "
+                    f"policy refuses: {exc.reason}"
+                ) from None
+
+
 def load_flows(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Flow]:
     if env.get("FLOWS"):
         name, raw = "FLOWS", _json("FLOWS", env["FLOWS"])
@@ -324,6 +422,9 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
                     f"(flows: {', '.join(sorted(flows))})"
                 )
 
+    dial = dialing(env)
+    check_destinations(dial.policy, routing, flows, "FLOWS" if env.get("FLOWS") else "FLOWS_FILE")
+
     cognitive = (
         _url("COGNITIVE_SERVICES_ENDPOINT", env["COGNITIVE_SERVICES_ENDPOINT"])
         if env.get("COGNITIVE_SERVICES_ENDPOINT")
@@ -379,6 +480,7 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         log_level=log_level,
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
         callback_secret_previous=previous,
+        dialing=dial,
     )
 
 

@@ -6,6 +6,12 @@ on the campaign's row (``core.campaigns``), then places them. Placing is idempot
 reference and the CreateCall repeatability id derive from the campaign and the number's
 position): a redelivered event, a repeated request or another call's end places again only what
 is still unplaced, and a number is never called twice.
+
+Against toll fraud: every number passes the dialing policy when the campaign is requested (403 naming each
+refused number) and again when it is dialed (a number refused then fails), and each number dialed counts
+against the day's cap (``DIAL_DAILY_CAP``). When the cap is reached the campaign is ``held``: the numbers not
+yet called wait as ``pending`` (their detail says why) until the campaign is requested again with the same id
+after the cap resets at 00:00 UTC; a request while the cap is reached is answered 429.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from typing import Any
 from core import clients, control
 from core.campaigns import Campaign, CampaignCall, CampaignNotFound, CampaignStore, call_result, missing_vars
 from core.control import RequestError
+from core.destinations import phone_of
+from core.dial_cap import DialCapReached, seconds_to_midnight
 from core.executor import identifier
 from core.lifecycle import on_call_ended
 from core.runtime import Runtime, derived_id, http_date, is_permanent
 from core.state import CallState, StateNotFound
-from handlers.control import raw
+from handlers.control import check_destinations, check_flow_targets, dial_cap, raw
 
 log = logging.getLogger("handlers.campaigns")
 REPEATABILITY_WINDOW = timedelta(minutes=4)  # the service keeps repeatability ids for 5 minutes
@@ -60,6 +68,16 @@ def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, An
             [{"field": f"vars.{name}", "message": f"flow {req.flow} says {{{name}}}"} for name in missing],
         )
     numbers = list(dict.fromkeys(req.numbers))  # each number once, in order
+    check_destinations(runtime, [(f"numbers.{req.numbers.index(n)}", n) for n in numbers])
+    check_flow_targets(runtime, req.flow, req.vars)
+    if any(phone_of(n) for n in numbers):
+        cap = dial_cap(runtime)
+        if cap.used() >= cap.cap:
+            now = datetime.now(UTC)
+            retry = seconds_to_midnight(now)
+            raise RequestError(
+                f"refused: {DialCapReached(cap.cap, retry).message}", status=429, headers={"Retry-After": str(retry)}
+            )
     campaign = Campaign(
         id=req.id or str(uuid.uuid4()),
         flow=req.flow,
@@ -124,35 +142,55 @@ def _place_claimed(runtime: Runtime, campaign_id: str, by: str) -> Campaign:
             return campaign
         placed: dict[str, str] = {}
         refused: dict[str, str] = {}
+        held: list[str] = []
+        why_held = ""
         transient: Exception | None = None
-        for entry in todo:
+        for index, entry in enumerate(todo):
             try:
                 placed[entry.call_ref] = _dial(runtime, campaign, entry)
+            except DialCapReached as exc:  # the day's calls are placed: this number and the rest wait
+                why_held = f"waiting: {exc.message}"
+                held = [e.call_ref for e in todo[index:]]
+                log.warning("campaign %s held: %s", campaign_id, exc.message)
+                break
             except Exception as exc:
-                if not is_permanent(exc):
+                if not is_permanent(exc):  # a destination refused (403) is permanent: the number fails
                     transient = exc  # the request (or the event) fails and is retried: nothing is lost
                     break
                 refused[entry.call_ref] = str(getattr(exc, "message", exc)).splitlines()[0]
-                log.warning("campaign %s: %s refused: %s", campaign_id, entry.number, refused[entry.call_ref])
+                log.warning("campaign %s: a number refused: %s", campaign_id, refused[entry.call_ref])
 
-        def record(c: Campaign, placed: dict[str, str] = placed, refused: dict[str, str] = refused) -> None:
+        def record(
+            c: Campaign,
+            placed: dict[str, str] = placed,
+            refused: dict[str, str] = refused,
+            held: list[str] = held,
+            why_held: str = why_held,
+        ) -> None:
             for entry in c.calls:
                 if entry.call_ref in placed and not entry.call_connection_id:
                     entry.call_connection_id = placed[entry.call_ref]
             for call_ref, why in refused.items():
                 c.finish(call_ref, "failed", why, {}, _now())
-            if refused:
+            for call_ref in held:
+                c.hold(call_ref, why_held)
+            if refused and not held:
                 _claim(c, by)
 
         campaign, _ = campaigns.mutate(campaign_id, record)
         if transient is not None:
             raise transient
-        if not refused:
+        if not refused or held:
             return campaign
 
 
 def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
-    """Place one number's call (idempotent: one state row and one repeatability id per number)."""
+    """Place one number's call (idempotent: one state row and one repeatability id per number). The number
+    passes the dialing policy again (the settings may have changed since the request) and counts against the
+    day's cap, once: a retry that finds the state of an earlier attempt gives its count back."""
+    runtime.settings.dialing.policy.check(entry.number)  # DestinationRefused: 403, the number fails
+    cap = dial_cap(runtime)
+    taken = cap.take(1 if phone_of(entry.number) else 0)
     state = CallState(
         call_ref=entry.call_ref,
         flow=campaign.flow,
@@ -163,7 +201,13 @@ def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
         campaign=campaign.id,
     )
     state.note(f"campaign {campaign.id}: calling {entry.number}")
-    if not runtime.store.create(state):
+    try:
+        created = runtime.store.create(state)
+    except Exception:
+        cap.give_back(taken)
+        raise
+    if not created:
+        cap.give_back(taken)  # an earlier attempt counted this number
         try:
             existing, _ = runtime.store.get(entry.call_ref)
         except StateNotFound:  # pragma: no cover - created a moment ago
@@ -178,13 +222,18 @@ def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
                 "Repeatability-First-Sent": entry.first_sent,
             }
         }
-    props = runtime.executor.client.create_call(
-        identifier(entry.number),
-        runtime.callback_url(entry.call_ref),
-        source_caller_id_number=identifier(campaign.caller_id) if campaign.caller_id else None,
-        operation_context=f"campaign:{campaign.id}",
-        cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
-        **headers,
-    )
+    try:
+        props = runtime.executor.client.create_call(
+            identifier(entry.number),
+            runtime.callback_url(entry.call_ref),
+            source_caller_id_number=identifier(campaign.caller_id) if campaign.caller_id else None,
+            operation_context=f"campaign:{campaign.id}",
+            cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+            **headers,
+        )
+    except Exception as exc:
+        if created and is_permanent(exc):
+            cap.give_back(taken)  # the service refused: nothing rang
+        raise
     runtime.store.index(props.call_connection_id or "", entry.call_ref)
     return props.call_connection_id or ""

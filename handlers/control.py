@@ -3,16 +3,25 @@
 Actions on a call go through the same executor the flows use, with an operation context
 ``api:<id>`` (so the flow engine leaves their events alone and keeps their results) and, when
 the call is one of the app's, an operation callback URL back to the app.
+
+Against toll fraud (``core.destinations``, ``core.dial_cap``): every destination a request would ring (the
+targets of a call, of an add-participant or a transfer, and the flow targets its call variables fill in) passes
+the dialing policy first (403 naming the field otherwise), each phone number dialed counts against the day's
+cap (429 with Retry-After once reached; given back when the service refuses the call), and ``connect`` joins
+only calls the app placed, answered or was told about by Event Grid, and rooms listed in a setting (403).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
-from core import control
+from core import clients, control
 from core.control import RequestError
+from core.destinations import DestinationPolicy, DestinationRefused, fill_targets, flow_targets, phone_of
+from core.dial_cap import DialCap, DialCapBusy, DialCapReached, Taken
 from core.executor import identifier
 from core.flows import actions as act
 from core.flows.engine import API_CONTEXT
@@ -20,6 +29,8 @@ from core.runtime import Runtime
 from core.state import CallState, StateNotFound
 
 log = logging.getLogger("handlers.control")
+_caps: dict[tuple[int, int], DialCap] = {}
+_caps_lock = threading.Lock()
 
 
 def raw(number_or_id: str) -> str:
@@ -35,16 +46,125 @@ def _acs_error(exc: Exception) -> RequestError:
     return RequestError(f"Communication Services failed: {message.splitlines()[0]}", status=502)
 
 
-def _refused(exc: Exception, call_ref: str, runtime: Runtime) -> RequestError:
-    """The service did not set the call up: a refusal (4xx) means no call, so the state written ahead goes too.
-    After a failure (5xx, no answer) the call may exist: its state stays for its events."""
+def _refused(exc: Exception, call_ref: str, runtime: Runtime, taken: Taken | None = None) -> RequestError:
+    """The service did not set the call up: a refusal (4xx) means no call, so the state written ahead goes too,
+    and the calls it counted against the daily cap are given back. After a failure (5xx, no answer) the call may
+    exist: its state stays for its events, and it stays counted."""
     error = _acs_error(exc)
     if error.status < 500:
+        if taken is not None:
+            dial_cap(runtime).give_back(taken)
         try:
             runtime.store.delete(call_ref)
         except Exception as cleanup:  # storage failed too: a row for a call that never was, harmless
             log.warning("could not remove the state of refused call %s: %s", call_ref, cleanup)
     return error
+
+
+# -- toll fraud: who may be rung, how many a day, which calls may be joined ----------------------------------
+
+
+def policy(runtime: Runtime) -> DestinationPolicy:
+    return runtime.settings.dialing.policy
+
+
+def dial_cap(runtime: Runtime) -> DialCap:
+    """The daily cap's store (one per process and table: it creates its table once)."""
+    table = clients.outbound_table(runtime.settings)
+    key = (id(table), runtime.settings.dialing.daily_cap)
+    with _caps_lock:
+        cap = _caps.get(key)
+        if cap is None:
+            cap = _caps[key] = DialCap(table, runtime.settings.dialing.daily_cap)
+    return cap
+
+
+def refused_destination(field: str, exc: DestinationRefused) -> RequestError:
+    return RequestError(
+        f"refused: {field} is not a destination this app may ring: {exc.reason}",
+        [{"field": field, "message": exc.reason}],
+        status=403,
+    )
+
+
+def check_destinations(runtime: Runtime, targets: list[tuple[str, str]]) -> None:
+    """Each ``(field, target)`` passes the dialing policy, or the request is refused (403) naming every field
+    that does not."""
+    refused: list[tuple[str, DestinationRefused]] = []
+    for field, target in targets:
+        try:
+            policy(runtime).check(target)
+        except DestinationRefused as exc:
+            refused.append((field, exc))
+    if refused:
+        fields = ", ".join(f for f, _ in refused)
+        raise RequestError(
+            f"refused: {fields} {'is not a destination' if len(refused) == 1 else 'are not destinations'} "
+            f"this app may ring: {refused[0][1].reason}",
+            [{"field": f, "message": e.reason} for f, e in refused],
+            status=403,
+        )
+
+
+def check_flow_targets(runtime: Runtime, flow_name: str | None, values: dict[str, str]) -> None:
+    """The targets the flow's nodes will ring once the call variables fill them in pass the policy now, so a
+    request cannot smuggle a premium number in through ``vars`` (targets set on the call are checked then)."""
+    flow = runtime.settings.flows.get(flow_name or "")
+    if flow is None or not values:
+        return
+    templated = [(node, to) for node, to in flow_targets(flow) if "{" in to]
+    for node, to in fill_targets(templated, values):
+        try:
+            policy(runtime).check(to)
+        except DestinationRefused as exc:
+            raise RequestError(
+                f"refused: flow {flow_name} node {node} would ring a destination this app may not ring: {exc.reason}",
+                [{"field": "vars", "message": f"fills in the target of node {node}: {exc.reason}"}],
+                status=403,
+            ) from None
+
+
+def take_dials(runtime: Runtime, targets: list[str]) -> Taken:
+    """Count the phone numbers among ``targets`` against the day's cap, or refuse the request (429)."""
+    phones = sum(1 for t in targets if phone_of(t))
+    try:
+        return dial_cap(runtime).take(phones)
+    except DialCapReached as exc:
+        log.warning("daily dial cap of %d reached: a request for %d call(s) refused", exc.cap, phones)
+        raise RequestError(
+            f"refused: {exc.message}", status=429, headers={"Retry-After": str(exc.retry_after)}
+        ) from None
+    except DialCapBusy as exc:
+        raise RequestError(f"busy: {exc}", status=503, headers={"Retry-After": "1"}) from None
+
+
+def _known_call(runtime: Runtime, server_call_id: str) -> bool:
+    """Whether the app placed, answered or connected to this call (its state), or Event Grid told it about the
+    call (its record: CallStarted, participants)."""
+    if clients.call_records(runtime.settings).get(server_call_id) is not None:
+        return True
+    return runtime.store.find_by_server_call(server_call_id) is not None
+
+
+def check_connect(req: control.ConnectCall, runtime: Runtime) -> None:
+    """``connect`` joins calls the app knows, and the rooms and group calls the settings list (else 403)."""
+    allowed = runtime.settings.dialing.connect_allowed
+    if req.server_call_id:
+        if req.server_call_id in allowed or _known_call(runtime, req.server_call_id):
+            return
+        raise RequestError(
+            "refused: the app connects only to calls it placed, answered or was told about by Event Grid",
+            [{"field": "server_call_id", "message": "not a call this app knows"}],
+            status=403,
+        )
+    field, value = ("group_call_id", req.group_call_id) if req.group_call_id else ("room_id", req.room_id)
+    if value in allowed:
+        return
+    raise RequestError(
+        f"refused: {field} is not listed in CONNECT_ALLOWED_ROOMS",
+        [{"field": field, "message": "not in CONNECT_ALLOWED_ROOMS"}],
+        status=403,
+    )
 
 
 def _check_flow(runtime: Runtime, flow: str | None) -> None:
@@ -57,6 +177,9 @@ def _check_flow(runtime: Runtime, flow: str | None) -> None:
 
 def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
     _check_flow(runtime, req.flow)
+    check_destinations(runtime, [(f"targets.{i}.to", t.to) for i, t in enumerate(req.targets)])
+    check_flow_targets(runtime, req.flow, req.vars)
+    taken = take_dials(runtime, [t.to for t in req.targets])
     call_ref = str(uuid.uuid4())
     first = req.targets[0].to
     state = CallState(
@@ -68,7 +191,11 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
         vars=dict(req.vars),
     )
     state.note(f"placed through the API to {', '.join(t.to for t in req.targets)}")
-    runtime.store.create(state)
+    try:
+        runtime.store.create(state)
+    except Exception:
+        dial_cap(runtime).give_back(taken)  # nothing was asked of the service
+        raise
     targets = [identifier(t.to) for t in req.targets]
     try:
         props = runtime.executor.client.create_call(
@@ -80,7 +207,7 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
             cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
         )
     except Exception as exc:
-        raise _refused(exc, call_ref, runtime) from exc
+        raise _refused(exc, call_ref, runtime, taken) from exc
     runtime.store.index(props.call_connection_id or "", call_ref)
     return {
         "call_ref": call_ref,
@@ -92,6 +219,8 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
 
 def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
     _check_flow(runtime, req.flow)
+    check_connect(req, runtime)
+    check_flow_targets(runtime, req.flow, req.vars)
     call_ref = str(uuid.uuid4())
     state = CallState(call_ref=call_ref, flow=req.flow or "", status="dialing", vars=dict(req.vars))
     state.note("connecting through the API")
@@ -240,6 +369,16 @@ def call_action(call_connection_id: str, name: str, body: bytes, runtime: Runtim
     req = control.parse(model, body)
     context = f"{API_CONTEXT}{name}:{uuid.uuid4().hex[:12]}"
     action = _action_for(name, req, context)
+    taken: Taken | None = None
+    if isinstance(action, act.Transfer | act.AddParticipant):
+        check_destinations(runtime, [("target.to", action.target.to)])
+        taken = take_dials(runtime, [action.target.to])
+    return _run_action(call_connection_id, name, action, context, runtime, taken)
+
+
+def _run_action(
+    call_connection_id: str, name: str, action: act.Action, context: str, runtime: Runtime, taken: Taken | None
+) -> dict[str, Any]:
     call_ref = runtime.store.lookup(call_connection_id)
     if call_ref:
         action.callback_url = runtime.callback_url(call_ref)
@@ -249,7 +388,14 @@ def call_action(call_connection_id: str, name: str, body: bytes, runtime: Runtim
         action.container_url = runtime.engine.recording.container_url  # bring your own storage, if configured
     try:
         result = runtime.executor.run(call_connection_id, server_call_id, action)
+    except DestinationRefused as exc:  # checked above; the executor checks every ring again
+        if taken is not None:
+            dial_cap(runtime).give_back(taken)
+        raise refused_destination("target.to", exc) from None
     except Exception as exc:
-        raise _acs_error(exc) from exc
+        error = _acs_error(exc)
+        if taken is not None and error.status < 500:
+            dial_cap(runtime).give_back(taken)  # the service refused: nothing rang
+        raise error from exc
     log.info("control API %s on %s (%s)", name, call_connection_id, context)
     return {"operation_context": context, **result}

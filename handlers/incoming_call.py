@@ -4,6 +4,10 @@ Event Grid delivers at least once. The call's reference is derived from the even
 row is created before answering, and every request carries a repeatability id derived from the
 event, so a redelivered IncomingCall finds the same state and gets the service's first answer
 back instead of answering twice.
+
+Redirect and sim-ring targets come from the routing rules, whose targets passed the dialing policy at start-up
+(``core.settings.check_destinations``); they are checked again here before the service is asked to ring them
+(a refused one rejects the call: the app never rings a number its policy refuses).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.destinations import DestinationRefused
 from core.events import IncomingCall
 from core.executor import identifier
 from core.routing import AnswerAction, CallFacts, MaskAction, RedirectAction, RejectAction, route
@@ -67,6 +72,13 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
         from handlers.masking import route_masked
 
         action, call_vars = route_masked(action, call.to, call.caller, runtime)
+    if isinstance(action, RedirectAction):
+        try:
+            for target in action.targets:
+                settings.dialing.policy.check(target)
+        except DestinationRefused as exc:
+            log.warning("rule %s redirects to a refused destination (%s): the call is rejected", rule.name, exc.reason)
+            action = RejectAction(type="reject", reason="forbidden")
     try:
         if isinstance(action, RejectAction):
             client.reject_call(

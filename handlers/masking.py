@@ -1,4 +1,8 @@
-"""Number masking: sessions created through the API, and the lookup the routing action ``mask`` makes."""
+"""Number masking: sessions created through the API, and the lookup the routing action ``mask`` makes.
+
+Each party of a session is a destination the app will ring (the masking flow transfers a caller to the other
+party): both pass the dialing policy when the session is created (403 naming the party otherwise), and the
+executor checks the transfer again when it happens."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from core.control import RequestError
 from core.masking import MaskingConflict, MaskingStore, new_session
 from core.routing import AnswerAction, MaskAction, RejectAction, resolve_mask
 from core.runtime import Runtime
+from handlers.control import check_destinations
 
 log = logging.getLogger("handlers.masking")
 
@@ -21,6 +26,7 @@ def store(runtime: Runtime) -> MaskingStore:
 
 
 def create_session(req: control.MaskingSessionRequest, runtime: Runtime) -> dict[str, Any]:
+    check_destinations(runtime, [("party_a", req.party_a), ("party_b", req.party_b)])
     session = new_session(
         str(uuid.uuid4()), req.masked_number, req.party_a, req.party_b, req.ttl_minutes, datetime.now(UTC)
     )

@@ -11,9 +11,21 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from core import control
-from core.campaigns import Campaign, CampaignCall, CampaignStore, _campaign, _entity, call_result, missing_vars
+from core.campaigns import (
+    Campaign,
+    CampaignCall,
+    CampaignNotFound,
+    CampaignStore,
+    _campaign,
+    _entity,
+    call_result,
+    missing_vars,
+)
 from core.control import RequestError
+from core.destinations import DestinationPolicy
+from core.dial_cap import DialCap
 from core.flows.model import Flow
+from core.settings import DialingSettings
 from core.state import CallState, StateStore
 from handlers import campaigns as handler
 
@@ -179,6 +191,15 @@ class FakeTable:
     def upsert_entity(self, entity: dict[str, Any]) -> None:
         self.rows[(entity["PartitionKey"], entity["RowKey"])] = (dict(entity), str(next(self.etags)))
 
+    def delete_entity(self, partition_key: str, row_key: str, etag: str | None = None, **_: Any) -> None:
+        key = (partition_key, row_key)
+        if key not in self.rows:
+            raise ResourceNotFoundError("gone")
+        if etag is not None and self.rows[key][1] != etag:
+            self.conflicts += 1
+            raise ResourceModifiedError("etag")
+        del self.rows[key]
+
 
 def test_a_large_campaign_is_split_over_several_properties_and_read_back() -> None:
     big = campaign(n=1000, concurrency=50)
@@ -244,6 +265,8 @@ def http_error(status: int) -> HttpResponseError:
 def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     outbound = CampaignStore(FakeTable())
     monkeypatch.setattr(handler, "store", lambda runtime: outbound)
+    cap = DialCap(FakeTable(), 1000)
+    monkeypatch.setattr(handler, "dial_cap", lambda runtime: cap)
     client = FakeClient()
     runtime = SimpleNamespace(
         settings=SimpleNamespace(
@@ -251,12 +274,13 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
                 {"start": "a", "nodes": {"a": {"type": "hangup", "prompt": {"text": "{message}"}}}}
             )},
             cognitive_services_endpoint="https://ai.example",
+            dialing=DialingSettings(),
         ),
         store=StateStore(FakeTable()),
         executor=SimpleNamespace(client=client),
         callback_url=lambda call_ref: f"https://app/api/callbacks/{call_ref}",
     )
-    return SimpleNamespace(runtime=runtime, client=client, campaigns=outbound)
+    return SimpleNamespace(runtime=runtime, client=client, campaigns=outbound, cap=cap)
 
 
 def start(world: SimpleNamespace, numbers: list[str], concurrency: int = 2, **extra: Any) -> dict[str, Any]:
@@ -376,8 +400,96 @@ def test_request_validation_names_the_field() -> None:
         return [f["field"] for f in caught.value.fields]
 
     assert fields({"numbers": []}) == ["numbers"]
-    assert fields({"numbers": ["+1425"], "caller_id": "+18005550100", "concurrency": 0}) == ["concurrency"]
+    assert fields({"numbers": ["+14255550100"], "caller_id": "+18005550100", "concurrency": 0}) == ["concurrency"]
+    assert fields({"numbers": ["+1425"], "caller_id": "+18005550100"}) == ["numbers.0"]  # E.164: 7 to 15 digits
+    assert fields({"numbers": ["4:1900555"], "caller_id": "+18005550100"}) == ["numbers.0"]  # 4: is a phone
     assert fields({"numbers": ["12"], "caller_id": "+18005550100"}) == ["numbers.0"]
     assert fields({"numbers": ["+14255550100"]}) == ["(body)"]  # caller_id is required for phones
     assert fields({"numbers": ["8:acs:x"], "id": "no spaces"}) == ["id"]
     assert control.parse(control.StartCampaign, b'{"numbers": ["8:acs:x"]}').flow == "outage_notice"
+
+
+# -- toll fraud: the dialing policy and the daily cap -------------------------------------------------
+
+
+def test_a_campaign_with_a_refused_number_is_refused_whole_and_places_nothing(world: SimpleNamespace) -> None:
+    with pytest.raises(RequestError) as refused:
+        start(world, [NUMBERS[0], "+19005550100", "4:+18095550100", NUMBERS[1]])
+    assert refused.value.status == 403
+    assert [f["field"] for f in refused.value.fields] == ["numbers.1", "numbers.2"]
+    assert "DIAL_DENIED_PREFIXES" in refused.value.fields[0]["message"]
+    assert world.client.created == [] and world.cap.used() == 0
+    with pytest.raises(CampaignNotFound):
+        world.campaigns.get("c1")
+
+
+def test_a_number_the_policy_refuses_at_dial_time_fails_and_frees_its_slot(world: SimpleNamespace) -> None:
+    start(world, NUMBERS)
+    # The settings changed since the request (a new deployment): the next number is refused when dialed.
+    world.runtime.settings.dialing = DialingSettings(policy=DestinationPolicy(allowed=("+1",), denied=(NUMBERS[2],)))
+    end(world, NUMBERS[0], node="goodbye")
+    shown = handler.get_campaign("c1", world.runtime)
+    assert [c["number"] for c in world.client.created] == [NUMBERS[0], NUMBERS[1], NUMBERS[3]]
+    assert shown["numbers"][2]["status"] == "failed" and "DIAL_DENIED_PREFIXES" in shown["numbers"][2]["detail"]
+
+
+def test_the_daily_cap_holds_the_rest_of_a_campaign_until_it_is_requested_again(world: SimpleNamespace) -> None:
+    world.cap.cap = 3
+    start(world, NUMBERS)
+    end(world, NUMBERS[0], node="goodbye")
+    end(world, NUMBERS[1], node="goodbye")  # the fourth number would be the fourth call today
+    assert [c["number"] for c in world.client.created] == NUMBERS[:3]
+    shown = handler.get_campaign("c1", world.runtime)
+    assert shown["numbers"][3]["status"] == "pending" and "DIAL_DAILY_CAP" in shown["numbers"][3]["detail"]
+    end(world, NUMBERS[2], node="goodbye")
+    shown = handler.get_campaign("c1", world.runtime)
+    assert shown["status"] == "held" and "DIAL_DAILY_CAP" in shown["held"] and shown["live"] == 0
+    with pytest.raises(RequestError) as capped:  # requested again while the cap holds: 429, nothing placed
+        start(world, NUMBERS)
+    assert capped.value.status == 429 and int(capped.value.headers["Retry-After"]) > 0
+    world.cap.cap = 4  # the next day (or a higher cap): the same request places what waited
+    shown = start(world, NUMBERS)
+    assert [c["number"] for c in world.client.created] == NUMBERS
+    assert shown["status"] == "running" and shown["held"] is None and shown["numbers"][3]["status"] == "calling"
+    assert world.cap.used() == 4
+
+
+def test_a_number_the_service_refuses_is_given_back_to_the_cap(world: SimpleNamespace) -> None:
+    world.client.fail[NUMBERS[1]] = http_error(400)
+    start(world, NUMBERS)
+    assert world.cap.used() == 2  # three dialed, one refused by the service: two rang
+
+
+def test_a_retried_placement_counts_once(world: SimpleNamespace) -> None:
+    world.client.fail[NUMBERS[1]] = http_error(503)
+    with pytest.raises(HttpResponseError):
+        start(world, NUMBERS)
+    start(world, NUMBERS)
+    assert [c["number"] for c in world.client.created] == NUMBERS[:2] and world.cap.used() == 2
+
+
+def test_acs_users_do_not_count_against_the_cap(world: SimpleNamespace) -> None:
+    world.cap.cap = 0
+    world.client.create_call = lambda target, url, **kw: SimpleNamespace(call_connection_id="ccid-" + target.raw_id)
+    shown = handler.start_campaign(
+        control.StartCampaign(id="c1", numbers=["8:acs:a", "8:acs:b"], vars={"message": "Out."}), world.runtime
+    )
+    assert [n["status"] for n in shown["numbers"]] == ["calling", "calling"] and world.cap.used() == 0
+
+
+def test_variables_that_fill_a_target_with_a_refused_number_are_refused() -> None:
+    runtime = SimpleNamespace(
+        settings=SimpleNamespace(
+            flows={"relay": Flow.model_validate(
+                {"start": "t", "nodes": {"t": {"type": "transfer", "target": {"to": "{agent}"}, "on_failure": "b"},
+                                         "b": {"type": "hangup"}}}
+            )},
+            dialing=DialingSettings(),
+        )
+    )
+    from handlers.control import check_flow_targets
+
+    check_flow_targets(runtime, "relay", {"agent": "+14255550100"})
+    with pytest.raises(RequestError) as refused:
+        check_flow_targets(runtime, "relay", {"agent": "+19005550100"})
+    assert refused.value.status == 403 and refused.value.fields[0]["field"] == "vars"

@@ -15,7 +15,7 @@ from core import control
 from core.control import RequestError
 from core.masking import MaskingConflict, MaskingSession, MaskingStore, new_session, plain
 from core.routing import AnswerAction, CallFacts, MaskAction, RejectAction, RoutingRules, resolve_mask, route
-from core.settings import SettingsError, load
+from core.settings import DialingSettings, SettingsError, load
 from handlers import masking as handler
 from tests.unit.test_campaigns import FakeTable
 from tests.unit.test_settings import base_env
@@ -152,7 +152,7 @@ def test_a_concurrent_change_between_read_and_write_is_a_conflict() -> None:
 def test_the_handler_routes_by_the_stored_session(monkeypatch: pytest.MonkeyPatch) -> None:
     store = MaskingStore(TransactionTable())
     monkeypatch.setattr(handler, "store", lambda runtime: store)
-    runtime = SimpleNamespace()
+    runtime = SimpleNamespace(settings=SimpleNamespace(dialing=DialingSettings()))
     req = control.MaskingSessionRequest(masked_number=MASKED, party_a=BUYER, party_b=SELLER)
     created = handler.create_session(req, runtime)
     assert created["party_a"] == BUYER and MaskingSession.model_validate(created).peer_of(SELLER) == BUYER
@@ -169,9 +169,31 @@ def test_the_handler_routes_by_the_stored_session(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize(
+    ("party_a", "party_b", "fields"),
+    [
+        ("+19005550100", SELLER, ["party_a"]),  # premium rate
+        (BUYER, "4:+18765550100", ["party_b"]),  # Jamaica: international rates, as a raw id
+        ("+442071234567", "+19005550101", ["party_a", "party_b"]),  # abroad, and premium
+    ],
+)
+def test_a_session_with_a_party_the_policy_refuses_is_refused_and_stores_nothing(
+    monkeypatch: pytest.MonkeyPatch, party_a: str, party_b: str, fields: list[str]
+) -> None:
+    table = TransactionTable()
+    monkeypatch.setattr(handler, "store", lambda runtime: MaskingStore(table))
+    runtime = SimpleNamespace(settings=SimpleNamespace(dialing=DialingSettings()))
+    req = control.MaskingSessionRequest(masked_number=MASKED, party_a=party_a, party_b=party_b)
+    with pytest.raises(RequestError) as refused:
+        handler.create_session(req, runtime)
+    assert refused.value.status == 403 and [f["field"] for f in refused.value.fields] == fields
+    assert table.rows == {}
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         ({"masked_number": "18005550177", "party_a": BUYER, "party_b": SELLER}, "masked_number"),
+        ({"masked_number": MASKED, "party_a": "4:1900555", "party_b": SELLER}, "party_a"),  # a 4: id is a phone
         ({"masked_number": MASKED, "party_a": "buyer", "party_b": SELLER}, "party_a"),
         ({"masked_number": MASKED, "party_a": BUYER, "party_b": "4:" + BUYER}, "(body)"),
         ({"masked_number": MASKED, "party_a": MASKED, "party_b": SELLER}, "(body)"),

@@ -394,6 +394,86 @@ def test_repr_has_no_secrets() -> None:
         assert value not in shown
 
 
+# -- dialing: the destination policy, the daily cap, the rooms connect may join ---------------------------------
+
+
+def test_dialing_defaults_are_safe() -> None:
+    d = load(base_env()).dialing
+    assert d.policy.allowed == ("+1",) and "+1900" in d.policy.denied and "+1876" in d.policy.denied
+    assert "+979" in d.policy.denied and "+1787" not in d.policy.denied  # Puerto Rico is domestic
+    assert d.daily_cap == 1000 and d.connect_allowed == frozenset()
+    assert d.policy.allows("+14255550100") and not d.policy.allows("4:+19005550100")
+    assert not d.policy.allows("+442071234567")  # abroad: not in the allowed list
+
+
+def test_dialing_settings_are_read() -> None:
+    d = load(
+        base_env(
+            DIAL_ALLOWED_PREFIXES="+1, +44",
+            DIAL_DENIED_PREFIXES="+449,+4470",
+            DIAL_DAILY_CAP="25",
+            CONNECT_ALLOWED_ROOMS="room-7, team-31",
+        )
+    ).dialing
+    assert d.policy.allows("+442071234567") and not d.policy.allows("+449091234567")
+    assert d.policy.allows("+19005550100")  # the denied list was replaced
+    assert d.daily_cap == 25 and d.connect_allowed == {"room-7", "team-31"}
+    none = settings_module.dialing(
+        {"DIAL_ALLOWED_PREFIXES": "none", "DIAL_DENIED_PREFIXES": "none", "DIAL_DAILY_CAP": "0"}
+    )
+    assert not none.policy.allows("+14255550100") and none.policy.allows("8:acs:agent") and none.daily_cap == 0
+    # The shipped flows ring phone numbers: with no phone allowed, the app does not start.
+    assert "DIAL_ALLOWED_PREFIXES" in error_of(base_env(DIAL_ALLOWED_PREFIXES="none"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("DIAL_ALLOWED_PREFIXES", "+1,44", "44 not a prefix"),
+        ("DIAL_DENIED_PREFIXES", "+1900,+1-876", "+1-876 not a prefix"),
+        ("DIAL_DAILY_CAP", "-1", "not a whole number"),
+        ("DIAL_DAILY_CAP", "lots", "not a whole number"),
+    ],
+)
+def test_bad_dialing_setting_is_named(name: str, value: str, says: str) -> None:
+    message = error_of(base_env(**{name: value}))
+    assert message.startswith(f"setting {name}") and says in message
+
+
+@pytest.mark.parametrize("target", ["+19005550100", "4:+19005550100", "+18765550100", "+442071234567", "4:1900555"])
+def test_a_redirect_to_a_refused_destination_stops_start_up(target: str) -> None:
+    rules = {"rules": [{"name": "fwd", "action": {"type": "redirect", "targets": ["+14255550199", target]}}],
+             "default": {"type": "answer", "flow": "customer_service"}}
+    message = error_of(base_env(ROUTING_RULES=json.dumps(rules)))
+    assert message.startswith("setting ROUTING_RULES"), message
+    # Refused by the dialing policy, or (a 4: id that is no E.164 number) by the routing rules' own check.
+    assert "policy refuses" in message or "E.164" in message, message
+
+
+def test_a_flow_that_rings_a_refused_destination_stops_start_up() -> None:
+    flows = {
+        "customer_service": json.loads((ROOT / "flows" / "default.json").read_text())["customer_service"],
+        "premium": {"start": "t", "nodes": {
+            "t": {"type": "transfer", "target": {"to": "4:+19005550100"}, "on_failure": "bye"},
+            "add": {"type": "add_participant", "target": {"to": "+14255550100"}, "next": "bye", "on_failure": "bye"},
+            "bye": {"type": "hangup"}}},
+    }
+    flows["premium"]["nodes"]["t"]["on_failure"] = "add"
+    message = error_of(base_env(FLOWS=json.dumps(flows)))
+    assert message.startswith("setting FLOWS: flow 'premium' node 't' rings '4:+19005550100'"), message
+    assert "policy refuses: +1900 numbers are denied (DIAL_DENIED_PREFIXES" in message
+    # Allowed by a longer prefix: it loads. A target naming a variable is checked on the call instead.
+    assert load(base_env(FLOWS=json.dumps(flows), DIAL_ALLOWED_PREFIXES="+1,+1900555")).flows["premium"]
+    flows["premium"]["nodes"]["t"]["target"]["to"] = "{agent}"
+    assert load(base_env(FLOWS=json.dumps(flows))).flows["premium"]
+
+
+def test_the_shipped_flows_and_the_test_routing_pass_the_default_policy() -> None:
+    from tools.apphost import DEFAULT_ROUTING
+
+    assert load(base_env(ROUTING_RULES=json.dumps(DEFAULT_ROUTING))).dialing.daily_cap == 1000
+
+
 # -- the README lists every setting ---------------------------------------------------------------
 
 

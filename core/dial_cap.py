@@ -1,0 +1,139 @@
+"""The daily cap on calls the app places (setting ``DIAL_DAILY_CAP``): a second line against toll fraud and
+runaway dialing, behind the destination policy (``core.destinations``).
+
+What counts: every phone number (PSTN leg) the app dials at a caller's request: each phone target of a call
+placed through the control API, each number a campaign calls, each phone added or transferred to through the
+control API. ACS and Teams identities cost nothing per minute and do not count; neither do the flows' own
+transfers and invitations, whose targets are fixed by the app's settings or vetted when the call variables
+that fill them are given (they are checked by the destination policy all the same).
+
+One row per UTC day in the outbound table (``OUTBOUND_TABLE``, partition ``dialcap``), changed only by ETag
+compare-and-swap, so instances of a scaled-out app share one count and never pass the cap together. A number is
+counted before the service is asked to ring it; when the service refuses (a 4xx: nothing rang), it is given
+back, and a row given back to zero is removed (a refused request leaves no row behind). A placement retried after
+a failure may count twice: the cap errs on the side of fewer calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .state import TableBacked
+
+log = logging.getLogger("core.dial_cap")
+PARTITION = "dialcap"
+
+
+class DialCapReached(Exception):
+    """The day's calls are all placed. ``status_code`` 429: a refusal, not a failure to retry at once."""
+
+    status_code = 429
+
+    def __init__(self, cap: int, retry_after: int) -> None:
+        self.cap = cap
+        self.retry_after = retry_after
+        self.message = (
+            f"daily cap of {cap} call(s) placed reached (DIAL_DAILY_CAP); it resets at 00:00 UTC, "
+            f"in {retry_after} s"
+        )
+        super().__init__(self.message)
+
+
+class DialCapBusy(Exception):
+    """The day's row kept changing under this instance: try again."""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Calls counted on one day's row (to give back if the service refuses them)."""
+
+    day: str
+    count: int
+
+
+def seconds_to_midnight(now: datetime) -> int:
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((tomorrow - now).total_seconds()))
+
+
+class DialCap(TableBacked):
+    def __init__(self, table: Any, cap: int, attempts: int = 30) -> None:
+        self._table = table
+        self._ensured = False
+        self.cap = cap
+        self.attempts = attempts
+
+    @staticmethod
+    def day(now: datetime | None = None) -> str:
+        return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
+
+    def _read(self, day: str) -> tuple[int, str | None]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._table.get_entity(partition_key=PARTITION, row_key=day)
+        except ResourceNotFoundError:
+            return 0, None
+        return int(entity.get("count") or 0), entity.metadata["etag"]
+
+    def used(self, now: datetime | None = None) -> int:
+        self._ensure()
+        return self._read(self.day(now))[0]
+
+    def take(self, count: int = 1, now: datetime | None = None) -> Taken:
+        """Count ``count`` calls placed today, or raise ``DialCapReached`` (nothing counted) if they do not fit."""
+        now = now or datetime.now(UTC)
+        day = self.day(now)
+        if count <= 0:
+            return Taken(day, 0)
+        self._ensure()
+        for attempt in range(self.attempts):
+            used, etag = self._read(day)
+            if used + count > self.cap:
+                raise DialCapReached(self.cap, seconds_to_midnight(now.astimezone(UTC)))
+            if self._write(day, used + count, etag):
+                return Taken(day, count)
+            time.sleep(random.uniform(0.002, 0.01) * (attempt + 1))
+        raise DialCapBusy(f"the dial count of {day} kept changing: try again")
+
+    def give_back(self, taken: Taken) -> None:
+        """The service refused the calls ``taken`` counted (nothing rang): uncount them. Best effort."""
+        if taken.count <= 0:
+            return
+        for _ in range(self.attempts):
+            try:
+                used, etag = self._read(taken.day)
+                if etag is None:
+                    return
+                if self._write(taken.day, max(0, used - taken.count), etag):
+                    return
+            except Exception as exc:  # storage trouble: the cap errs on the side of fewer calls
+                log.warning("could not give back %d call(s) to the dial cap: %s", taken.count, exc)
+                return
+        log.warning("could not give back %d call(s) to the dial cap: the row kept changing", taken.count)
+
+    def _write(self, day: str, count: int, etag: str | None) -> bool:
+        """Set the day's count (a row at zero is removed); False when the row changed since it was read."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        entity = {"PartitionKey": PARTITION, "RowKey": day, "count": count}
+        try:
+            if etag is None:
+                self._table.create_entity(entity)
+            elif count == 0:
+                self._table.delete_entity(
+                    partition_key=PARTITION, row_key=day, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                self._table.update_entity(
+                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
