@@ -1,5 +1,11 @@
 """One handler per mid-call webhook event. Each says what the event means for the call; the
-flow engine (through ``runtime.advance``) decides what happens next."""
+flow engine (through ``runtime.advance``) decides what happens next.
+
+What a caller keyed or said never reaches a log line, at any level: not a tone, not the digits of a
+recognition, not recognized speech (a card number may be any of them), nor the call's outcome (which may
+hold the results of API recognitions). Participants are logged masked (``4:+*******1234``); the
+redaction filter of ``core.observability`` is a second net under these lines.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import logging
 from core.dispatch import callbacks
 from core.events import CallEvent, raw_id
 from core.lifecycle import call_ended
+from core.observability import mask_id
 from core.runtime import Runtime
 
 log = logging.getLogger("handlers.callbacks")
@@ -25,7 +32,8 @@ def call_connected(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
 @callbacks.on("CallDisconnected")
 def call_disconnected(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     state = runtime.advance(call_ref, event, then=lambda ended: call_ended(ended, runtime))
-    log.info("call disconnected: %s; outcome %s", event.result.message, state.outcome)
+    # The outcome's keys only: its values may hold a transfer target, tones or an API recognition's result.
+    log.info("call disconnected: %s; outcome has %s", event.result.message, ", ".join(sorted(state.outcome)) or "-")
 
 
 @callbacks.on("ConnectFailed")
@@ -45,7 +53,7 @@ def call_setup_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None
 @callbacks.on("ParticipantsUpdated")
 def participants_updated(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     state = runtime.advance(call_ref, event)
-    log.info("participants now %s", state.participants)
+    log.info("participants now %s", ", ".join(mask_id(p) for p in state.participants) or "-")
 
 
 # -- transfer ------------------------------------------------------------------------------------
@@ -53,7 +61,7 @@ def participants_updated(event: CallEvent, runtime: Runtime, call_ref: str) -> N
 
 @callbacks.on("CallTransferAccepted")
 def call_transfer_accepted(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    log.info("transfer accepted by %s", raw_id(event.data.get("transferTarget")))
+    log.info("transfer accepted by %s", mask_id(raw_id(event.data.get("transferTarget"))))
     runtime.advance(call_ref, event)
 
 
@@ -68,13 +76,13 @@ def call_transfer_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> N
 
 @callbacks.on("AddParticipantSucceeded")
 def add_participant_succeeded(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    log.info("%s joined", event.participant)
+    log.info("%s joined", mask_id(event.participant))
     runtime.advance(call_ref, event)
 
 
 @callbacks.on("AddParticipantFailed")
 def add_participant_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    log.info("%s did not join: %s (%s)", event.participant, event.result.message, event.result.code)
+    log.info("%s did not join: %s (%s)", mask_id(event.participant), event.result.message, event.result.code)
     runtime.advance(call_ref, event)
 
 
@@ -92,13 +100,13 @@ def cancel_add_participant_failed(event: CallEvent, runtime: Runtime, call_ref: 
 
 @callbacks.on("RemoveParticipantSucceeded")
 def remove_participant_succeeded(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    log.info("%s removed", event.participant)
+    log.info("%s removed", mask_id(event.participant))
     runtime.advance(call_ref, event)
 
 
 @callbacks.on("RemoveParticipantFailed")
 def remove_participant_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    log.warning("removing %s failed: %s", event.participant, event.result.message)
+    log.warning("removing %s failed: %s", mask_id(event.participant), event.result.message)
     runtime.advance(call_ref, event)
 
 
@@ -136,7 +144,11 @@ def play_canceled(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
 @callbacks.on("RecognizeCompleted")
 def recognize_completed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
     kind, tones, label, speech = event.recognition
-    log.info("recognized %s: %s", kind, label or speech or ("tones" if tones else "nothing"))
+    # A choice's label is the flow's (or the API caller's) own word; the tones and speech are the caller's.
+    if label:
+        log.info("recognized %s: %s", kind, label)
+    else:
+        log.info("recognized %s (%s)", kind or "-", "content not logged" if tones or speech else "nothing")
     runtime.advance(call_ref, event)
 
 
@@ -162,7 +174,7 @@ def hold_failed(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
 
 @callbacks.on("ContinuousDtmfRecognitionToneReceived")
 def continuous_dtmf_tone_received(event: CallEvent, runtime: Runtime, call_ref: str) -> None:
-    log.info("tone %s (sequence %s)", event.tone, event.sequence_id)
+    log.debug("a continuous-DTMF tone (sequence %s)", event.sequence_id)  # which tone: never logged
     runtime.advance(call_ref, event)
 
 

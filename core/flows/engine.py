@@ -3,6 +3,13 @@
 Every action the engine asks for carries an operation context ``"<node>#<seq>"`` (``seq``
 grows each time a node is entered). An event whose context names an older ``seq`` is stale (a
 late or out-of-order delivery) and is ignored, so it can never move the call twice.
+
+Sensitive digits (a ``collect_digits`` node with ``sensitive``, e.g. a card number) are kept out of
+the state, the call's history and its record: continuous DTMF (a flow's ``on_tone``) is stopped
+before the node's recognize starts and started again once the call leaves it, and a continuous-DTMF
+tone that reaches the app meanwhile (late, or sent anyway) is dropped unseen; the digits collected
+are stored as a mask. The inputs of recognitions asked through the control API (tones, speech) are
+kept for ``GET /api/calls/{id}`` while the call lasts and dropped when it ends.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ MAX_CHAIN = 32
 SIMRING = "simring"
 API_CONTEXT = "api:"
 API_RESULTS_KEPT = 20
+CONTINUOUS_DTMF = "continuous-dtmf"
 
 
 class _Blank(dict[str, str]):
@@ -154,8 +162,7 @@ class FlowEngine:
             self._api_result(state, event)
         return [render(action, state.vars) for action in self._handle(state, event)]
 
-    @staticmethod
-    def _api_result(state: CallState, event: CallEvent) -> None:
+    def _api_result(self, state: CallState, event: CallEvent) -> None:
         """Keep the outcome of an action taken through the control API, for GET /api/calls/{id}."""
         kind, tones, label, speech = event.recognition
         summary: dict[str, object] = {
@@ -165,11 +172,26 @@ class FlowEngine:
             "message": event.result.message,
         }
         if kind:
+            if self._in_sensitive_node(state):  # keys pressed while the flow collects sensitive digits
+                tones, speech = ["*"] * len(tones), None
             summary.update(recognitionType=kind, tones=tones, label=label, speech=speech)
         results = state.outcome.setdefault("api", {})
         results[event.operation_context or ""] = summary
         for stale in list(results)[:-API_RESULTS_KEPT]:
             del results[stale]
+
+    @staticmethod
+    def _drop_inputs(state: CallState) -> None:
+        """The call ended: the caller's inputs to API recognitions (tones, speech) are not kept past it, in its
+        state row or its call record; how many tones came, the choice's label and the result codes are."""
+        for summary in (state.outcome.get("api") or {}).values():
+            if isinstance(summary, dict) and summary.get("recognitionType"):
+                tones = summary.get("tones")
+                if tones:
+                    summary["tones"] = ["*"] * len(tones)
+                if summary.get("speech"):
+                    summary["speech"] = None
+                    summary["speech_removed"] = True
 
     def _handle(self, state: CallState, event: CallEvent) -> list[Action]:
         if event.call_connection_id:
@@ -189,8 +211,10 @@ class FlowEngine:
             state.outcome.setdefault("ended", event.result.message or "disconnected")
             state.status = "ended"
             state.ended_at = state.ended_at or event.time or ""
+            self._drop_inputs(state)
             return []
         if kind in ("ConnectFailed", "CreateCallFailed", "AnswerFailed"):
+            self._drop_inputs(state)
             state.status = "ended"
             state.ended_at = state.ended_at or event.time or ""
             state.outcome["failed"] = f"{kind}: {event.result.message}"
@@ -255,13 +279,40 @@ class FlowEngine:
             actions.append(self._recording("start", state))
         if not state.flow:
             return actions  # the app only joined (placed or connected through the API without a flow)
+        # Continuous DTMF (the flow's on_tone) is started as the first node is entered, unless that node
+        # collects sensitive digits: see _continuous_dtmf.
+        return actions + self._enter(state, self._flow(state).start)
+
+    def _in_sensitive_node(self, state: CallState) -> bool:
+        """Whether the call is at a node that collects sensitive digits (a card number...)."""
+        flow = self.flows.get(state.flow)
+        node = flow.nodes.get(state.node) if flow is not None else None
+        return isinstance(node, CollectDigitsNode) and node.sensitive and state.status != "ended"
+
+    def _continuous_dtmf(self, state: CallState, node_id: str, node: object) -> list[Action]:
+        """Switch continuous DTMF for the node being entered: off before a sensitive digit collection (its
+        tones would otherwise reach the app as events of their own), on again for the nodes after it."""
         flow = self._flow(state)
-        if flow.on_tone and state.caller:
-            state.continuous_dtmf = True
-            actions.append(ContinuousDtmf(who=state.caller, context="continuous-dtmf"))
-        return actions + self._enter(state, flow.start)
+        if not (flow.on_tone and state.caller):
+            return []
+        if isinstance(node, CollectDigitsNode) and node.sensitive:
+            if not state.continuous_dtmf:
+                return []
+            state.continuous_dtmf = False
+            state.note(f"continuous DTMF stopped for the sensitive digits of {node_id}")
+            return [ContinuousDtmf(who=state.caller, start=False, context=CONTINUOUS_DTMF)]
+        if state.continuous_dtmf or isinstance(node, HangupNode):
+            return []
+        if flow.instant(node_id) and getattr(node, "next", None):
+            return []  # the node the chain waits at decides
+        state.continuous_dtmf = True
+        return [ContinuousDtmf(who=state.caller, context=CONTINUOUS_DTMF)]
 
     def _tone(self, state: CallState, event: CallEvent) -> list[Action]:
+        if self._in_sensitive_node(state) or not state.continuous_dtmf:
+            # A tone while sensitive digits are collected (a late delivery of one pressed before, or one the
+            # service sent anyway), or after the app stopped listening: dropped, neither acted on nor kept.
+            return []
         key = TONE_KEYS.get(str(event.tone).lower())
         flow = self.flows.get(state.flow)
         if state.status != "connected" or flow is None or key not in flow.on_tone:
@@ -313,6 +364,12 @@ class FlowEngine:
         state.seq += 1
         state.note(f"enter {node_id}")
         node = self._flow(state).nodes[node_id]
+        return self._continuous_dtmf(state, node_id, node) + self._act(state, node_id, node, retry_prompt, depth)
+
+    def _act(
+        self, state: CallState, node_id: str, node: object, retry_prompt: Prompt | None, depth: int
+    ) -> list[Action]:
+        """The actions of a node just entered (and of the nodes after it that finish at once)."""
         ctx = context(node_id, state.seq)
         caller = state.caller
 

@@ -8,12 +8,38 @@ anywhere in the flow (continuous DTMF, e.g. ``*`` for the operator).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 KEYS = "0123456789*#ABCD"
 NodeId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+# An audio prompt's URL, which the service fetches: https, a host name (labels of letters, digits and
+# dashes), an optional port, then printable ASCII without spaces or backslashes. No userinfo (it has no
+# place in a host name), no http. The flows' JSON Schema states the same pattern.
+AUDIO_URL_MAX = 2048
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# "$(?!\n)": the end of the text in every engine (Python's "$" also matches before a final newline).
+AUDIO_URL_PATTERN = rf"^https://{_LABEL}(?:\.{_LABEL})*(?::{_PORT})?(?:[/?#][!-\[\]-~]*)?$(?!\n)"
+_AUDIO_URL = re.compile(AUDIO_URL_PATTERN)
+
+
+def audio_url_problem(url: str) -> str | None:
+    """Why an audio prompt's URL is refused, or None."""
+    if not url.startswith("https://"):
+        if url.lower().startswith("http://"):
+            return "audio must be an https URL, not http: the service fetches it over the internet"
+        return "audio must be an https URL (https://host/file.wav)"
+    if len(url) > AUDIO_URL_MAX:
+        return f"audio URL is longer than {AUDIO_URL_MAX} characters"
+    if not _AUDIO_URL.match(url):
+        return (
+            "audio must be an https URL with a host name (letters, digits, dots, dashes), an optional port "
+            "(1-65535), and no credentials, spaces, backslashes or non-ASCII characters"
+        )
+    return None
 
 
 class _Strict(BaseModel):
@@ -31,7 +57,9 @@ class Prompt(_Strict):
     voice: str | None = Field(default=None, description="Azure TTS voice name, e.g. en-US-JennyNeural")
     locale: str | None = Field(default=None, description="Source locale of the text, e.g. en-US")
     ssml: str | None = None
-    audio: str | None = Field(default=None, description="https URL of a 16 kHz mono WAV file")
+    audio: str | None = Field(
+        default=None, max_length=AUDIO_URL_MAX, description="https URL of a 16 kHz mono WAV file (no http)"
+    )
 
     @model_validator(mode="after")
     def _one(self) -> Prompt:
@@ -40,8 +68,9 @@ class Prompt(_Strict):
             raise ValueError("a prompt has exactly one of text, ssml, audio")
         if (self.voice or self.locale) and not self.text:
             raise ValueError("voice and locale apply to text prompts only")
-        if self.audio and not self.audio.startswith(("https://", "http://")):
-            raise ValueError("audio must be an http(s) URL")
+        problem = audio_url_problem(self.audio) if self.audio else None
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -114,7 +143,13 @@ class CollectDigitsNode(_Strict):
     timeout_seconds: int = Field(default=5, ge=1, le=300)
     inter_digit_timeout_seconds: int = Field(default=3, ge=1, le=60)
     store_as: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    sensitive: bool = Field(default=False, description="Pause the recording while the digits are entered")
+    sensitive: bool = Field(
+        default=False,
+        description=(
+            "Card numbers and the like: the recording is paused and continuous DTMF stopped while the digits are "
+            "entered (on_tone keys do not act meanwhile), and only a mask of them is kept in store_as"
+        ),
+    )
     retries: int = Field(default=1, ge=0, le=10)
     invalid_prompt: Prompt | None = None
     next: NodeId
@@ -261,7 +296,7 @@ class Flow(_Strict):
             problems += self._instant_loops(name)
         return problems
 
-    def _instant(self, node_id: str) -> bool:
+    def instant(self, node_id: str) -> bool:
         """Nodes that act and move on without waiting for an event from the call."""
         node = self.nodes[node_id]
         if isinstance(node, MuteNode | HoldNode | UnholdNode):
@@ -274,7 +309,7 @@ class Flow(_Strict):
         for first in self.nodes:
             path: list[str] = []
             current: str | None = first
-            while current is not None and self._instant(current) and current not in path:
+            while current is not None and self.instant(current) and current not in path:
                 path.append(current)
                 current = getattr(self.nodes[current], "next", None)
             if current is not None and current in path and current not in reported:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .model import FlowSet
+from .model import AUDIO_URL_PATTERN, FlowSet
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "urn:acs-call-workflows:flows:schema"
@@ -32,7 +32,8 @@ def _nonempty_string(field: str) -> dict[str, Any]:
 
 
 def _prompt_rules(prompt: dict[str, Any]) -> None:
-    """Prompt's validator, as schema: exactly one of text/ssml/audio; voice and locale need text."""
+    """Prompt's validator, as schema: exactly one of text/ssml/audio; voice and locale need text; audio is an
+    https URL with a host name."""
     prompt["oneOf"] = [_nonempty_string("text"), _nonempty_string("ssml"), _nonempty_string("audio")]
     prompt["allOf"] = [
         {"if": _nonempty_string(field), "then": _nonempty_string("text")} for field in ("voice", "locale")
@@ -40,7 +41,7 @@ def _prompt_rules(prompt: dict[str, Any]) -> None:
     audio = prompt["properties"]["audio"]
     for option in audio.get("anyOf", []):
         if option.get("type") == "string":
-            option["pattern"] = "^https?://"
+            option["pattern"] = AUDIO_URL_PATTERN  # https only, with a host name: the model's own pattern
 
 
 def _choice_rules(choice: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from core.flows.actions import (
     Transfer,
     Unhold,
 )
-from core.flows.engine import FlowEngine, RecordingOptions, context, parse_context
+from core.flows.engine import KEY_TONES, FlowEngine, RecordingOptions, context, parse_context
 from core.flows.model import Flow, FlowSet, Prompt, Target
 from core.state import CallState
 
@@ -509,11 +509,13 @@ def test_sensitive_digits_pause_and_resume_an_active_recording() -> None:
     engine, state = FlowEngine(digits_flow(sensitive=True)), new_state("pay")
     active_recording(state)
     actions = connected(engine, state)
-    assert kinds(actions) == ["continuous_dtmf", "recording", "recognize"]
-    assert (actions[1].op, actions[1].recording_id) == ("pause", "rec-1")
+    # The flow starts with the sensitive node: continuous DTMF is not started before it.
+    assert kinds(actions) == ["recording", "recognize"]
+    assert (actions[0].op, actions[0].recording_id) == ("pause", "rec-1")
     actions = engine.handle(state, tones("card#1", "one", "two"))
-    assert kinds(actions) == ["recording", "play"]
+    assert kinds(actions) == ["recording", "continuous_dtmf", "play"]
     assert (actions[0].op, actions[0].recording_id) == ("resume", "rec-1")
+    assert actions[1] == ContinuousDtmf(who=CALLER, start=True, context="continuous-dtmf")
     assert "_paused_for" not in state.vars
 
 
@@ -526,9 +528,9 @@ def test_digits_that_are_not_sensitive_leave_the_recording_alone() -> None:
 
 def test_sensitive_digits_without_a_recording_pause_nothing() -> None:
     engine, state = FlowEngine(digits_flow(sensitive=True)), new_state("pay")
-    assert kinds(connected(engine, state)) == ["continuous_dtmf", "recognize"]
+    assert kinds(connected(engine, state)) == ["recognize"]
     state.recording_id, state.recording_state = "rec-1", "inactive"  # a paused recording stays paused
-    assert kinds(engine.handle(state, tones("card#1", "one"))) == ["play"]
+    assert kinds(engine.handle(state, tones("card#1", "one"))) == ["continuous_dtmf", "play"]
 
 
 def test_sensitive_retry_keeps_the_recording_paused() -> None:
@@ -540,7 +542,7 @@ def test_sensitive_retry_keeps_the_recording_paused() -> None:
     actions = engine.handle(state, no_input("card#1"))
     assert kinds(actions) == ["recognize"], "the retry must not resume the recording while digits are entered"
     actions = engine.handle(state, tones("card#2", "one"))
-    assert kinds(actions) == ["recording", "play"] and actions[0].op == "resume"
+    assert kinds(actions) == ["recording", "continuous_dtmf", "play"] and actions[0].op == "resume"
 
 
 def test_sensitive_retry_before_the_pause_is_confirmed() -> None:
@@ -548,30 +550,128 @@ def test_sensitive_retry_before_the_pause_is_confirmed() -> None:
     active_recording(state)
     connected(engine, state)
     assert kinds(engine.handle(state, no_input("card#1"))) == ["recognize"]
-    assert kinds(engine.handle(state, no_input("card#2"))) == ["recording", "transfer"]  # on_failure: resumed
+    # on_failure: resumed, and continuous DTMF on again for the transfer's node
+    assert kinds(engine.handle(state, no_input("card#2"))) == ["recording", "continuous_dtmf", "transfer"]
     assert state.node == "agent"
 
 
-def test_star_during_sensitive_digits_resumes_the_recording() -> None:
+def card_flow() -> dict[str, Flow]:
+    """A payment: a welcome (continuous DTMF on: * for an agent), a sensitive card number, a thank-you."""
+    return flows_of(
+        {
+            "pay": {
+                "start": "welcome",
+                "on_tone": {"*": "agent", "4": "agent"},
+                "nodes": {
+                    "welcome": {"type": "play", "prompt": {"text": "Welcome."}, "next": "card"},
+                    "card": {
+                        "type": "collect_digits",
+                        "prompt": {"text": "Your card number, then pound."},
+                        "max_digits": 19,
+                        "store_as": "card",
+                        "sensitive": True,
+                        "retries": 1,
+                        "next": "expiry",
+                        "on_failure": "agent",
+                    },
+                    "expiry": {
+                        "type": "collect_digits",
+                        "prompt": {"text": "The expiry date."},
+                        "max_digits": 4,
+                        "store_as": "expiry",
+                        "sensitive": True,
+                        "next": "thanks",
+                        "on_failure": "agent",
+                    },
+                    "thanks": {"type": "play", "prompt": {"text": "Thank you."}, "next": "agent"},
+                    "agent": {"type": "transfer", "target": {"to": "+14255550100"}, "on_failure": "thanks"},
+                },
+            }
+        }
+    )
+
+
+CARD = "4111111111111111"
+CARD_TONES = [KEY_TONES[digit] for digit in CARD]
+
+
+def test_continuous_dtmf_is_stopped_before_a_sensitive_collection_and_started_after() -> None:
+    engine, state = FlowEngine(card_flow()), new_state("pay")
+    assert kinds(connected(engine, state)) == ["continuous_dtmf", "play"] and state.continuous_dtmf
+    actions = engine.handle(state, played("welcome#1"))
+    # Stopped first: no tone of the card number can come as a continuous-DTMF event of its own.
+    assert actions[0] == ContinuousDtmf(who=CALLER, start=False, context="continuous-dtmf")
+    assert kinds(actions) == ["continuous_dtmf", "recognize"] and actions[1].context == "card#2"
+    assert state.continuous_dtmf is False
+    # From one sensitive node to the next: it stays off.
+    assert kinds(engine.handle(state, tones("card#2", *CARD_TONES))) == ["recognize"]
+    assert state.continuous_dtmf is False
+    # Out of the sensitive nodes: on again, before the next prompt.
+    actions = engine.handle(state, tones("expiry#3", "one", "two", "two", "eight"))
+    assert actions[0] == ContinuousDtmf(who=CALLER, start=True, context="continuous-dtmf")
+    assert kinds(actions) == ["continuous_dtmf", "play"] and state.continuous_dtmf is True
+    assert (state.vars["card"], state.vars["expiry"]) == ("*" * 16, "****")
+    stored = state.model_dump_json()
+    assert "4111" not in stored and "1228" not in stored and '"one"' not in stored and '"four"' not in stored
+
+
+@pytest.mark.parametrize("tone", ["four", "one", "asterisk", "pound"])
+def test_tones_during_a_sensitive_collection_are_dropped_unseen(tone: str) -> None:
+    """Late deliveries (pressed before the stop took effect) or tones the service sends anyway: no action, and
+    nothing of them in the state (its history, outcome or variables), even for keys the flow's on_tone has."""
+    engine, state = FlowEngine(card_flow()), new_state("pay")
+    connected(engine, state)
+    engine.handle(state, played("welcome#1"))
+    before = state.model_dump()
+    for sequence in range(1, 5):
+        assert engine.handle(state, tone_anywhere(tone, sequence)) == []
+    assert state.model_dump() == before
+    # The collection goes on as if nothing came.
+    assert kinds(engine.handle(state, tones("card#2", *CARD_TONES))) == ["recognize"]
+
+
+def test_a_tone_after_the_app_stopped_listening_is_dropped() -> None:
+    engine, state = FlowEngine(card_flow()), new_state("pay")
+    connected(engine, state)
+    state.continuous_dtmf = False  # e.g. stopped through the control API
+    before = state.model_dump()
+    assert engine.handle(state, tone_anywhere("asterisk")) == []
+    assert state.model_dump() == before
+
+
+def test_a_sensitive_first_node_never_starts_continuous_dtmf() -> None:
     engine, state = FlowEngine(digits_flow(sensitive=True)), new_state("pay")
-    active_recording(state)
-    connected(engine, state)
-    actions = engine.handle(state, tone_anywhere("asterisk"))
-    assert kinds(actions) == ["cancel_media", "recording", "transfer"]
-    assert actions[1].op == "resume"
-    assert "_paused_for" not in state.vars
+    assert kinds(connected(engine, state)) == ["recognize"]
+    assert state.continuous_dtmf is False
+    assert engine.handle(state, tone_anywhere("asterisk")) == []  # * is on_tone, but nobody listens now
+    assert state.node == "card" and "tones" not in state.outcome
 
 
-def test_a_tone_back_into_the_same_sensitive_node_stays_paused() -> None:
-    flows = digits_flow(sensitive=True)
-    flows["pay"].on_tone["#"] = "card"  # start over
-    engine, state = FlowEngine(flows), new_state("pay")
-    active_recording(state)
+def test_instant_nodes_between_sensitive_nodes_do_not_switch_continuous_dtmf_on() -> None:
+    flows = flows_of(
+        {
+            "f": {
+                "start": "hello",
+                "on_tone": {"*": "bye"},
+                "nodes": {
+                    "hello": {"type": "play", "prompt": {"text": "Hi."}, "next": "pin"},
+                    "pin": {"type": "collect_digits", "prompt": {"text": "PIN."}, "max_digits": 4, "store_as": "pin",
+                            "sensitive": True, "next": "mute", "on_failure": "bye"},
+                    "mute": {"type": "mute", "next": "code"},
+                    "code": {"type": "collect_digits", "prompt": {"text": "Code."}, "max_digits": 4,
+                             "store_as": "code", "sensitive": True, "next": "bye", "on_failure": "bye"},
+                    "bye": {"type": "hangup", "prompt": {"text": "Bye."}},
+                },
+            }
+        }
+    )
+    engine, state = FlowEngine(flows), new_state("f")
     connected(engine, state)
-    engine.handle(state, ev("RecordingStateChanged", recordingId="rec-1", state="inactive"))
-    actions = engine.handle(state, tone_anywhere("pound"))
-    assert kinds(actions) == ["cancel_media", "recognize"] and actions[1].context == "card#2"
-    assert kinds(engine.handle(state, tones("card#2", "one"))) == ["recording", "play"]
+    assert kinds(engine.handle(state, played("hello#1"))) == ["continuous_dtmf", "recognize"]
+    assert kinds(engine.handle(state, tones("pin#2", "one", "two", "three", "four"))) == ["mute", "recognize"]
+    # Into a hangup: no point listening again.
+    assert kinds(engine.handle(state, tones("code#4", "one", "two", "three", "four"))) == ["play"]
+    assert state.continuous_dtmf is False
 
 
 # -- participants, DTMF, mute, hold ---------------------------------------------------------------
@@ -872,3 +972,47 @@ def test_a_call_without_a_flow_only_joins(engine: FlowEngine) -> None:
     state = new_state(flow="", status="dialing")
     assert connected(engine, state) == []
     assert state.status == "connected"
+
+
+# -- inputs of recognitions asked through the control API ----------------------------------------
+
+
+def api_speech(ctx: str, text: str) -> CallEvent:
+    return ev("RecognizeCompleted", ctx, recognitionType="speech", speechResult={"speech": text}, **result(200, 8548))
+
+
+def test_api_recognition_inputs_are_kept_while_the_call_lasts_and_dropped_when_it_ends(
+    engine: FlowEngine, state: CallState
+) -> None:
+    at_menu(engine, state)
+    engine.handle(state, api_speech("api:s1", "my mother's maiden name is Quixote"))
+    engine.handle(state, tones("api:t1", "four", "two"))
+    engine.handle(state, choice("api:c1", "yes", "sure"))
+    api = state.outcome["api"]
+    assert api["api:s1"]["speech"] == "my mother's maiden name is Quixote"  # for GET /api/calls/{id} meanwhile
+    assert api["api:t1"]["tones"] == ["four", "two"]
+    engine.handle(state, ev("CallDisconnected", **result(200, 0, "hung up")))
+    assert api["api:s1"]["speech"] is None and api["api:s1"]["speech_removed"] is True
+    assert api["api:t1"]["tones"] == ["*", "*"]
+    assert api["api:c1"]["label"] == "yes"  # a choice's label is the asker's, not the caller's words
+    assert "Quixote" not in state.model_dump_json() and '"four"' not in state.model_dump_json()
+
+
+@pytest.mark.parametrize("kind", ["ConnectFailed", "AnswerFailed"])
+def test_api_recognition_inputs_are_dropped_when_the_call_fails(
+    kind: str, engine: FlowEngine, state: CallState
+) -> None:
+    engine.handle(state, tones("api:t1", "four", "two"))
+    engine.handle(state, ev(kind, "answer", **result(500, 8500, "no")))
+    assert state.outcome["api"]["api:t1"]["tones"] == ["*", "*"]
+
+
+def test_api_recognition_during_a_sensitive_collection_keeps_no_tones() -> None:
+    engine, state = FlowEngine(card_flow()), new_state("pay")
+    connected(engine, state)
+    engine.handle(state, played("welcome#1"))
+    engine.handle(state, tones("api:t1", "four", "one", "one", "one"))
+    engine.handle(state, api_speech("api:s1", "four one one one"))
+    assert state.outcome["api"]["api:t1"]["tones"] == ["*"] * 4
+    assert state.outcome["api"]["api:s1"]["speech"] is None
+    assert '"four"' not in state.model_dump_json() and "four one" not in state.model_dump_json()

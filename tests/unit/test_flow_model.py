@@ -220,7 +220,74 @@ def test_voice_on_ssml_prompt() -> None:
 
 def test_audio_must_be_a_url() -> None:
     problem = only_problem(with_change("nodes.welcome.prompt", {"audio": "welcome.wav"}))
-    assert problem.startswith("flow ivr, node welcome: prompt:") and "http(s) URL" in problem
+    assert problem.startswith("flow ivr, node welcome: prompt:") and "https URL" in problem
+
+
+BAD_AUDIO_URLS = [
+    "http://media.example/a.wav",  # plain http: anyone on the path can swap the prompt
+    "HTTP://media.example/a.wav",
+    "ftp://media.example/a.wav",
+    "//media.example/a.wav",
+    "media.example/a.wav",
+    "https://",
+    "https:///a.wav",  # no host
+    "https://:443/a.wav",
+    "https://user:secret@media.example/a.wav",  # credentials in the URL
+    "https://media.example@attacker.example/a.wav",
+    "https://media.example\\@attacker.example/a.wav",
+    "https://media.example/a b.wav",
+    "https://media.example/a.wav\n",
+    "https://médiа.example/a.wav",  # non-ASCII host
+    "https://-media.example/a.wav",
+    "https://media..example/a.wav",
+    "https://media.example:99999/a.wav",
+    "https://media.example:0/a.wav",
+    "https://media.example:/a.wav",
+    "https://media.example/" + "a" * 2048,
+]
+
+
+@pytest.mark.parametrize("url", BAD_AUDIO_URLS)
+def test_audio_must_be_https_with_a_host(url: str) -> None:
+    problem = only_problem(with_change("nodes.welcome.prompt", {"audio": url}))
+    assert problem.startswith("flow ivr, node welcome: prompt") and ("audio" in problem or "2048" in problem)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://media.example/a.wav",
+        "https://media.example:8443/prompts/a%20b.wav?sv=2024&sig=x#t",
+        "https://cdn/a.wav",
+        "https://10.1.2.3/a.wav",
+    ],
+)
+def test_audio_https_urls_are_accepted(url: str) -> None:
+    assert problems_of(with_change("nodes.welcome.prompt", {"audio": url})) == []
+
+
+@pytest.mark.parametrize("field", ["nodes.menu.invalid_prompt", "nodes.menu.no_input_prompt"])
+def test_http_audio_in_any_prompt_of_a_node_is_refused(field: str) -> None:
+    problem = only_problem(with_change(field, {"audio": "http://media.example/a.wav"}))
+    assert problem.startswith(f"flow ivr, node menu: {field.rsplit('.', 1)[1]}:") and "not http" in problem
+
+
+def test_http_audio_in_hold_music_is_refused() -> None:
+    data = base()
+    data["ivr"]["nodes"]["welcome"]["next"] = "hold"
+    data["ivr"]["nodes"]["hold"] = {"type": "hold", "music": {"audio": "http://media.example/hold.wav"}, "next": "menu"}
+    assert only_problem(data).startswith("flow ivr, node hold: music:")
+
+
+def test_the_app_does_not_load_a_flow_with_http_audio() -> None:
+    """At load (the FLOWS setting), the error names the flow and the node."""
+    from core.settings import SettingsError, load_flows
+
+    data = with_change("nodes.welcome.prompt", {"audio": "http://media.example/a.wav"})
+    with pytest.raises(SettingsError) as raised:
+        load_flows({"FLOWS": json.dumps(data)})
+    message = str(raised.value)
+    assert "ivr" in message and "welcome" in message and "not http" in message
 
 
 def test_prompt_problem_in_a_retry_prompt_names_the_field() -> None:

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from core.flows import schema as flow_schema
 from core.flows import validate
 from core.flows.model import FlowSet
-from tests.unit.test_flow_model import base, with_change
+from tests.unit.test_flow_model import BAD_AUDIO_URLS, base, with_change
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "flows" / "schema.json"
@@ -86,6 +86,7 @@ BROKEN: list[tuple[str, dict[str, Any]]] = [
     ("no prompt source", with_change("nodes.welcome.prompt", {})),
     ("voice on audio", with_change("nodes.welcome.prompt", {"audio": "https://media.example/a.wav", "voice": "v"})),
     ("audio not a URL", with_change("nodes.welcome.prompt", {"audio": "welcome.wav"})),
+    *[(f"audio {url!r}", with_change("nodes.welcome.prompt", {"audio": url})) for url in BAD_AUDIO_URLS],
     ("choice without key or phrases", with_change("nodes.menu.choices.0", {"label": "a", "next": "account"})),
     ("choice key too long", with_change("nodes.menu.choices.0.key", "12")),
     ("bad node id", with_change("nodes.bad id", {"type": "hangup"})),
@@ -102,6 +103,15 @@ BROKEN: list[tuple[str, dict[str, Any]]] = [
 def test_schema_rejects_broken_flows(validator: Draft202012Validator, why: str, data: dict[str, Any]) -> None:
     assert list(validator.iter_errors(data)), f"the schema accepts a flow with {why}"
     assert validate.problems_of(data), f"the models accept a flow with {why}"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://media.example/a.wav", "https://media.example:8443/a%20b.wav?sig=x#t", "https://cdn/a.wav"]
+)
+def test_schema_accepts_https_audio(validator: Draft202012Validator, url: str) -> None:
+    data = with_change("nodes.welcome.prompt", {"audio": url})
+    assert list(validator.iter_errors(data)) == []
+    assert validate.problems_of(data) == []
 
 
 def test_graph_problems_are_for_the_validator_not_the_schema(validator: Draft202012Validator) -> None:
