@@ -123,11 +123,13 @@ def test_every_log_line_of_a_call_carries_its_ids(stack):
         for line in lines
         if "handlers." in line
     )
-    # The IncomingCall trigger's lines carry the server call and correlation ids too.
+    # The IncomingCall trigger's lines carry the server call and correlation ids too (and the caller's number
+    # masked: its last four digits only).
     incoming = [
-        line for line in stack.app.logs().splitlines() if "handlers.incoming_call" in line and "+14255550008" in line
+        line for line in stack.app.logs().splitlines() if "handlers.incoming_call" in line and "+*******0008" in line
     ]
     assert incoming and all(f"correlation={correlation}" in line for line in incoming)
+    assert "14255550008" not in stack.app.logs()
 
 
 def test_health_details_report_settings_and_dependencies(stack):
