@@ -172,13 +172,24 @@ class FlowEngine:
             "message": event.result.message,
         }
         if kind:
-            if self._in_sensitive_node(state):  # keys pressed while the flow collects sensitive digits
-                tones, speech = ["*"] * len(tones), None
             summary.update(recognitionType=kind, tones=tones, label=label, speech=speech)
+            # Keys pressed while the flow collects sensitive digits; or a result delivered after the call ended.
+            if self._in_sensitive_node(state) or state.status == "ended":
+                self._drop_input(summary)
         results = state.outcome.setdefault("api", {})
         results[event.operation_context or ""] = summary
         for stale in list(results)[:-API_RESULTS_KEPT]:
             del results[stale]
+
+    @staticmethod
+    def _drop_input(summary: dict[str, object]) -> None:
+        """What the caller keyed or said, out of an API recognition's result (how many tones stays)."""
+        tones = summary.get("tones")
+        if isinstance(tones, list) and tones:
+            summary["tones"] = ["*"] * len(tones)
+        if summary.get("speech"):
+            summary["speech"] = None
+            summary["speech_removed"] = True
 
     @staticmethod
     def _drop_inputs(state: CallState) -> None:
@@ -186,12 +197,7 @@ class FlowEngine:
         state row or its call record; how many tones came, the choice's label and the result codes are."""
         for summary in (state.outcome.get("api") or {}).values():
             if isinstance(summary, dict) and summary.get("recognitionType"):
-                tones = summary.get("tones")
-                if tones:
-                    summary["tones"] = ["*"] * len(tones)
-                if summary.get("speech"):
-                    summary["speech"] = None
-                    summary["speech_removed"] = True
+                FlowEngine._drop_input(summary)
 
     def _handle(self, state: CallState, event: CallEvent) -> list[Action]:
         if event.call_connection_id:

@@ -1007,6 +1007,15 @@ def test_api_recognition_inputs_are_dropped_when_the_call_fails(
     assert state.outcome["api"]["api:t1"]["tones"] == ["*", "*"]
 
 
+def test_an_api_recognition_result_delivered_after_the_call_ended_keeps_no_input(
+    engine: FlowEngine, state: CallState
+) -> None:
+    at_menu(engine, state)
+    engine.handle(state, ev("CallDisconnected", **result(200, 0, "hung up")))
+    engine.handle(state, api_speech("api:late", "Quixote"))  # late, or out of order
+    assert state.outcome["api"]["api:late"]["speech"] is None and "Quixote" not in state.model_dump_json()
+
+
 def test_api_recognition_during_a_sensitive_collection_keeps_no_tones() -> None:
     engine, state = FlowEngine(card_flow()), new_state("pay")
     connected(engine, state)
