@@ -21,7 +21,8 @@ def callbacks(req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     call_ref, sig = req.route_params.get("call_ref", ""), req.params.get("sig")
     with timings() as spent:
-        reply = handle_callback(call_ref, sig, dict(req.headers), req.get_body(), get_runtime())
+        # The body is read only after its declared size is checked (the host caps what it reads before that).
+        reply = handle_callback(call_ref, sig, dict(req.headers), req.get_body, get_runtime())
     spent = {"handler": (time.perf_counter() - started) * 1000, **spent}
     return func.HttpResponse(
         json.dumps(reply.body),

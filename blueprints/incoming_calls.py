@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from core.events import EventFormatError, IncomingCall
+from core.events import EventFormatError, IncomingCall, read_event
 from core.observability import call_scope
 from core.runtime import get_runtime
 from handlers.incoming_call import handle_incoming_call
@@ -20,9 +20,9 @@ def incoming_call(event: func.EventGridEvent) -> None:
         log.warning("ignored %s %s: this function takes IncomingCall only", event.event_type, event.id)
         return
     try:
-        call = IncomingCall.parse(event.id, event.get_json(), event.event_time and event.event_time.isoformat())
+        call = read_event(IncomingCall.parse, event.id, event.get_json(), event.event_time)
     except EventFormatError as exc:
-        # Redelivery cannot fix a malformed event; log it and let it go.
+        # Redelivery cannot fix a malformed event; log it and let it go (returning acknowledges it).
         log.error("malformed IncomingCall %s: %s", event.id, exc)
         return
     with call_scope("IncomingCall", server_call_id=call.server_call_id, correlation_id=call.correlation_id):

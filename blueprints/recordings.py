@@ -5,7 +5,7 @@ import logging
 import azure.functions as func
 
 from core import clients
-from core.events import EventFormatError, RecordingFileStatus
+from core.events import EventFormatError, RecordingFileStatus, read_event
 from core.observability import call_scope
 from core.runtime import get_runtime
 from handlers.recordings import handle_recording_file_status, server_call_id_of
@@ -21,8 +21,9 @@ def recording_file_status(event: func.EventGridEvent) -> None:
         log.warning("ignored %s %s: this function takes RecordingFileStatusUpdated only", event.event_type, event.id)
         return
     try:
-        status = RecordingFileStatus.parse(event.id, event.subject or "", event.get_json())
+        status = read_event(RecordingFileStatus.parse, event.id, event.subject or "", event.get_json())
     except EventFormatError as exc:
+        # Redelivery cannot fix a malformed event; log it and let it go (returning acknowledges it).
         log.error("malformed RecordingFileStatusUpdated %s: %s", event.id, exc)
         return
     with call_scope("RecordingFileStatusUpdated", server_call_id=server_call_id_of(status.subject)):

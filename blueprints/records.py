@@ -7,7 +7,7 @@ from urllib.parse import unquote
 import azure.functions as func
 
 from blueprints._json_api import answer
-from core.events import EventFormatError
+from core.events import EventFormatError, read_event
 from core.observability import call_scope
 from core.records import EVENT_TYPES, CallRecordEvent
 from handlers import records
@@ -24,9 +24,11 @@ def call_records(event: func.EventGridEvent) -> None:
         log.warning("ignored %s %s: this function takes %s", event.event_type, event.id, ", ".join(EVENT_TYPES))
         return
     try:
-        parsed = CallRecordEvent.parse(event.id, event.event_type, event.event_time, event.get_json(), event.subject)
+        parsed = read_event(
+            CallRecordEvent.parse, event.id, event.event_type, event.event_time, event.get_json(), event.subject
+        )
     except EventFormatError as exc:
-        # Redelivery cannot fix a malformed event; log it and let it go.
+        # Redelivery cannot fix a malformed event; log it and let it go (returning acknowledges it).
         log.error("malformed %s %s: %s", event.event_type, event.id, exc)
         return
     correlation = parsed.fields.get("correlation_id")

@@ -6,6 +6,12 @@ audience = the ACS resource's immutable id. The keys are cached and fetched agai
 names a key not seen yet. Each callback URL also carries ``sig``, an HMAC of the call's
 reference under the app's secret: a URL for one call cannot be reused for another. Neither
 depends on the host name the request arrived at, so both work behind a proxy or a tunnel.
+
+The token does not cover the body: a captured callback (token and URL) can be sent again until the
+token expires. ``verify`` therefore says until when the delivery could be replayed (``exp`` plus the
+leeway), and the app remembers its event ids that long (``core.state``). ACS documents a lifetime of
+5 minutes and a new token for every callback; a token valid for longer than ``MAX_TOKEN_LIFETIME_SECONDS``
+from now is refused, so that this memory stays bounded.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ if TYPE_CHECKING:  # PyJWT (and cryptography under it) is imported on the first 
 
 log = logging.getLogger("core.callback_auth")
 LEEWAY_SECONDS = 60
+MAX_TOKEN_LIFETIME_SECONDS = 3600  # 12 times the lifetime ACS documents (300 s)
 CONFIG_TTL_SECONDS = 24 * 3600
 
 
@@ -85,7 +92,7 @@ class CallbackAuthenticator:
 
         try:
             key = self._keys().get_signing_key_from_jwt(token)
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 key.key,
                 algorithms=["RS256"],
@@ -99,6 +106,12 @@ class CallbackAuthenticator:
             raise ConnectionError(f"cannot fetch the callback signing keys: {exc}") from exc
         except (jwt.PyJWTError, ValueError) as exc:
             raise AuthError(f"invalid token: {exc}") from None
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):  # PyJWT takes anything int() takes
+            raise AuthError("invalid token: exp is not a number")
+        if exp > time.time() + MAX_TOKEN_LIFETIME_SECONDS + LEEWAY_SECONDS:
+            raise AuthError(f"the token is valid for longer than {MAX_TOKEN_LIFETIME_SECONDS} s")
+        return claims
 
     def verify_call_token(self, call_ref: str, sig: str | None) -> None:
         if not sig:
@@ -109,6 +122,9 @@ class CallbackAuthenticator:
         if not any(matches):
             raise AuthError("the callback URL's sig does not match its call")
 
-    def verify(self, authorization: str | None, call_ref: str, sig: str | None) -> None:
+    def verify(self, authorization: str | None, call_ref: str, sig: str | None) -> float:
+        """Check a callback's URL and token; returns until when this delivery could be replayed (epoch seconds): past
+        that, its token is refused."""
         self.verify_call_token(call_ref, sig)
-        self.verify_token(authorization)
+        claims = self.verify_token(authorization)
+        return float(claims["exp"]) + LEEWAY_SECONDS + 1

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .events import PREFIX, EventFormatError, raw_id
+from .events import MAX_DISPLAY_NAME, MAX_RAW_ID, MAX_TEXT, PREFIX, EventFormatError, aware_time, raw_id
 from .state import CallState, TableBacked
 
 log = logging.getLogger("core.records")
@@ -127,6 +127,11 @@ def index_key(record: dict[str, Any], server_call_id: str) -> str | None:
 # -- Event Grid events ------------------------------------------------------------------------
 
 
+def _short_text(value: Any, limit: int = MAX_DISPLAY_NAME) -> str | None:
+    """A string the records keep, or None when it is another JSON type, empty or longer than ``limit``."""
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
 def _participant(props: Any) -> dict[str, Any] | None:
     """An AcsCallParticipantProperties (or AcsCallEndedByProperties) as {id, role/kind, name}."""
     if not isinstance(props, dict):
@@ -136,15 +141,16 @@ def _participant(props: Any) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"id": identifier}
     for source, target in (("role", "role"), ("type", "kind"), ("kind", "kind"), ("name", "name")):
-        if props.get(source) not in (None, ""):
-            out.setdefault(target, props[source])
+        value = _short_text(props.get(source))
+        if value is not None:
+            out.setdefault(target, value)
     return out
 
 
-def _subject_call_id(subject: str | None) -> str:
+def _subject_call_id(subject: Any) -> str:
     # Event Grid subjects of calling events: call/{serverCallId}/startedBy/... or .../participant/...
-    if subject and subject.startswith("call/"):
-        return subject.split("/", 2)[1]
+    if isinstance(subject, str) and subject.startswith("call/"):
+        return _short_text(subject.split("/", 2)[1], MAX_TEXT) or ""
     return ""
 
 
@@ -165,25 +171,24 @@ class CallRecordEvent:
         short = event_type[len(PREFIX) :] if event_type.startswith(PREFIX) else event_type
         if short not in EVENT_TYPES:
             raise EventFormatError(f"{event_type} is not a calling event the records take")
-        if not event_id:
-            raise EventFormatError(f"{short} has no id")
+        if not event_id or not _short_text(str(event_id), MAX_RAW_ID):
+            raise EventFormatError(f"{short} has no id (of at most {MAX_RAW_ID} characters)")
         if not isinstance(data, dict):
             raise EventFormatError(f"{short} data must be an object")
-        server_call_id = str(data.get("serverCallId") or _subject_call_id(subject))
+        server_call_id = _short_text(data.get("serverCallId"), MAX_TEXT) or _subject_call_id(subject)
         if not server_call_id:
             raise EventFormatError(f"{short} {event_id} has no serverCallId")
+        # A field of another JSON type than the spec's, or too long, is read as absent.
         fields: dict[str, Any] = {}
-        for source, target in (
-            ("correlationId", "correlation_id"),
-            ("isTwoParty", "is_two_party"),
-            ("isRoomsCall", "is_rooms_call"),
-        ):
-            if data.get(source) is not None:
+        if _short_text(data.get("correlationId"), MAX_TEXT):
+            fields["correlation_id"] = data["correlationId"]
+        for source, target in (("isTwoParty", "is_two_party"), ("isRoomsCall", "is_rooms_call")):
+            if isinstance(data.get(source), bool):
                 fields[target] = data[source]
         for source, target in (("group", "group_call_id"), ("room", "room_id")):
             value = data.get(source)
-            if isinstance(value, dict) and value.get("id"):
-                fields[target] = str(value["id"])
+            if isinstance(value, dict) and _short_text(value.get("id"), MAX_TEXT):
+                fields[target] = value["id"]
         started_by = _participant(data.get("startedBy"))
         if started_by:
             fields["started_by"] = started_by
@@ -197,23 +202,26 @@ class CallRecordEvent:
                 ("participantId", "participant_id"),
                 ("userAgent", "user_agent"),
             ):
-                if data.get(source):
-                    fields[target] = str(data[source])
+                if _short_text(data.get(source)):
+                    fields[target] = data[source]
         if short == "CallEnded":
             ended_by = _participant(data.get("endedBy"))
             if ended_by:
                 fields["ended_by"] = ended_by
             reason = data.get("reason")
             if isinstance(reason, dict):
+                codes = [reason.get(k) for k in ("code", "subCode")]
+                code, sub_code = (c if isinstance(c, int) and not isinstance(c, bool) else None for c in codes)
                 fields["end_reason"] = {
-                    "code": reason.get("code"),
-                    "sub_code": reason.get("subCode"),
-                    "phrase": reason.get("phrase") or "",
+                    "code": code,
+                    "sub_code": sub_code,
+                    "phrase": _short_text(reason.get("phrase"), MAX_TEXT) or "",
                 }
             duration = data.get("callDurationInSeconds")
-            if isinstance(duration, int | float) and not isinstance(duration, bool):
+            if isinstance(duration, int | float) and not isinstance(duration, bool) and 0 <= duration < 1e9:
                 fields["duration_seconds"] = float(duration)
-        return cls(str(event_id), short, server_call_id, iso(event_time), fields)
+        # A time that cannot be read (or leaves the calendar's range once in UTC) is a time not known.
+        return cls(str(event_id), short, server_call_id, iso(aware_time(event_time)), fields)
 
     def row(self) -> dict[str, Any]:
         """As build_record takes it."""

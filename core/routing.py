@@ -1,7 +1,13 @@
 """Routing of IncomingCall: the first rule whose conditions all hold decides; else the default.
 
 A rule matches on the called number, the caller (exact, prefix or regular expression), business
-hours in a named time zone, and custom SIP/VoIP headers. Its action answers into a flow,
+hours in a named time zone, and custom SIP/VoIP headers.
+
+Patterns run on what callers control (their number, their custom headers), so they run on RE2, a
+linear-time engine: no pattern can backtrack catastrophically, and one RE2 cannot run (backreferences,
+lookaround) is refused at start-up with the rest of the rules. The values are capped before matching
+too: a number or raw id of more than ``MAX_ID`` characters, and a header beyond ACS's documented
+limits (``core.events``), are not matched at all (as if absent). Its action answers into a flow,
 redirects (forward to one target; sim-ring to several, done by answering and inviting all of
 them at once, since ACS redirects to one target only), rejects with ACS's reasons, or masks
 (connects the caller to the other party of a number-masking session).
@@ -9,14 +15,35 @@ them at once, since ACS redirects to one target only), rejects with ACS's reason
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from .events import MAX_RAW_ID, SIP_HEADERS, VOIP_HEADERS
+from .identifiers import InvalidIdentifier, check_target
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_ID = MAX_RAW_ID  # the longest number or raw id routing looks at
+MAX_PATTERN = 1000  # characters of a pattern
+
+
+def compile_pattern(pattern: str) -> Any:
+    """A pattern on RE2 (linear time whatever the input); ValueError naming what RE2 refuses."""
+    import re2  # google-re2; imported when the rules are read (start-up), only if a rule has a pattern
+
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"pattern is longer than {MAX_PATTERN} characters")
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"pattern is not a regular expression RE2 runs (no backreferences or lookaround): {reason}"
+        ) from None
 
 
 class _Strict(BaseModel):
@@ -29,6 +56,7 @@ class StringMatch(_Strict):
     exact: str | None = None
     prefix: str | None = None
     pattern: str | None = None
+    _compiled: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _one(self) -> StringMatch:
@@ -36,10 +64,7 @@ class StringMatch(_Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of exact, prefix, pattern")
         if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern is not a regular expression: {exc}") from None
+            self._compiled = compile_pattern(self.pattern)
         return self
 
     def matches(self, value: str | None) -> bool:
@@ -49,7 +74,9 @@ class StringMatch(_Strict):
             return value == self.exact
         if self.prefix is not None:
             return value.startswith(self.prefix)
-        return re.fullmatch(self.pattern or "", value) is not None
+        if self._compiled is None:
+            self._compiled = compile_pattern(self.pattern or "")
+        return self._compiled.fullmatch(value) is not None
 
 
 def _coerce_match(value: Any) -> Any:
@@ -147,6 +174,14 @@ class RedirectAction(_Strict):
     targets: list[str] = Field(min_length=1)
     timeout_seconds: int = Field(default=30, ge=5, le=180)  # sim-ring: how long every target rings
 
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        try:
+            return [check_target(t) for t in value]
+        except InvalidIdentifier as exc:
+            raise ValueError(str(exc)) from None
+
 
 class RejectAction(_Strict):
     type: Literal["reject"]
@@ -190,13 +225,26 @@ class RoutingRules(_Strict):
 
 
 class CallFacts(BaseModel):
-    """What routing looks at, taken from an IncomingCall event."""
+    """What routing looks at, taken from an IncomingCall event: a number or id longer than ``MAX_ID`` is matched
+    as empty, headers beyond ACS's limits (count, key and value lengths) are left out."""
 
     to: str
     caller: str
     at: datetime
     sip_headers: dict[str, str] = Field(default_factory=dict)
     voip_headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("to", "caller")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return value if len(value) <= MAX_ID else ""
+
+    @field_validator("sip_headers", "voip_headers")
+    @classmethod
+    def _capped(cls, value: dict[str, str], info: Any) -> dict[str, str]:
+        count, key_limit, value_limit = SIP_HEADERS if info.field_name == "sip_headers" else VOIP_HEADERS
+        kept = [(k, v) for k, v in value.items() if len(k) <= key_limit and len(v) <= value_limit]
+        return dict(kept[:count])
 
 
 def _number(raw_id: str) -> str:

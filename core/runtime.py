@@ -20,7 +20,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from . import clients
-from .callback_auth import CallbackAuthenticator, callback_url
+from .callback_auth import LEEWAY_SECONDS, CallbackAuthenticator, callback_url
 from .events import CallEvent
 from .executor import Executor
 from .flows.actions import Action
@@ -43,6 +43,9 @@ NAMESPACE = uuid.UUID("6f1c7e8a-4d0b-4a57-9a0e-2d7f3c1b9e55")
 PERMANENT_STATUSES = {400, 403, 404, 409, 412}
 LEASE_SECONDS = 10.0  # an event's lease: renewed while its handler runs, lapses this long after its process died
 RECORD_PATIENCE = 8.0  # seconds a storage outage is waited out before an action ACS took is recorded
+# How long an event id is remembered when its delivery's token expiry is unknown (an event not from the callback
+# endpoint): ACS's documented token lifetime (5 minutes) plus the verifier's leeway.
+REPLAYABLE_SECONDS = 300 + LEEWAY_SECONDS
 
 
 Sent = tuple[Action, dict[str, str], str | None]  # an action ACS took: its result, or why it refused it for good
@@ -95,23 +98,32 @@ class Runtime:
         as the call-ended hooks are, since events are delivered at least once anyway).
         A redelivery finds the event handled: without a lease, it is a duplicate (``AlreadyHandled``); with a
         live lease, another delivery is on it (``HandledElsewhere``: ask for it later); with a lapsed or
-        released lease, the delivery that held it died or failed, and this one takes over what is left."""
+        released lease, the delivery that held it died or failed, and this one takes over what is left.
+
+        Every delivery of an event keeps its id remembered until the delivery's token expires (``replayable_until``,
+        from the callback's JWT): a captured callback replayed later is a duplicate, however many events came
+        since (see ``core.state``). A redelivery with a later token costs a write to extend that, once."""
         owner = uuid.uuid4().hex
         leased = False  # whether this delivery holds a lease on the event (it has work left after the plan)
+        seen: type[Exception] | None = None  # a duplicate whose later token had to be remembered (written first)
+        until = event.replayable_until or time.time() + REPLAYABLE_SECONDS
 
         def plan(state: CallState) -> None:
-            nonlocal leased
-            leased = False
+            nonlocal leased, seen
+            leased, seen = False, None
             lease = state.leases.get(event.id)
             now = time.time()
-            if event.id in state.handled or lease is not None:
-                if lease is None:
-                    raise AlreadyHandled(event.id)
-                if lease.owner != owner and lease.until > now:
-                    raise HandledElsewhere(event.id)
+            if lease is not None or state.remembers(event.id):
+                extended = state.remember(event.id, until)
+                if lease is None or (lease.owner != owner and lease.until > now):
+                    seen = AlreadyHandled if lease is None else HandledElsewhere
+                    if not extended:
+                        raise seen(event.id)
+                    return  # written, then raised
                 state.leases[event.id] = Lease(owner=owner, until=now + self.lease_seconds)  # take it over
                 leased = True
                 return
+            state.mark_handled(event.id, until)  # first: it raises when the row is full, before anything is planned
             actions = self.engine.handle(state, event)
             first_sent = http_date()
             for index, action in enumerate(actions):
@@ -121,12 +133,13 @@ class Runtime:
             if not actions and then is not None:
                 then(state)  # before the write: if it fails, nothing is written and the redelivery starts afresh
             state.pending = [a for a in state.pending if not a.done] + actions
-            state.mark_handled(event.id)
             if actions:  # work left: keep a lease on the event until it is done
                 state.leases[event.id] = Lease(owner=owner, until=now + self.lease_seconds)
                 leased = True
 
         state, _ = self.store.mutate(call_ref, plan)
+        if seen is not None:
+            raise seen(event.id)
         if not leased:
             return state  # nothing to carry out: planned and done in one write
         self.leases.hold(call_ref, event.id, owner)

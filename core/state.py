@@ -12,6 +12,15 @@ A mid-call callback is deduplicated in its call's own row (``handled`` and ``lea
 ``core.runtime.Runtime.advance``), so that marking it planned, and later done, joins the writes the
 call's state needs anyway: a separate filter row would add two round trips to every callback.
 
+An ACS token does not cover the body of its callback, so a captured callback can be replayed for as long as
+its token is accepted (its ``exp`` plus the verifier's leeway). An event id is therefore remembered until the
+latest token it came with can no longer be replayed, however many events the call has had since: the latest
+``HANDLED_LIMIT`` ids in ``handled`` (with ``handled_until``, readable as they always were), older ids that are
+still replayable as 8-byte digests with their time in binary properties of the same row (``handled0``...,
+``remembered`` in the model): no extra round trip, and a row that stays within Table Storage's limits
+(``REMEMBERED_CAPACITY``). A call with that many replayable ids (only a sender holding valid tokens flooding
+it) gets new events refused for a while (``TooManyEvents``: retried by the sender), never an id forgotten early.
+
 The event filter (for Event Grid events, which have no call state of their own) claims an event
 id before its handler runs and marks it done after; a failed handler releases the claim, so the
 redelivery is processed rather than swallowed. A claim is a lease, renewed while its handler runs:
@@ -24,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import struct
 import threading
 import time
 import weakref
@@ -31,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .flows.actions import Action
 from .observability import timed
@@ -40,7 +51,12 @@ log = logging.getLogger("core.state")
 T = TypeVar("T")
 KNOWN_STATES = 4096  # calls whose last known state (and ETag) a process keeps, least recently used dropped
 HISTORY_LIMIT = 60
-HANDLED_LIMIT = 100  # event ids a call remembers as handled: far more than arrive while a redelivery is due
+HANDLED_LIMIT = 100  # event ids a call keeps in the clear (at least this many, whatever their age)
+REMEMBERED_ENTRY = struct.Struct("<8sI")  # an older id still replayable: its digest, and until when (epoch s)
+REMEMBERED_PER_PROPERTY = 65_532 // REMEMBERED_ENTRY.size  # a binary property holds 64 KiB
+REMEMBERED_PROPERTIES = 12  # 12 x 64 KiB, with the state's JSON (a string of at most 64 KiB): under 1 MiB an entity
+REMEMBERED_CAPACITY = REMEMBERED_PER_PROPERTY * REMEMBERED_PROPERTIES  # 65,532 ids
+REMEMBERED_CACHED = 64 * 1024  # bytes of them a process keeps with a call's last known state (else reads the row)
 ClaimResult = Literal["claimed", "done", "busy"]
 INDEX_PREFIX = "ccid-"
 
@@ -77,6 +93,8 @@ class CallState(BaseModel):
     recording_state: str = ""
     continuous_dtmf: bool = False
     handled: list[str] = Field(default_factory=list)  # ids of the latest events already planned
+    handled_until: list[int] = Field(default_factory=list)  # per id of ``handled``: replayable until (epoch s)
+    remembered: bytes = Field(default=b"", exclude=True, repr=False)  # older replayable ids (binary properties)
     leases: dict[str, Lease] = Field(default_factory=dict)  # planned events not finished yet, by event id
     pending: list[Action] = Field(default_factory=list)
     outcome: dict[str, Any] = Field(default_factory=dict)
@@ -85,17 +103,94 @@ class CallState(BaseModel):
     connected_at: str = ""  # times of the app's leg (CallConnected, and the event that ended it)
     ended_at: str = ""
 
-    def mark_handled(self, event_id: str) -> None:
+    @model_validator(mode="after")
+    def _aligned(self) -> CallState:
+        missing = len(self.handled) - len(self.handled_until)
+        if missing:  # a row from before the times were kept: those ids are kept by count only
+            self.handled_until = [0] * missing + self.handled_until if missing > 0 else self.handled_until[-missing:]
+        return self
+
+    def remembers(self, event_id: str) -> bool:
+        """Whether this event was planned before and may still come again (a redelivery, or a replay)."""
+        return event_id in self.handled or (bool(self.remembered) and _find(self.remembered, _digest(event_id)) >= 0)
+
+    def mark_handled(self, event_id: str, until: float = 0.0) -> None:
+        """Remember a planned event: among the latest ``HANDLED_LIMIT`` ids whatever their age, and after that until
+        ``until`` (when the token it came with stops being accepted). Raises ``TooManyEvents`` when the row cannot
+        hold one more id that must be remembered (before changing anything)."""
+        now = time.time()
+        pushed = len(self.handled) + 1 - HANDLED_LIMIT
+        if pushed > 0:
+            out = zip(self.handled[:pushed], self.handled_until[:pushed], strict=True)
+            self.remembered = _spilled(self.remembered, [(i, u) for i, u in out if u > now], now)
+        elif self.remembered and _expired_first(self.remembered, now):
+            self.remembered = _spilled(self.remembered, [], now)
         self.handled.append(event_id)
-        del self.handled[:-HANDLED_LIMIT]
+        self.handled_until.append(math.ceil(until))
+        if pushed > 0:
+            del self.handled[:pushed]
+            del self.handled_until[:pushed]
+
+    def remember(self, event_id: str, until: float) -> bool:
+        """A planned event came again (with another token): remember it until that token expires too. True when
+        that changed the state (it must then be written)."""
+        until = math.ceil(until)
+        try:
+            index = self.handled.index(event_id)
+        except ValueError:
+            pass
+        else:
+            if self.handled_until[index] >= until:
+                return False
+            self.handled_until[index] = until
+            return True
+        digest = _digest(event_id)
+        at = _find(self.remembered, digest) if self.remembered else -1
+        if at < 0:
+            self.mark_handled(event_id, until)
+            return True
+        _, known = REMEMBERED_ENTRY.unpack_from(self.remembered, at)
+        if known >= until:
+            return False
+        self.remembered = self.remembered[:at] + REMEMBERED_ENTRY.pack(digest, until) + self.remembered[at + 12 :]
+        return True
 
     def note(self, text: str) -> None:
         self.history.append(text)
         del self.history[:-HISTORY_LIMIT]
 
 
+def _digest(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def _find(remembered: bytes, digest: bytes) -> int:
+    """The offset of an id's entry among the remembered ones, or -1."""
+    at = remembered.find(digest)
+    while at >= 0 and at % REMEMBERED_ENTRY.size:
+        at = remembered.find(digest, at + 1)
+    return at
+
+
+def _expired_first(remembered: bytes, now: float) -> bool:
+    return REMEMBERED_ENTRY.unpack_from(remembered, 0)[1] <= now
+
+
+def _spilled(remembered: bytes, spill: list[tuple[str, int]], now: float) -> bytes:
+    """The remembered ids without those no longer replayable, and with ``spill`` (ids pushed out of ``handled``)."""
+    kept = [entry for entry in REMEMBERED_ENTRY.iter_unpack(remembered) if entry[1] > now]
+    kept += [(_digest(i), u) for i, u in spill]
+    if len(kept) > REMEMBERED_CAPACITY:
+        raise TooManyEvents(f"{len(kept)} replayable event ids; the row holds {REMEMBERED_CAPACITY}")
+    return b"".join(REMEMBERED_ENTRY.pack(*entry) for entry in kept)
+
+
 class StateConflict(Exception):
     """Someone else changed the state since it was read."""
+
+
+class TooManyEvents(Exception):
+    """A call's row holds as many replayable event ids as it can: a new event must come again later."""
 
 
 class StateNotFound(Exception):
@@ -150,8 +245,8 @@ class StateStore(TableBacked):
     def __init__(self, table: Any, known_states: int = KNOWN_STATES) -> None:
         self._table = table
         self._ensured = False
-        # call_ref -> (state JSON as stored, its ETag): what this process last read or wrote.
-        self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # call_ref -> (state JSON as stored, its remembered ids, its ETag): what this process last read or wrote.
+        self._known: OrderedDict[str, tuple[str, bytes, str]] = OrderedDict()
         self._known_limit = known_states
         self._known_lock = threading.Lock()
         # call_ref -> the lock its changes in this process take turns on (while any change of the call is running)
@@ -161,9 +256,12 @@ class StateStore(TableBacked):
     def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> StateStore:
         return cls(_table_client(connection_string, endpoint, table))
 
-    def _remember(self, call_ref: str, data: str, etag: str) -> None:
+    def _remember(self, call_ref: str, data: str, remembered: bytes, etag: str) -> None:
+        if len(remembered) > REMEMBERED_CACHED:  # a call flooded with events: its row is read for each change
+            self._forget(call_ref)
+            return
         with self._known_lock:
-            self._known[call_ref] = (data, etag)
+            self._known[call_ref] = (data, remembered, etag)
             self._known.move_to_end(call_ref)
             while len(self._known) > self._known_limit:
                 self._known.popitem(last=False)
@@ -182,7 +280,7 @@ class StateStore(TableBacked):
     def _recall(self, call_ref: str) -> tuple[CallState, str] | None:
         with self._known_lock:
             known = self._known.get(call_ref)
-        return (CallState.model_validate_json(known[0]), known[1]) if known else None
+        return (_load(known[0], known[1]), known[2]) if known else None
 
     def ping(self) -> None:
         """Reach the table (creating it if needed): raises when storage is not there."""
@@ -199,8 +297,9 @@ class StateStore(TableBacked):
         except ResourceNotFoundError:
             self._forget(call_ref)
             raise StateNotFound(call_ref) from None
-        self._remember(call_ref, entity["data"], entity.metadata["etag"])
-        return CallState.model_validate_json(entity["data"]), entity.metadata["etag"]
+        remembered = _remembered_of(entity)
+        self._remember(call_ref, entity["data"], remembered, entity.metadata["etag"])
+        return _load(entity["data"], remembered), entity.metadata["etag"]
 
     @timed("storage")
     def create(self, state: CallState) -> bool:
@@ -214,7 +313,7 @@ class StateStore(TableBacked):
         except ResourceExistsError:
             return False
         if meta and meta.get("etag"):
-            self._remember(state.call_ref, entity["data"], meta["etag"])
+            self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
         return True
 
     @timed("storage")
@@ -241,7 +340,7 @@ class StateStore(TableBacked):
         except (ResourceModifiedError, ResourceNotFoundError):
             self._forget(state.call_ref)
             raise StateConflict(state.call_ref) from None
-        self._remember(state.call_ref, entity["data"], meta["etag"])
+        self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
         return meta["etag"]
 
     def mutate(self, call_ref: str, change: Callable[[CallState], T], attempts: int = 8) -> tuple[CallState, T]:
@@ -281,7 +380,7 @@ class StateStore(TableBacked):
         self._ensure()
         escaped = server_call_id.replace("'", "''")
         for entity in self._table.query_entities(f"serverCallId eq '{escaped}'"):
-            return CallState.model_validate_json(entity["data"])
+            return _load(entity["data"], _remembered_of(entity))
         return None
 
     @timed("storage")
@@ -305,7 +404,7 @@ class StateStore(TableBacked):
 
     @staticmethod
     def _entity(state: CallState) -> dict[str, Any]:
-        return {
+        entity = {
             "PartitionKey": state.call_ref,
             "RowKey": "state",
             "data": state.model_dump_json(),
@@ -313,6 +412,29 @@ class StateStore(TableBacked):
             "callConnectionId": state.call_connection_id,
             "serverCallId": state.server_call_id,
         }
+        remembered, step = state.remembered, REMEMBERED_PER_PROPERTY * REMEMBERED_ENTRY.size
+        for n, start in enumerate(range(0, len(remembered), step)):  # a write replaces the row: no stale parts
+            entity[f"{REMEMBERED_PROPERTY}{n}"] = remembered[start : start + step]
+        return entity
+
+
+REMEMBERED_PROPERTY = "handled"  # binary properties handled0, handled1...: the older replayable ids
+
+
+def _remembered_of(entity: Any) -> bytes:
+    parts = []
+    for n in range(REMEMBERED_PROPERTIES):
+        part = entity.get(f"{REMEMBERED_PROPERTY}{n}")
+        if part is None:
+            break
+        parts.append(bytes(part))
+    return b"".join(parts)
+
+
+def _load(data: str, remembered: bytes) -> CallState:
+    state = CallState.model_validate_json(data)
+    state.remembered = remembered
+    return state
 
 
 class Renewer:

@@ -151,3 +151,32 @@ def test_odd_event_ids_are_claimed_under_a_safe_key(events):
         assert events.try_claim("call", odd) == "claimed"
         events.done("call", odd)
         assert events.try_claim("call", odd) == "done"
+
+
+def test_replayable_event_ids_beyond_the_latest_ride_in_the_row_and_come_back(store):
+    """The ids a call must still remember (until their tokens expire) beyond the latest ``HANDLED_LIMIT`` are kept in
+    binary properties of the state's row: 6,000 (72 KB, two properties) round-trip through Table Storage, through
+    this process's remembered copy and through another process's read, and a write that forgets some drops them."""
+    from core.state import HANDLED_LIMIT
+
+    store.create(CallState(call_ref="r9"))
+    until = time.time() + 600
+
+    def many(state: CallState) -> None:
+        for n in range(6_000 + HANDLED_LIMIT):
+            state.mark_handled(f"event-{n}", until)
+
+    store.mutate("r9", many)
+    for reader in (store, StateStore(store._table)):  # this process's copy, then a fresh read of the row
+        state, _ = reader.mutate("r9", lambda s: None)
+        assert state.remembers("event-0") and state.remembers(f"event-{6_000 + HANDLED_LIMIT - 1}")
+        assert len(state.remembered) == 6_000 * 12 and not state.remembers("event-never")
+    entity = store._table.get_entity(partition_key="r9", row_key="state")
+    assert {k for k in entity if k.startswith("handled")} == {"handled0", "handled1"}
+
+    def forget(state: CallState) -> None:
+        state.remembered = state.remembered[: 12 * 10]
+
+    store.mutate("r9", forget)
+    entity = store._table.get_entity(partition_key="r9", row_key="state")
+    assert {k for k in entity if k.startswith("handled")} == {"handled0"} and len(entity["handled0"]) == 120

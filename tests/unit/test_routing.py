@@ -328,11 +328,16 @@ def test_no_rules_at_all() -> None:
 
 def test_actions() -> None:
     r = rules(
-        {"name": "ring", "match": {"to": "+18005550101"}, "action": {"type": "redirect", "targets": ["+1", "+2"]}},
+        {
+            "name": "ring",
+            "match": {"to": "+18005550101"},
+            "action": {"type": "redirect", "targets": ["+14255550001", "4:+14255550002"]},
+        },
         {"name": "block", "match": {"from": {"prefix": "+1900"}}, "action": {"type": "reject", "reason": "forbidden"}},
     )
     ring = route(r, facts(to="4:+18005550101")).action
-    assert isinstance(ring, RedirectAction) and ring.targets == ["+1", "+2"] and ring.timeout_seconds == 30
+    assert isinstance(ring, RedirectAction) and ring.timeout_seconds == 30
+    assert ring.targets == ["+14255550001", "4:+14255550002"]
     block = route(r, facts(caller="4:+19005550000")).action
     assert isinstance(block, RejectAction) and block.reason == "forbidden"
 
