@@ -73,6 +73,7 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _SEGMENT = re.compile(r"[A-Za-z0-9._~=+,:-]+")  # one path segment, and one blob-name segment once decoded
 _ENCODED_SEGMENT = re.compile(r"(?:[A-Za-z0-9._~=+,:-]|%[0-9A-F]{2})+")
 _QUERY = re.compile(r"[A-Za-z0-9._~=&+,:-]+")
+_ENCODED_QUERY = re.compile(r"(?:[A-Za-z0-9._~=&+,:/-]|%[0-9A-F]{2})+")  # a blob URL's (a SAS), never sent
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def parse_canonical(raw: object, *, encoded_path: bool = False) -> SafeUrl:
     segments = (path or "").split("/")
     if not path or segments[0] != "" or not all(segment.fullmatch(s) and s not in (".", "..") for s in segments[1:]):
         raise RefusedUrl(f"URL path empty, with an empty, dot or odd segment: {_describe(raw)}")
-    if query is not None and not _QUERY.fullmatch(query):
+    if query is not None and not (_ENCODED_QUERY if encoded_path else _QUERY).fullmatch(query):
         raise RefusedUrl(f"URL query with odd characters: {_describe(raw)}")
     safe = SafeUrl(scheme, host, port, path, query)
     if safe.url != raw:

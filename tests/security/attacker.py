@@ -294,6 +294,7 @@ class Account:
         self.host = host
         self.blobs: dict[tuple[str, str], StoredBlob] = {}
         self.writes: list[tuple[str, str, str]] = []
+        self.reads: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
 
     def container(self, name: str) -> Container:
@@ -311,9 +312,9 @@ class Account:
         first, _, rest = path.lstrip("/").partition("/")
         return unquote(first), unquote(rest)
 
-    def record(self, operation: str, where: tuple[str, str]) -> None:
+    def record(self, operation: str, where: tuple[str, str], *, read: bool = False) -> None:
         with self.lock:
-            self.writes.append((operation, *where))
+            (self.reads if read else self.writes).append((operation, *where))
 
 
 class Container:
@@ -388,6 +389,7 @@ class Blob:
         self.account.record("tags", self.where)
 
     def download_blob(self, **_: Any) -> _Download:
+        self.account.record("download", self.where, read=True)
         return _Download(self._stored().data)
 
 
