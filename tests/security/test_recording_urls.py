@@ -382,3 +382,73 @@ def test_default_hosts_do_not_include_loopback():
     assert allow.allows("https://westus-storage.asm.skype.com/v1/objects/a/content/audio")
     for url in ("http://127.0.0.1:8090/v1/objects/a", "https://localhost/v1/objects/a", "https://[::1]/v1/objects/a"):
         assert not allow.allows(url)
+
+
+# -- end to end: the app in its own process, under the local Functions host, with the simulator and Azurite ------
+
+
+def test_end_to_end_a_forged_event_sends_nothing_to_the_attacker(hosts, azurite):
+    """Worked before f82571e: a forged RecordingFileStatusUpdated posted to the app's Event Grid webhook made
+    the app send ACS's HMAC-signed GET to 127.0.0.2 (``http://127.0.0.2:PORT\\@127.0.0.1:SIM/…`` passed the
+    check as 127.0.0.1, the simulator's allowed loopback host, and requests connected to 127.0.0.2). Now the
+    event is refused, logged and acknowledged (202: no redelivery), and nothing is written."""
+    import json
+    import urllib.request
+    import uuid
+    from datetime import UTC, datetime
+    from urllib.parse import urlsplit
+
+    from azure.storage.blob import BlobServiceClient
+
+    from simulator.engine import Config
+    from simulator.runner import SimulatorThread
+    from tools.apphost import start_app
+
+    attacker = hosts.attacker
+    attacker.reset()
+    container = f"qa-sec-{uuid.uuid4().hex[:8]}"
+    with SimulatorThread(config=Config()) as sim:
+        app = start_app(sim, azurite.connection_string, subscribe=False, RECORDINGS_CONTAINER=container)
+        try:
+            forged = f"http://127.0.0.2:{attacker.port}\\@127.0.0.1:{urlsplit(sim.endpoint).port}/v1/objects/forged"
+            event = {
+                "id": f"forged-{uuid.uuid4().hex}",
+                "topic": sim.sim.config.resource_id,
+                "subject": "/recording/call/corr-1/serverCallId/forged-call",
+                "eventType": "Microsoft.Communication.RecordingFileStatusUpdated",
+                "eventTime": datetime.now(UTC).isoformat(),
+                "dataVersion": "1.0",
+                "metadataVersion": "1",
+                "data": {
+                    "recordingStorageInfo": {"recordingChunks": [{
+                        "documentId": "forged", "index": 0, "endReason": "SessionEnded",
+                        "contentLocation": forged + "/content/audio",
+                        "metadataLocation": forged + "/content/acsmetadata",
+                        "deleteLocation": forged,
+                    }]},
+                    "recordingStartTime": "2024-05-01T10:00:00Z",
+                    "recordingDurationMs": 1000,
+                    "recordingContentType": "Audio",
+                    "recordingChannelType": "Mixed",
+                    "recordingFormatType": "Wav",
+                },
+            }
+            request = urllib.request.Request(
+                app.eventgrid_url("recording_file_status"), data=json.dumps([event]).encode(), method="POST",
+                headers={"Content-Type": "application/json", "aeg-event-type": "Notification"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status = response.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            deadline = time.monotonic() + 10
+            while "refused" not in app.logs() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            logs = app.logs()
+        finally:
+            app.stop()
+    assert attacker.connections == 0 and attacker.credentials == [], [s.credentials for s in attacker.seen]
+    assert status in (200, 202), status  # acknowledged: Event Grid does not redeliver it
+    assert f"recording event {event['id']} refused" in logs
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
+    assert not blobs.exists() or list(blobs.list_blobs()) == []
