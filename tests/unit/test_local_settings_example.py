@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,6 +18,8 @@ from tools.azurite import ACCOUNT, ACCOUNT_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags"}
+# Read by the local host (devhost) for itself, and kept from the app's environment; Core Tools ignores them.
+DEVHOST_KEYS = {"DEVHOST_EVENTGRID_KEY", "DEVHOST_FUNCTION_KEY", "DEVHOST_MASTER_KEY"}
 PLACEHOLDER = re.compile(r"<[^<>]+>")
 SIMULATOR = "127.0.0.1:8090"
 
@@ -38,7 +41,7 @@ def test_host_settings_are_kept(values: dict[str, str]) -> None:
 
 
 def test_every_name_is_a_host_setting_or_declared_in_settings(values: dict[str, str]) -> None:
-    assert set(values) - HOST_SETTINGS <= settings.SETTING_NAMES
+    assert set(values) - HOST_SETTINGS - DEVHOST_KEYS <= settings.SETTING_NAMES
 
 
 def test_every_required_setting_is_there(values: dict[str, str]) -> None:
@@ -76,6 +79,7 @@ def test_loads_once_the_placeholders_are_filled(values: dict[str, str]) -> None:
     filled = {
         "<the simulator's --access-key (base64)>": base64.b64encode(os.urandom(32)).decode(),
         "<base64 of 32 random bytes>": base64.b64encode(os.urandom(32)).decode(),
+        "<a key of your own for devhost's Event Grid webhook>": secrets.token_urlsafe(32),
     }
     env = {}
     for name, value in values.items():
@@ -87,3 +91,13 @@ def test_loads_once_the_placeholders_are_filled(values: dict[str, str]) -> None:
     assert loaded.acs_endpoint == f"http://{SIMULATOR}"
     assert loaded.storage.connection_string == values["APP_STORAGE"]
     assert loaded.callback_base_url == "http://127.0.0.1:7071/api"
+
+
+def test_devhost_keys_are_placeholders_devhost_refuses_until_filled(values: dict[str, str]) -> None:
+    from devhost.host import check_key
+
+    assert "DEVHOST_EVENTGRID_KEY" in values  # Event Grid subscriptions keep working across restarts
+    for name in DEVHOST_KEYS & set(values):
+        assert PLACEHOLDER.fullmatch(values[name]), f"{name} must be a <placeholder>, not a key"
+        with pytest.raises(ValueError, match="placeholder"):
+            check_key(name, values[name])
