@@ -5,7 +5,7 @@ Importing this blueprint registers the campaigns' call-ended hook (handlers/camp
 
 import azure.functions as func
 
-from blueprints.control import answer
+from blueprints._json_api import answer
 from core import control
 from core.runtime import get_runtime
 from handlers import campaigns, masking
@@ -18,7 +18,9 @@ KEY = func.AuthLevel.FUNCTION
 @bp.route(route="campaigns", methods=["POST"], auth_level=KEY)
 def start_campaign(req: func.HttpRequest) -> func.HttpResponse:
     return answer(
-        201, lambda: campaigns.start_campaign(control.parse(control.StartCampaign, req.get_body()), get_runtime())
+        201,
+        lambda: campaigns.start_campaign(control.parse(control.StartCampaign, req.get_body()), get_runtime()),
+        req,
     )
 
 
@@ -34,4 +36,5 @@ def create_masking_session(req: func.HttpRequest) -> func.HttpResponse:
     return answer(
         201,
         lambda: masking.create_session(control.parse(control.MaskingSessionRequest, req.get_body()), get_runtime()),
+        req,
     )

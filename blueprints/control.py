@@ -1,14 +1,9 @@
 """The control API: HTTP triggers with function-key auth, JSON in and out (see core/control.py)."""
 
-import json
-from collections.abc import Callable
-from typing import Any
-
 import azure.functions as func
 
-from blueprints._json_api import json_response
+from blueprints._json_api import answer, json_response
 from core import control
-from core.control import RequestError
 from core.runtime import get_runtime
 from handlers import control as ops
 
@@ -16,27 +11,18 @@ bp = func.Blueprint()
 KEY = func.AuthLevel.FUNCTION
 
 
-def answer(success: int, work: Callable[[], Any]) -> func.HttpResponse:
-    """Run an operation: its result with ``success``, or the refusal's status, reasons and headers (a 429's
-    Retry-After)."""
-    try:
-        return json_response(success, work())
-    except RequestError as exc:
-        return func.HttpResponse(
-            json.dumps(exc.body()), status_code=exc.status, mimetype="application/json", headers=exc.headers or None
-        )
-
-
 @bp.function_name("place_call")
 @bp.route(route="calls", methods=["POST"], auth_level=KEY)
 def place_call(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(201, lambda: ops.place_call(control.parse(control.PlaceCall, req.get_body()), get_runtime()))
+    return answer(201, lambda: ops.place_call(control.parse(control.PlaceCall, req.get_body()), get_runtime()), req)
 
 
 @bp.function_name("connect_call")
 @bp.route(route="connections", methods=["POST"], auth_level=KEY)
 def connect_call(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(201, lambda: ops.connect_call(control.parse(control.ConnectCall, req.get_body()), get_runtime()))
+    return answer(
+        201, lambda: ops.connect_call(control.parse(control.ConnectCall, req.get_body()), get_runtime()), req
+    )
 
 
 @bp.function_name("get_call")
@@ -59,7 +45,9 @@ def participants(req: func.HttpRequest) -> func.HttpResponse:
 def call_action(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
     return answer(
-        202, lambda: ops.call_action(params["call_connection_id"], params["action"], req.get_body(), get_runtime())
+        202,
+        lambda: ops.call_action(params["call_connection_id"], params["action"], req.get_body(), get_runtime()),
+        req,
     )
 
 

@@ -358,6 +358,12 @@ OPERATIONS: tuple[Operation, ...] = (
         query=(("limit", "integer", "How many calls (1-100, default 20)"),),
     ),
     Operation(
+        "health_details",
+        "GET",
+        "health/details",
+        "The app's settings (no secrets), versions and dependencies, probes cached; 503 when something is wrong",
+    ),
+    Operation(
         "get_record",
         "GET",
         "records/{server_call_id}",
@@ -386,13 +392,13 @@ class RequestError(ValueError):
 
 
 def parse(model: type[BaseModel], body: bytes) -> Any:
-    """Validate a JSON body; errors name each faulty field."""
-    import json
+    """Validate a JSON body (depth-safe: ``core.jsonsafe``); errors name each faulty field."""
+    from .jsonsafe import JsonError, parse_json
 
     try:
-        data = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise RequestError(f"body is not JSON: {exc}") from None
+        data = parse_json(body or b"{}")
+    except JsonError as exc:
+        raise RequestError(exc.reason, status=exc.status) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -434,6 +440,7 @@ def openapi() -> dict[str, Any]:
                 {"name": name, "in": "query", "required": False, "description": description, "schema": {"type": kind}}
             )
         if op.request is not None:
+            entry["responses"]["413"] = {"description": "Body too large (its Content-Length is checked first)"}
             schema = op.request.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[op.request.__name__] = schema
