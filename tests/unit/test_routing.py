@@ -411,3 +411,69 @@ def test_exactly_one_of_exact_prefix_pattern(match: dict[str, str]) -> None:
 )
 def test_other_invalid_rules(data: dict[str, Any]) -> None:
     invalid(data)
+
+
+# -- hostile input: catastrophic patterns, long values, targets ------------------------------------------------------
+
+REDOS = [r"(a+)+", r"(a|aa)+", r"(\d+)+$", r"(.*a){20}"]
+
+
+@pytest.mark.parametrize("pattern", REDOS)
+def test_a_catastrophic_pattern_runs_in_linear_time_on_10_kb(pattern: str) -> None:
+    """Patterns run on RE2. Measured in a child process with a deadline (a backtracking engine would never return).
+    Worked before f82571e: Python's re, on ``(a|aa)+``, takes 0.3 s at 33 characters and 7 times longer every 4."""
+    import subprocess
+    import sys
+    import textwrap
+
+    probe = textwrap.dedent(f"""
+        import time
+        from core.routing import StringMatch
+        match = StringMatch(pattern={pattern!r})
+        started = time.perf_counter()
+        for value in ("a" * 10_000 + "!", "1" * 10_000 + "x"):
+            match.matches(value)
+        print(f"{{(time.perf_counter() - started) * 1000:.2f}}")
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{pattern!r} on 10 KB did not finish in 20 s")
+    spent_ms = float(done.stdout.strip())
+    print(f"\n{pattern!r} on two 10 KB values: {spent_ms:.2f} ms")
+    assert spent_ms < 1000
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"(?=a)a", r"(?<!b)a", "a" * 1001])
+def test_a_pattern_re2_cannot_run_is_refused_at_start_up(pattern: str) -> None:
+    """Worked before f82571e: backreferences, lookaround and any length were taken (and backtracked)."""
+    message = invalid({"rules": [rule("x", {"from": {"pattern": pattern}})], "default": DEFAULT})
+    assert "pattern" in message
+
+
+def test_routing_inputs_beyond_documented_lengths_are_not_matched() -> None:
+    """Numbers and ids beyond 256 characters, SIP header values beyond 256 and VoIP beyond 1024 (ACS's limits) are
+    not matched. Worked before f82571e: any length was matched."""
+    r = rules(
+        rule("long-caller", {"from": {"pattern": ".*"}}),
+        rule("tier", {"sip_headers": {"X-MS-Custom-Tier": {"prefix": "g"}}}),
+        rule("voip", {"voip_headers": {"tier": {"prefix": "g"}}}),
+    )
+    long_caller = "4:+1" + "5" * 300
+    assert route(r, facts(caller=long_caller)).name == "long-caller"  # ".*" matches the empty value
+    assert route(rules(rule("p", {"from": {"prefix": "4:+1"}})), facts(caller=long_caller)).name == "default"
+    only_headers = rules(
+        rule("tier", {"sip_headers": {"X-MS-Custom-Tier": {"prefix": "g"}}}),
+        rule("voip", {"voip_headers": {"tier": {"prefix": "g"}}}),
+    )
+    assert route(only_headers, facts(sip={"X-MS-Custom-Tier": "g" * 257})).name == "default"
+    assert route(only_headers, facts(sip={"X-MS-Custom-Tier": "g" * 256})).name == "tier"
+    assert route(only_headers, facts(voip={"tier": "g" * 1025})).name == "default"
+    assert route(only_headers, facts(voip={"tier": "g" * 1024})).name == "voip"
+
+
+@pytest.mark.parametrize("target", ["4:+1900 555 0100", "4:abc", "+1-900", "8:acs:a/b", "sip:x@y", ""])
+def test_a_redirect_target_that_is_no_e164_number_or_raw_id_is_refused(target: str) -> None:
+    """Worked before f82571e: any string was taken as a redirect target (``4:`` ids skipped every phone check)."""
+    data = {"rules": [], "default": {"type": "redirect", "targets": [target]}}
+    assert "targets" in invalid(data)
