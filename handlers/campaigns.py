@@ -26,7 +26,7 @@ from core import clients, control
 from core.campaigns import Campaign, CampaignCall, CampaignNotFound, CampaignStore, call_result, missing_vars
 from core.control import RequestError
 from core.destinations import phone_of
-from core.dial_cap import DialCapReached, seconds_to_midnight
+from core.dial_cap import DialCap, DialCapReached, Taken, seconds_to_midnight
 from core.executor import identifier
 from core.lifecycle import on_call_ended
 from core.runtime import Runtime, derived_id, http_date, is_permanent
@@ -70,14 +70,11 @@ def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, An
     numbers = list(dict.fromkeys(req.numbers))  # each number once, in order
     check_destinations(runtime, [(f"numbers.{req.numbers.index(n)}", n) for n in numbers])
     check_flow_targets(runtime, req.flow, req.vars)
-    if any(phone_of(n) for n in numbers):
+    campaigns = store(runtime)
+    if any(phone_of(n) for n in numbers) and not _exists(campaigns, req.id):
         cap = dial_cap(runtime)
-        if cap.used() >= cap.cap:
-            now = datetime.now(UTC)
-            retry = seconds_to_midnight(now)
-            raise RequestError(
-                f"refused: {DialCapReached(cap.cap, retry).message}", status=429, headers={"Retry-After": str(retry)}
-            )
+        if cap.used() >= cap.cap:  # a new campaign while the day's calls are all placed: nothing is written
+            raise _cap_reached(cap.cap)
     campaign = Campaign(
         id=req.id or str(uuid.uuid4()),
         flow=req.flow,
@@ -87,7 +84,6 @@ def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, An
         created_at=_now(),
         calls=[CampaignCall(number=n) for n in numbers],
     )
-    campaigns = store(runtime)
     if not campaigns.create(campaign):
         existing, _ = campaigns.get(campaign.id)
         if [c.number for c in existing.calls] != numbers or existing.flow != req.flow:
@@ -99,7 +95,30 @@ def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, An
         log.info("campaign %s requested again: placing what is still unplaced", campaign.id)
     campaigns.mutate(campaign.id, lambda c: _claim(c, START))
     log.info("campaign %s: %d numbers, %d at a time, flow %s", campaign.id, len(numbers), req.concurrency, req.flow)
-    return _place_claimed(runtime, campaign.id, START).describe()
+    placed = _place_claimed(runtime, campaign.id, START)
+    if placed.status == "held":  # requested again while the cap holds: nothing more could be placed
+        raise _cap_reached(dial_cap(runtime).cap)
+    return placed.describe()
+
+
+def _exists(campaigns: CampaignStore, campaign_id: str | None) -> bool:
+    if not campaign_id:
+        return False
+    try:
+        campaigns.get(campaign_id)
+    except CampaignNotFound:
+        return False
+    return True
+
+
+def _cap_reached(cap: int) -> RequestError:
+    retry = seconds_to_midnight(datetime.now(UTC))
+    return RequestError(
+        f"refused: {DialCapReached(cap, retry).message}; the campaign's numbers not yet called wait (pending) "
+        "until it is requested again",
+        status=429,
+        headers={"Retry-After": str(retry)},
+    )
 
 
 def get_campaign(campaign_id: str, runtime: Runtime) -> dict[str, Any]:
@@ -190,7 +209,14 @@ def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
     day's cap, once: a retry that finds the state of an earlier attempt gives its count back."""
     runtime.settings.dialing.policy.check(entry.number)  # DestinationRefused: 403, the number fails
     cap = dial_cap(runtime)
-    taken = cap.take(1 if phone_of(entry.number) else 0)
+    try:
+        taken = cap.take(1 if phone_of(entry.number) else 0)
+    except DialCapReached as reached:
+        try:  # an earlier attempt counted this number (and may have placed it): it goes on, uncounted again
+            runtime.store.get(entry.call_ref)
+        except StateNotFound:
+            raise reached from None  # this number waits, and the rest with it
+        taken = Taken(DialCap.day(), 0)
     state = CallState(
         call_ref=entry.call_ref,
         flow=campaign.flow,

@@ -468,6 +468,18 @@ def test_a_retried_placement_counts_once(world: SimpleNamespace) -> None:
     assert [c["number"] for c in world.client.created] == NUMBERS[:2] and world.cap.used() == 2
 
 
+def test_a_retry_of_a_counted_number_goes_on_when_the_cap_is_reached_since(world: SimpleNamespace) -> None:
+    world.cap.cap = 2
+    world.client.fail[NUMBERS[1]] = http_error(503)  # the second number's placement fails (it may exist)
+    with pytest.raises(HttpResponseError):
+        start(world, NUMBERS)
+    assert world.cap.used() == 2  # both counted: the cap is reached
+    start(world, NUMBERS)  # the retry places the second number, already counted
+    assert [c["number"] for c in world.client.created] == NUMBERS[:2] and world.cap.used() == 2
+    campaign, _ = world.campaigns.get("c1")
+    assert campaign.calls[1].status == "calling" and campaign.calls[1].call_connection_id
+
+
 def test_acs_users_do_not_count_against_the_cap(world: SimpleNamespace) -> None:
     world.cap.cap = 0
     world.client.create_call = lambda target, url, **kw: SimpleNamespace(call_connection_id="ccid-" + target.raw_id)
