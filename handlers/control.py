@@ -150,7 +150,7 @@ def check_connect(req: control.ConnectCall, runtime: Runtime) -> None:
     """``connect`` joins calls the app knows, and the rooms and group calls the settings list (else 403)."""
     allowed = runtime.settings.dialing.connect_allowed
     if req.server_call_id:
-        if req.server_call_id in allowed or _known_call(runtime, req.server_call_id):
+        if _known_call(runtime, req.server_call_id):
             return
         raise RequestError(
             "refused: the app connects only to calls it placed, answered or was told about by Event Grid",
