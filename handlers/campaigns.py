@@ -29,6 +29,7 @@ from core.destinations import phone_of
 from core.dial_cap import DialCap, DialCapReached, Taken, seconds_to_midnight
 from core.executor import identifier
 from core.lifecycle import on_call_ended
+from core.observability import mask_id
 from core.runtime import Runtime, derived_id, http_date, is_permanent
 from core.state import CallState, StateNotFound
 from handlers.control import check_destinations, check_flow_targets, dial_cap, raw
@@ -138,7 +139,7 @@ def campaign_call_ended(state: CallState, runtime: Runtime) -> None:
     def change(campaign: Campaign) -> list[CampaignCall]:
         status, detail, results = call_result(state, campaign.vars)
         if campaign.finish(state.call_ref, status, detail, results, _now()):
-            log.info("campaign %s: %s -> %s %s", campaign.id, state.caller, status, detail)
+            log.info("campaign %s: %s -> %s %s", campaign.id, mask_id(state.caller), status, detail)
         return _claim(campaign, state.call_ref)
 
     try:

@@ -20,6 +20,7 @@ from typing import Any
 from core.destinations import DestinationRefused
 from core.events import IncomingCall
 from core.executor import identifier
+from core.observability import mask_id
 from core.routing import AnswerAction, CallFacts, MaskAction, RedirectAction, RejectAction, route
 from core.runtime import Runtime, derived_id, http_date, is_permanent
 from core.state import CallState
@@ -66,7 +67,8 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
     call_ref = derived_id("incoming", call.event_id)
     action = rule.action
     client = runtime.executor.client
-    log.info("incoming call from %s to %s matched rule %s -> %s", call.caller, call.to, rule.name, action.type)
+    caller, called = mask_id(call.caller), mask_id(call.to)
+    log.info("incoming call from %s to %s matched rule %s -> %s", caller, called, rule.name, action.type)
     call_vars: dict[str, str] = {}
     if isinstance(action, MaskAction):
         from handlers.masking import route_masked

@@ -14,6 +14,7 @@ from typing import Any
 from core import clients, control
 from core.control import RequestError
 from core.masking import MaskingConflict, MaskingStore, new_session
+from core.observability import mask_id
 from core.routing import AnswerAction, MaskAction, RejectAction, resolve_mask
 from core.runtime import Runtime
 from handlers.control import check_destinations
@@ -38,7 +39,7 @@ def create_session(req: control.MaskingSessionRequest, runtime: Runtime) -> dict
             [{"field": "party_a" if exc.party == session.party_a else "party_b", "message": "in another session"}],
             status=409,
         ) from None
-    log.info("masking session %s on %s", session.id, session.masked_number)
+    log.info("masking session %s on %s", session.id, mask_id(session.masked_number))
     return session.model_dump()
 
 
@@ -49,5 +50,5 @@ def route_masked(
     session = store(runtime).find(to, caller)
     peer = session.peer_of(caller[2:] if caller.startswith("4:") else caller) if session else None
     if session is None:
-        log.info("no masking session on %s for this caller", to)
+        log.info("no masking session on %s for this caller", mask_id(to))
     return resolve_mask(action, to, peer)
