@@ -21,7 +21,8 @@ log = logging.getLogger("core.events")
 R = TypeVar("R")
 
 # Limits of what is read (longer is read as absent, or refused where a handler needs it).
-MAX_EVENT_ID = 256  # ACS and Event Grid ids are GUIDs
+MAX_EVENT_ID = 128  # ACS and Event Grid ids are GUIDs (36); a call's row keeps its latest 100 in the clear
+MAX_EVENT_TYPE = 256
 MAX_RAW_ID = 256  # raw ids of identifiers ("8:acs:<resource>_<guid>" is about 90)
 MAX_TEXT = 1024  # operation contexts, correlation ids, server call ids...
 MAX_TIME = 64  # an ISO 8601 time
@@ -268,8 +269,8 @@ def parse_call_event(event: Any, replayable_until: float | None = None) -> CallE
         event_id = str(event_id)
     if not isinstance(event_id, str) or len(event_id) > MAX_EVENT_ID:
         raise EventFormatError(f"event id must be a string of at most {MAX_EVENT_ID} characters")
-    if not _text(kind, MAX_EVENT_ID):
-        raise EventFormatError(f"event type must be a string of at most {MAX_EVENT_ID} characters")
+    if not _text(kind, MAX_EVENT_TYPE):
+        raise EventFormatError(f"event type must be a string of at most {MAX_EVENT_TYPE} characters")
     short = kind[len(PREFIX) :] if kind.startswith(PREFIX) else kind
     call_connection_id = _text(data.get("callConnectionId"), MAX_RAW_ID) or _from_subject(
         event.get("subject") or event.get("source")

@@ -218,6 +218,20 @@ def test_the_control_api_refuses_malformed_requests_without_writing(fuzzed):
 def test_a_call_the_service_refuses_leaves_no_state(fuzzed):
     """ACS refuses to place or connect the call (here: it wants an https callback URL): the app answers with the
     service's 400, and the state it wrote ahead of the request is gone."""
+    # ``connect`` joins only calls the app knows: Event Grid tells it about this one first (its CallStarted).
+    told = {
+        "id": str(uuid.uuid4()),
+        "topic": fuzzed.sim.sim.config.topic,
+        "subject": "call/some-call",
+        "eventType": "Microsoft.Communication.CallStarted",
+        "eventTime": "2026-11-27T10:00:00Z",
+        "data": {"serverCallId": "some-call", "correlationId": "c"},
+        "dataVersion": "1.0",
+        "metadataVersion": "1",
+    }
+    headers = {"Content-Type": "application/json", "aeg-event-type": "Notification"}
+    told_status = fuzzed.http.post(fuzzed.app.eventgrid_url("call_records"), json=[told], headers=headers, timeout=30)
+    assert told_status.status_code in (200, 202), told_status.text
     config = fuzzed.sim.sim.config
     config.require_https_callbacks = True
     try:

@@ -178,7 +178,7 @@ def test_read_event_turns_an_unforeseen_failure_into_a_format_error():
     "event",
     [
         {"id": {"a": 1}, "type": "Microsoft.Communication.PlayCompleted", "data": {"callConnectionId": "c"}},
-        {"id": "x" * 257, "type": "Microsoft.Communication.PlayCompleted", "data": {"callConnectionId": "c"}},
+        {"id": "x" * 129, "type": "Microsoft.Communication.PlayCompleted", "data": {"callConnectionId": "c"}},
         {"id": "e", "type": ["PlayCompleted"], "data": {"callConnectionId": "c"}},
         {"id": "e", "type": "PlayCompleted", "data": {"callConnectionId": "c" * 300}},
         {"id": "e", "type": "PlayCompleted", "data": "callConnectionId"},
