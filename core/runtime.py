@@ -114,7 +114,8 @@ class Runtime:
             lease = state.leases.get(event.id)
             now = time.time()
             if lease is not None or state.remembers(event.id):
-                extended = state.remember(event.id, until)
+                # A delivery whose token says it can be replayed later than known: remember the id that long too.
+                extended = event.replayable_until is not None and state.remember(event.id, event.replayable_until)
                 if lease is None or (lease.owner != owner and lease.until > now):
                     seen = AlreadyHandled if lease is None else HandledElsewhere
                     if not extended:

@@ -133,6 +133,28 @@ def test_an_event_with_no_action_costs_one_write_and_its_duplicate_none(store, c
     assert e.id in state.handled and state.leases == {}
 
 
+def test_a_redelivery_with_a_later_token_costs_one_write_to_be_remembered_longer(store, counter):
+    """A duplicate whose token expires later than the one it was planned with (ACS redelivers with a new token)
+    extends how long its id is remembered (a replay of that delivery stays refused): one write, once; the same
+    token again costs none, as before."""
+    from dataclasses import replace
+
+    rt = runtime(store)
+    first = replace(event("ParticipantsUpdated"), replayable_until=time.time() + 361)
+    rt.advance("call", first)
+    counter.methods.clear()
+    with pytest.raises(AlreadyHandled):
+        rt.advance("call", first)
+    assert counter.methods == ["GET"]  # as any duplicate: confirmed on the row, nothing written
+    counter.methods.clear()
+    later = replace(first, replayable_until=time.time() + 600)
+    with pytest.raises(AlreadyHandled):
+        rt.advance("call", later)
+    assert counter.methods == ["PUT"]
+    state, _ = store.get("call")
+    assert state.handled_until[state.handled.index(first.id)] >= later.replayable_until
+
+
 @pytest.mark.parametrize("kind", ["RecognizeCompleted", "PlayCompleted", "CallConnected", "PlayStarted"])
 def test_an_event_costs_one_write_for_its_plan_and_one_for_its_actions(store, counter, kind):
     executor = Executor()
