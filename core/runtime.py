@@ -21,7 +21,7 @@ from typing import Any
 
 from . import clients
 from .callback_auth import LEEWAY_SECONDS, CallbackAuthenticator, callback_url
-from .events import CallEvent
+from .events import CallEvent, ResultInfo
 from .executor import Executor
 from .flows.actions import Action
 from .flows.engine import FlowEngine, RecordingOptions
@@ -41,6 +41,10 @@ from .state import (
 log = logging.getLogger("core.runtime")
 NAMESPACE = uuid.UUID("6f1c7e8a-4d0b-4a57-9a0e-2d7f3c1b9e55")
 PERMANENT_STATUSES = {400, 403, 404, 409, 412}
+# An invitation refused for good when asked for (the dialing policy, or the service's 4xx) brings no failure event
+# from ACS: the runtime gives the flow the one ACS would have sent had the invitation failed later, so the flow
+# takes its failure path instead of leaving the caller waiting.
+FAILURE_EVENT_OF = {"transfer": "CallTransferFailed", "add_participant": "AddParticipantFailed"}
 LEASE_SECONDS = 10.0  # an event's lease: renewed while its handler runs, lapses this long after its process died
 RECORD_PATIENCE = 8.0  # seconds a storage outage is waited out before an action ACS took is recorded
 # How long an event id is remembered when its delivery's token expiry is unknown (an event not from the callback
@@ -145,10 +149,13 @@ class Runtime:
             return state  # nothing to carry out: planned and done in one write
         self.leases.hold(call_ref, event.id, owner)
         sent: list[Sent] = []  # taken by ACS, not yet recorded
+        refused: list[Sent] = []  # invitations refused for good: their failure event follows
         try:
             todo = [a for a in state.pending if a.origin == event.id and not a.done]
             for action in todo:
                 sent.append((action, *self._send(state, action)))
+                if sent[-1][2] is not None and action.kind in FAILURE_EVENT_OF:
+                    refused.append(sent[-1])
             if todo:  # all recorded as sent in one write (with the event done, unless work follows)
                 taken, sent = sent, []
                 state = self._record(call_ref, self._marker(taken, event.id if then is None else None))
@@ -161,7 +168,29 @@ class Runtime:
             raise
         finally:
             self.leases.drop(call_ref, event.id)
+        for action, _result, error in refused:
+            state = self._refused_invitation(call_ref, event, action, error or "") or state
         return state
+
+    def _refused_invitation(self, call_ref: str, cause: CallEvent, action: Action, error: str) -> CallState | None:
+        """Handle the failure event ACS sends for an invitation that fails, for one refused before it rang.
+        Its id derives from the action's, so that a redelivery of ``cause`` that sends the action again finds it
+        handled."""
+        failure = CallEvent(
+            id=derived_id(action.request_id or cause.id, "refused"),
+            type=FAILURE_EVENT_OF[action.kind],
+            call_connection_id=cause.call_connection_id,
+            server_call_id=cause.server_call_id,
+            correlation_id=cause.correlation_id,
+            operation_context=action.context,
+            result=ResultInfo(code=403, sub_code=None, message=error),
+            data={},
+            time=cause.time,
+        )
+        try:
+            return self.advance(call_ref, failure)
+        except (AlreadyHandled, HandledElsewhere):
+            return None
 
     def _send(self, state: CallState, action: Action) -> tuple[dict[str, str], str | None]:
         """Send one action to ACS: its result, or why the service refused it for good (a transient fault raises)."""

@@ -19,7 +19,7 @@ stored), the stored masking session, the run-time transfer to the keyed-in numbe
 and flow target (the app started, and rang the premium number when called), the cap (a fourth call placed; no
 Retry-After), the three connects (201, Connect sent) and every field limit (202 or 201 and the request sent to
 ACS; a 100,000-character variable made a 500). ``test_an_allowed_number_keyed_in_is_transferred`` is the control
-(passes before and after); the xfail names the change needed in core/runtime.py.
+(passes before and after).
 """
 
 from __future__ import annotations
@@ -293,12 +293,9 @@ def test_a_flow_transfer_to_a_number_the_caller_keyed_in_is_refused_at_run_time(
     stack.ctl("POST", f"/__sim/calls/{scid}/hangup", {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs core/runtime.py (not this change's): an action refused for good by the dialing policy should "
-    "take the flow's failure path (as CallTransferFailed does); today the refusal is recorded and the flow waits",
-)
 def test_a_flow_transfer_refused_at_run_time_takes_the_failure_path(stack):
+    """Worked before f82571e: the keyed-in premium number was rung. Refused now, and the flow goes on as after a
+    failed transfer (its apology), instead of leaving the caller waiting in silence."""
     placed = dial_out(stack, "+14255550121", "19005550121#")
     scid = placed["serverCallId"]
     try:
