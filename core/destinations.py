@@ -36,7 +36,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-E164 = re.compile(r"\+[1-9]\d{6,14}")
+from .identifiers import PHONE_PREFIX, InvalidIdentifier, phone_number
+
+MIN_DIGITS = 7  # the shortest number dialable across countries (E.164 allows shorter country codes alone)
 NANP = re.compile(r"\+1[2-9]\d{2}[2-9]\d{6}")
 PREFIX = re.compile(r"\+\d{0,14}")
 # Raw ids of identities that no phone network carries (ACS users, Teams users and apps, in every cloud).
@@ -103,12 +105,12 @@ def masked(number: str) -> str:
 
 
 def phone_of(target: str) -> str | None:
-    """The +E.164 number a target rings, or None for an identity that is no phone (which ``check`` vets)."""
-    if target.startswith("4:"):
-        return target[2:]
-    if target.startswith("+"):
-        return target
-    return None
+    """The number a target rings (``+...`` or ``4:...``, well formed or not: ``check`` vets it), or None for an
+    identity that is no phone."""
+    try:
+        return phone_number(target)
+    except InvalidIdentifier:
+        return target.removeprefix(PHONE_PREFIX)
 
 
 def parse_prefixes(value: str) -> tuple[str, ...]:
@@ -134,16 +136,20 @@ class DestinationPolicy:
 
     def check(self, target: str) -> None:
         """Return if the app may ring ``target`` (+E.164, a raw id); else raise ``DestinationRefused``."""
-        number = phone_of(target)
+        try:
+            number = phone_number(target)
+        except InvalidIdentifier:
+            number = ""
         if number is None:
             kind = next((k for k in NON_PHONE_KINDS if target.startswith(k)), None)
             if kind is not None and len(target) > len(kind):
                 return  # an ACS or Teams identity: no phone network, no per-minute charge
             raise DestinationRefused("not a phone number (+E.164 or 4:+E.164) nor an ACS or Teams identity")
-        if not E164.fullmatch(number):
-            raise DestinationRefused("a phone number is + and 7 to 15 digits (E.164)" + (
-                "; a 4: raw id is 4:+E.164" if target.startswith("4:") else ""
-            ))
+        if len(number) - 1 < MIN_DIGITS:
+            raise DestinationRefused(
+                "a phone number is + and 7 to 15 digits (E.164)"
+                + ("; a 4: raw id is 4:+E.164" if target.startswith("4:") else "")
+            )
         if number.startswith("+1") and not NANP.fullmatch(number):
             raise DestinationRefused("a +1 number has 10 digits, its area code and exchange not starting with 0 or 1")
         allow = _longest(number, self.allowed)

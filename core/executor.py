@@ -36,6 +36,7 @@ from .flows.actions import (
 )
 from .flows.engine import KEY_TONES
 from .flows.model import Prompt
+from .identifiers import check_target
 from .observability import timed
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def identifier(raw_id: str) -> Any:
     from azure.communication.callautomation import PhoneNumberIdentifier
     from azure.communication.callautomation._shared.models import identifier_from_raw_id
 
+    check_target(raw_id)  # a 4: id that is no E.164 number, or no raw id at all, never reaches the service
     if raw_id.startswith("+"):
         return PhoneNumberIdentifier(raw_id)
     return identifier_from_raw_id(raw_id)
@@ -236,7 +238,8 @@ class Executor:
                 else None,
                 pause_on_start=action.pause_on_start or None,
                 recording_storage=AzureBlobContainerRecordingStorage(action.container_url)
-                if action.container_url else None,
+                if action.container_url
+                else None,
                 recording_state_callback_url=action.callback_url,
                 **rep,
             )

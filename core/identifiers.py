@@ -19,7 +19,10 @@ UNSAFE = frozenset("/\\#?")  # never in an ACS raw id; they would reach table ke
 
 
 class InvalidIdentifier(ValueError):
-    """A target that is no phone number in E.164 and no raw id ACS would take; the message says why."""
+    """A target that is no phone number in E.164 and no raw id ACS would take; the message says why.
+    ``status_code`` 400 marks it as a refusal for good: the runtime records it instead of retrying the event."""
+
+    status_code = 400
 
 
 def phone_number(target: str) -> str | None:

@@ -87,9 +87,7 @@ class Runtime:
     def callback_url(self, call_ref: str) -> str:
         return callback_url(self.settings.callback_base_url, self.settings.callback_secret, call_ref)
 
-    def advance(
-        self, call_ref: str, event: CallEvent, then: Callable[[CallState], None] | None = None
-    ) -> CallState:
+    def advance(self, call_ref: str, event: CallEvent, then: Callable[[CallState], None] | None = None) -> CallState:
         """Move the call for one event: plan once, carry out what is still pending, then ``then`` (work outside
         the call's state, e.g. the call-ended hooks), and only then count the event as done.
 
@@ -203,9 +201,7 @@ class Runtime:
             log.warning("%s refused for good, skipped: %s", action.kind, error)
             return {}, error
 
-    def _marker(
-        self, sent: list[Sent], finishing: str | None
-    ) -> Callable[[CallState], None]:
+    def _marker(self, sent: list[Sent], finishing: str | None) -> Callable[[CallState], None]:
         """The change that records actions as sent (and, with ``finishing``, their event as done)."""
 
         def mark(current: CallState) -> None:
@@ -224,9 +220,7 @@ class Runtime:
 
         return mark
 
-    def _release(
-        self, call_ref: str, event_id: str, owner: str, sent: list[Sent]
-    ) -> None:
+    def _release(self, call_ref: str, event_id: str, owner: str, sent: list[Sent]) -> None:
         """Handling failed: record the actions ACS took before the failure (``sent``), so that the redelivery does
         not send them again, and let it take over now rather than when the lease lapses, in one write. With actions
         to record, a storage outage is waited out as when recording them normally; without, if storage fails here

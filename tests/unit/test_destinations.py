@@ -52,7 +52,7 @@ REFUSED = {
     "+1900555": "10 digits",  # a +1 number of the wrong length
     "+14251550100": "10 digits",  # an exchange starting with 1
     "+123": "E.164",
-    "19005550100": "nor an ACS or Teams identity",
+    "19005550100": "E.164",  # digits without their +
     "9:+19005550100": "nor an ACS or Teams identity",  # an unknown kind
     "8:acs:": "nor an ACS or Teams identity",
     "": "nor an ACS or Teams identity",
