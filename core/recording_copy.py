@@ -769,12 +769,13 @@ class RecordingCopier:
 
     def _ensure_container(self) -> None:
         if not self._ensured:
-            from azure.core.exceptions import ResourceExistsError
+            from .state import provisioned
 
             try:
                 self.container.create_container()
-            except ResourceExistsError:
-                pass
+            except Exception as exc:
+                if not provisioned(exc):
+                    raise
             self._ensured = True
 
     def _get_json(self, url: SafeUrl) -> dict[str, Any]:

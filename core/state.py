@@ -222,20 +222,27 @@ def _table_client(connection_string: str | None, endpoint: str | None, table: st
     return TableClient(endpoint=endpoint or "", table_name=table, credential=DefaultAzureCredential(), **transport())
 
 
+def provisioned(exc: Exception) -> bool:
+    """Whether creating a table or container failed only because it is there already, or because the app may not
+    create it: in Azure its role is scoped to the table or container itself, which the deployment made (a 403)."""
+    from azure.core.exceptions import ResourceExistsError
+
+    return isinstance(exc, ResourceExistsError) or getattr(exc, "status_code", None) == 403
+
+
 class TableBacked:
-    """A store over one Table Storage table, which it creates on first use."""
+    """A store over one Table Storage table, which it creates on first use (locally; Azure's is deployed)."""
 
     _table: Any
     _ensured: bool = False
 
     def _ensure(self) -> None:
         if not self._ensured:
-            from azure.core.exceptions import ResourceExistsError
-
             try:
                 self._table.create_table()
-            except ResourceExistsError:
-                pass
+            except Exception as exc:
+                if not provisioned(exc):
+                    raise
             self._ensured = True
 
 
