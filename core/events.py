@@ -125,9 +125,9 @@ def raw_id(identifier: Any) -> str | None:
     return None
 
 
-def aware_time(value: Any) -> str | None:
-    """A time as an ISO 8601 string with its offset (UTC when it had none), or None when absent or unreadable: what
-    handlers compute with or build names from gets a time or nothing, never garbage."""
+def _moment(value: Any) -> datetime | None:
+    """An aware datetime, in the offset it was written with (UTC when it has none), from an ISO 8601 string (any
+    fraction, ``Z`` or offset) or a datetime; None when absent or unreadable, or out of the calendar's range."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str) and 0 < len(value) <= MAX_TIME:
@@ -143,7 +143,20 @@ def aware_time(value: Any) -> str | None:
         moment.astimezone(UTC)  # an offset that moves it out of the calendar's range
     except (OverflowError, ValueError):
         return None
-    return moment.isoformat().replace("+00:00", "Z")
+    return moment
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A time in UTC, or None when absent or unreadable."""
+    moment = _moment(value)
+    return moment.astimezone(UTC) if moment is not None else None
+
+
+def aware_time(value: Any) -> str | None:
+    """A time as an ISO 8601 string with its offset (``Z`` for UTC), or None when absent or unreadable: what
+    handlers compute with or build names from gets a time or nothing, never garbage."""
+    moment = _moment(value)
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
 
 
 def _headers(value: Any, limits: tuple[int, int, int]) -> dict[str, str]:

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .events import MAX_DISPLAY_NAME, MAX_RAW_ID, MAX_TEXT, PREFIX, EventFormatError, aware_time, raw_id
+from .events import MAX_DISPLAY_NAME, MAX_RAW_ID, MAX_TEXT, PREFIX, EventFormatError, aware_time, parse_time, raw_id
 from .state import CallState, TableBacked
 
 log = logging.getLogger("core.records")
@@ -72,22 +72,6 @@ class RecordConflict(Exception):
 
 
 # -- times ------------------------------------------------------------------------------------
-
-
-def parse_time(value: Any) -> datetime | None:
-    """A UTC datetime from an ISO 8601 string (any fraction, ``Z`` or offset) or a datetime."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and value.strip():
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def iso(value: Any) -> str | None:
