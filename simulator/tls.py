@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -18,8 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def make_certificates(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
-    """Write ca.pem, server.pem and server.key; return their paths."""
+def make_certificates(
+    directory: Path,
+    hostname: str,
+    *,
+    more_names: Iterable[str] = (),
+    addresses: Iterable[str] = ("127.0.0.1",),
+) -> tuple[Path, Path, Path]:
+    """Write ca.pem, server.pem and server.key (valid for ``hostname``, ``more_names`` and ``addresses``); return
+    their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -59,7 +67,10 @@ def make_certificates(directory: Path, hostname: str) -> tuple[Path, Path, Path]
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name) for name in dict.fromkeys([hostname, *more_names])]
+                + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in addresses]
+            ),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -18,7 +18,6 @@ DNS that sends every other name to the attacker, and an in-memory storage accoun
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import ipaddress
 import json
@@ -33,6 +32,10 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
+
+from cryptography import x509
+
+from simulator import tls
 
 ACS_SUFFIX = ".asm.skype.com"
 CALLER = "4:+14255550123"
@@ -61,56 +64,17 @@ METADATA = {
 
 def make_certificates(directory: Path, dns_names: set[str]) -> tuple[Path, ssl.SSLContext]:
     """A CA (its file: what the client trusts) and a server context valid for ``dns_names`` and loopback."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attack suite test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    names: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.2")
-    ]
+    names = []
     for name in sorted(dns_names | {"localhost", "*" + ACS_SUFFIX}):
         try:
-            names.append(x509.DNSName(name))
+            x509.DNSName(name)  # a name a certificate cannot carry is left out
         except (ValueError, TypeError):
-            pass
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+            continue
+        names.append(name)
+    ca_path, cert_path, key_path = tls.make_certificates(
+        directory, "attacker", more_names=names, addresses=("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.2")
     )
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return ca_path, context
+    return ca_path, tls.server_context(cert_path, key_path)
 
 
 # -- the servers ----------------------------------------------------------------------------------------------
