@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +18,7 @@ from azure.data.tables import TableClient
 
 from core import control
 from tests.e2e.conftest import AppStack, _stack
+from tests.support.calls import until
 from tools.apphost import DEFAULT_ROUTING
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,15 +64,6 @@ def view(stack: AppStack, ccid: str) -> dict[str, Any]:
     return api(stack, "GET", f"calls/{ccid}", expect=200)
 
 
-def until(what: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message}")
-        time.sleep(0.05)
 
 
 def seen(stack: AppStack, server_call_id: str, line: str, times: int | None = None) -> str:

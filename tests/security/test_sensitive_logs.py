@@ -47,6 +47,7 @@ from simulator import result_codes as rc
 from simulator.engine import Config
 from simulator.runner import SimulatorThread
 from tests.e2e.conftest import AppStack
+from tests.support.calls import until
 from tools.apphost import start_app
 
 CALLER = "+14255550177"
@@ -106,15 +107,6 @@ def payments(azurite: Any) -> Iterator[tuple[AppStack, SimulatorThread]]:
         thread.__exit__(None, None, None)
 
 
-def until(what: Any, timeout: float = 20.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message}")
-        time.sleep(0.05)
 
 
 def requests_of(stack: AppStack, scid: str) -> list[dict[str, Any]]:
@@ -163,11 +155,12 @@ def run_the_call(stack: AppStack, thread: SimulatorThread) -> dict[str, Any]:
     )
     scid = placed["serverCallId"]
     ccid = stack.connection_id(scid)
-    until(lambda: card_recognize(stack, scid), message=f"no card recognize:\n{stack.timeline(scid)}")
+    until(lambda: card_recognize(stack, scid), timeout=20, message=f"no card recognize:\n{stack.timeline(scid)}")
     time.sleep(0.2)  # the recognize listens
     delivered = "ContinuousDtmfRecognitionToneReceived -> 200"
     emit_tones(thread, stack, ccid, CARD)
-    until(lambda: stack.timeline(scid).count(delivered) >= len(CARD), message="tone events not all delivered")
+    all_delivered = lambda: stack.timeline(scid).count(delivered) >= len(CARD)  # noqa: E731
+    until(all_delivered, timeout=20, message="tone events not all delivered")
     stack.ctl("POST", f"/__sim/calls/{scid}/input", {"press": CARD + "#"})
     stack.wait_for(scid, "hears: Thank you, your payment is being processed.")
     status, asked = stack.app.call_api(
@@ -181,7 +174,7 @@ def run_the_call(stack: AppStack, thread: SimulatorThread) -> dict[str, Any]:
         status, view = stack.app.call_api("GET", f"calls/{ccid}")
         return status == 200 and view["app"]["outcome"].get("api", {}).get(asked["operation_context"])
 
-    heard = until(api_result, message="no result for the API's recognize")
+    heard = until(api_result, timeout=20, message="no result for the API's recognize")
     stack.ctl("POST", f"/__sim/calls/{scid}/hangup", {"participant": CALLER_RAW})
     stack.wait_finished(scid)
     return {"scid": scid, "ccid": ccid, "heard": heard}

@@ -136,15 +136,6 @@ def stack(azurite: Any) -> Iterator[AppStack]:
 # -- helpers -----------------------------------------------------------------------------------------------
 
 
-def until(what: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message}")
-        time.sleep(0.05)
 
 
 def sent(stack: AppStack, operations: set[str] | None = None) -> list[dict[str, Any]]:

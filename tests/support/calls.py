@@ -247,3 +247,17 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def until(what: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:
+    """Poll ``what`` until it gives something truthy, and give that (or fail, naming ``message``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting: {message}")
+        time.sleep(0.05)
