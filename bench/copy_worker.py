@@ -28,7 +28,7 @@ def main() -> None:
     mode, event_json, endpoint, key, storage = sys.argv[1:6]
     event = json.loads(event_json)
     from core.events import RecordingFileStatus
-    from core.recording_copy import HostAllowList, RecordingAuth, RecordingCopier
+    from core.recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
 
     status = RecordingFileStatus.parse(event["id"], event["subject"], event["data"])
     chunk = status.chunks[0]
@@ -85,7 +85,7 @@ def main() -> None:
     else:  # handler, handler-nosplit
         from azure.storage.blob import BlobServiceClient
 
-        from core.recording_copy import CallInfo
+        from core.recordings.copier import CallInfo
 
         container = BlobServiceClient.from_connection_string(storage).get_container_client("bench-handler")
         copier = RecordingCopier(container=container, session=session, auth=auth,

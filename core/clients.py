@@ -117,7 +117,7 @@ def http_session() -> Any:
     """One requests session (the HTTP library the SDKs use), pooling connections to ACS's recording hosts."""
 
     def make() -> Any:
-        from .recording_copy import recording_session
+        from .recordings.copier import recording_session
 
         return recording_session()  # no proxies from the environment, never a redirect
 
@@ -126,7 +126,7 @@ def http_session() -> Any:
 
 def recording_copier(settings: Settings) -> Any:
     def make() -> Any:
-        from .recording_copy import HostAllowList, RecordingAuth, RecordingCopier
+        from .recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
 
         rec = settings.recording
         auth = RecordingAuth(settings.acs_endpoint, settings.acs_access_key,

@@ -1,7 +1,7 @@
 """RecordingFileStatusUpdated: copy every chunk of the recording into the QA container.
 
 Each chunk is streamed from ACS into Blob Storage, verified, and (for unmixed audio) split per
-participant; see core/recording_copy.py. A failure raises, so Event Grid delivers the event
+participant; see core/recordings/. A failure raises, so Event Grid delivers the event
 again and the copy is redone. A URL that is not exactly on the allow-list (or, with bring-your-own-storage,
 not in the QA container), a redirect, or a field that would make an odd blob name (an unknown format, a
 traversal) is refused: logged, acknowledged, never fetched, never written, never retried.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.events import RecordingFileStatus
-from core.recording_copy import CallInfo, ChunkResult, Refused
+from core.recordings.copier import CallInfo, ChunkResult, Refused
 
 log = logging.getLogger("handlers.recordings")
 

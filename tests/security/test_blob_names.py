@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from core.recording_copy import HostAllowList, RecordingAuth, RecordingCopier
+from core.recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
 from handlers.recordings import handle_recording_file_status
 from tests.security.attacker import (
     CALLER,

@@ -35,8 +35,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from core import recording_copy
-from core.recording_copy import HostAllowList, RecordingAuth, RecordingCopier
+from core.recordings import copier as copier_module
+from core.recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
 from handlers.recordings import handle_recording_file_status
 from tests.security.attacker import Account, Endpoint, NoState, app_session, closed_network, make_certificates
 from tests.security.attacker import recording_event as make_event
@@ -247,7 +247,7 @@ def net(hosts: Net, monkeypatch: pytest.MonkeyPatch) -> Net:
     for key, (status, location) in REDIRECTS.items():
         hosts.store.redirects[key] = (status, hosts.fill(location))
     closed_network(monkeypatch, hosts.store, hosts.attacker)
-    monkeypatch.setattr(recording_copy, "time", _NoSleep())
+    monkeypatch.setattr(copier_module, "time", _NoSleep())
     return hosts
 
 

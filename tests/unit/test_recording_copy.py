@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from core.recording_copy import (
+from core.recordings.copier import (
     BlockUploader,
     HostAllowList,
     RecordingAuth,

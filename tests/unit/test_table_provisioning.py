@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
-from core.recording_copy import RecordingCopier
+from core.recordings.copier import RecordingCopier
 from core.state import TableBacked
 
 

@@ -769,7 +769,7 @@ class RecordingCopier:
 
     def _ensure_container(self) -> None:
         if not self._ensured:
-            from .state import provisioned
+            from ..state import provisioned
 
             try:
                 self.container.create_container()
