@@ -106,7 +106,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="callrecords",
     ),
     SettingSpec("OUTBOUND_TABLE", "Table of call campaigns and number-masking sessions.", default="outbound"),
-    SettingSpec("RECORDING_MODE", "When to record: off, on_connect, after_consent or on_demand.", default="off"),
+    SettingSpec(
+        "RECORDING_MODE",
+        "on_connect: record every call the app answers or places from the moment it connects; off: record only "
+        "when a flow's record node or the control API starts it (possible in either mode).",
+        default="off",
+    ),
     SettingSpec("RECORDING_CHANNEL", "unmixed (one channel per participant) or mixed.", default="unmixed"),
     SettingSpec("RECORDING_CONTENT", "audio or audioVideo.", default="audio"),
     SettingSpec("RECORDING_FORMAT", "wav, mp3 or mp4.", default="wav"),
@@ -444,7 +449,7 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         raise SettingsError("setting APP_STORAGE (connection string) or APP_STORAGE__tableServiceUri is required")
 
     recording = RecordingSettings(
-        mode=_choice("RECORDING_MODE", get("RECORDING_MODE"), ("off", "on_connect", "after_consent", "on_demand")),
+        mode=_choice("RECORDING_MODE", get("RECORDING_MODE"), ("off", "on_connect")),
         channel=_choice("RECORDING_CHANNEL", get("RECORDING_CHANNEL"), ("unmixed", "mixed")),
         content=_choice("RECORDING_CONTENT", get("RECORDING_CONTENT"), ("audio", "audioVideo")),
         format=_choice("RECORDING_FORMAT", get("RECORDING_FORMAT"), ("wav", "mp3", "mp4")),

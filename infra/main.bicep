@@ -45,8 +45,6 @@ param flows object = {}
 @allowed([
   'off'
   'on_connect'
-  'after_consent'
-  'on_demand'
 ])
 param recordingMode string = 'off'
 

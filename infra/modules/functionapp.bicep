@@ -94,8 +94,6 @@ param acsOpenIdConfigUrl string = 'https://acscallautomation.communication.azure
 @allowed([
   'off'
   'on_connect'
-  'after_consent'
-  'on_demand'
 ])
 param recordingMode string = 'off'
 
