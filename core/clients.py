@@ -10,10 +10,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .settings import Settings
+from .transport import transport
 
 if TYPE_CHECKING:
     from azure.communication.callautomation import CallAutomationClient
 
+    from .campaigns import CampaignStore
+    from .dial_cap import DialCap
+    from .masking import MaskingStore
     from .records import RecordStore
     from .state import EventFilter, StateStore
 
@@ -41,26 +45,6 @@ def settle() -> None:
     import gc
 
     gc.freeze()
-
-
-def transport() -> dict[str, Any]:
-    """Keyword arguments for an SDK client: an HTTP transport that does not read the environment on every request.
-
-    requests, the SDKs' transport, looks up proxy variables, a CA bundle and ~/.netrc on each request unless told
-    to ignore the environment: about a sixth of the CPU of a Table Storage call (bench/callback_latency.py). They
-    are read once here instead: with a proxy or NETRC configured, the SDK's default transport is kept; a CA bundle
-    (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, as requests reads them) is passed on.
-    """
-    import os
-    import urllib.request
-
-    if any(kind != "no" for kind in urllib.request.getproxies()) or os.environ.get("NETRC"):
-        return {}
-    from azure.core.pipeline.transport import RequestsTransport
-
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    verify: dict[str, Any] = {"connection_verify": bundle} if bundle else {}
-    return {"transport": RequestsTransport(use_env_settings=False, **verify)}
 
 
 def credential() -> Any:
@@ -140,11 +124,31 @@ def recording_copier(settings: Settings) -> Any:
 
 
 def outbound_table(settings: Settings) -> Any:
-    """The table of campaigns and number-masking sessions (OUTBOUND_TABLE)."""
-    from .state import _table_client
+    """The table of campaigns, number-masking sessions and the daily dial count (OUTBOUND_TABLE)."""
+    from .tables import table_client
 
     s = settings.storage
-    return _once("outbound", lambda: _table_client(s.connection_string, s.table_endpoint, s.outbound_table))
+    return _once("outbound", lambda: table_client(s.connection_string, s.table_endpoint, s.outbound_table))
+
+
+def campaign_store(settings: Settings) -> CampaignStore:
+    from .campaigns import CampaignStore
+
+    return _once("campaigns", lambda: CampaignStore(outbound_table(settings)))
+
+
+def masking_store(settings: Settings) -> MaskingStore:
+    from .masking import MaskingStore
+
+    return _once("masking", lambda: MaskingStore(outbound_table(settings)))
+
+
+def dial_cap(settings: Settings) -> DialCap:
+    """The daily cap on calls placed (DIAL_DAILY_CAP), one per process and cap."""
+    from .dial_cap import DialCap
+
+    cap = settings.dialing.daily_cap
+    return _once(f"dial_cap:{cap}", lambda: DialCap(outbound_table(settings), cap))
 
 
 def call_records(settings: Settings) -> RecordStore:

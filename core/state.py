@@ -31,7 +31,6 @@ come back later (``busy``), never that it is done.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import struct
@@ -44,8 +43,11 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
+from . import tables
 from .flows.actions import Action
 from .observability import timed
+from .tables import TableBacked, row_key
+from .tables import provisioned as provisioned  # core.recording_copy imports it from here
 
 log = logging.getLogger("core.state")
 T = TypeVar("T")
@@ -185,7 +187,7 @@ def _spilled(remembered: bytes, spill: list[tuple[str, int]], now: float) -> byt
     return b"".join(REMEMBERED_ENTRY.pack(*entry) for entry in kept)
 
 
-class StateConflict(Exception):
+class StateConflict(tables.Conflict):
     """Someone else changed the state since it was read."""
 
 
@@ -210,58 +212,17 @@ class HandledElsewhere(Recheck):
     """Another delivery of this event holds a live lease on it (or its process died less than a lease ago)."""
 
 
-def _table_client(connection_string: str | None, endpoint: str | None, table: str) -> Any:
-    from azure.data.tables import TableClient
-
-    from .clients import transport
-
-    if connection_string:
-        return TableClient.from_connection_string(connection_string, table_name=table, **transport())
-    from azure.identity import DefaultAzureCredential
-
-    return TableClient(endpoint=endpoint or "", table_name=table, credential=DefaultAzureCredential(), **transport())
-
-
-def provisioned(exc: Exception) -> bool:
-    """Whether creating a table or container failed only because it is there already, or because the app may not
-    create it: in Azure its role is scoped to the table or container itself, which the deployment made (a 403)."""
-    from azure.core.exceptions import ResourceExistsError
-
-    return isinstance(exc, ResourceExistsError) or getattr(exc, "status_code", None) == 403
-
-
-class TableBacked:
-    """A store over one Table Storage table, which it creates on first use (locally; Azure's is deployed)."""
-
-    _table: Any
-    _ensured: bool = False
-
-    def _ensure(self) -> None:
-        if not self._ensured:
-            try:
-                self._table.create_table()
-            except Exception as exc:
-                if not provisioned(exc):
-                    raise
-            self._ensured = True
-
-
 class StateStore(TableBacked):
     """CallState rows keyed by call reference, updated with ETag concurrency."""
 
     def __init__(self, table: Any, known_states: int = KNOWN_STATES) -> None:
-        self._table = table
-        self._ensured = False
+        super().__init__(table)
         # call_ref -> (state JSON as stored, its remembered ids, its ETag): what this process last read or wrote.
         self._known: OrderedDict[str, tuple[str, bytes, str]] = OrderedDict()
         self._known_limit = known_states
         self._known_lock = threading.Lock()
         # call_ref -> the lock its changes in this process take turns on (while any change of the call is running)
         self._writers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-
-    @classmethod
-    def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> StateStore:
-        return cls(_table_client(connection_string, endpoint, table))
 
     def _remember(self, call_ref: str, data: str, remembered: bytes, etag: str) -> None:
         if len(remembered) > REMEMBERED_CACHED:  # a call flooded with events: its row is read for each change
@@ -296,14 +257,11 @@ class StateStore(TableBacked):
 
     @timed("storage")
     def get(self, call_ref: str) -> tuple[CallState, str]:
-        from azure.core.exceptions import ResourceNotFoundError
-
         self._ensure()
-        try:
-            entity = self._table.get_entity(partition_key=call_ref, row_key="state")
-        except ResourceNotFoundError:
+        entity = tables.get(self._table, call_ref, "state")
+        if entity is None:
             self._forget(call_ref)
-            raise StateNotFound(call_ref) from None
+            raise StateNotFound(call_ref)
         remembered = _remembered_of(entity)
         self._remember(call_ref, entity["data"], remembered, entity.metadata["etag"])
         return _load(entity["data"], remembered), entity.metadata["etag"]
@@ -311,13 +269,11 @@ class StateStore(TableBacked):
     @timed("storage")
     def create(self, state: CallState) -> bool:
         """Insert; False when a row already exists (a redelivered event set it up before)."""
-        from azure.core.exceptions import ResourceExistsError
-
         self._ensure()
         entity = self._entity(state)
         try:
-            meta = self._table.create_entity(entity)
-        except ResourceExistsError:
+            meta = tables.put(self._table, entity, None)
+        except tables.Conflict:
             return False
         if meta and meta.get("etag"):
             self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
@@ -326,60 +282,41 @@ class StateStore(TableBacked):
     @timed("storage")
     def delete(self, call_ref: str) -> None:
         """Remove a call's state: for a call that never came to be (the service refused to place it)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
         self._forget(call_ref)
-        try:
-            self._table.delete_entity(partition_key=call_ref, row_key="state")
-        except ResourceNotFoundError:
-            pass
+        tables.delete(self._table, call_ref, "state")
 
     @timed("storage")
     def replace(self, state: CallState, etag: str) -> str:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-
         entity = self._entity(state)
         try:
-            meta = self._table.update_entity(
-                entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
+            meta = tables.put(self._table, entity, etag)
+        except tables.Conflict:
             self._forget(state.call_ref)
             raise StateConflict(state.call_ref) from None
         self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
         return meta["etag"]
 
     def mutate(self, call_ref: str, change: Callable[[CallState], T], attempts: int = 8) -> tuple[CallState, T]:
-        """Read, change, write back; on a conflict read again and redo the change.
+        """Read, change, write back; on a conflict read again and redo the change (``tables.mutate``).
 
         The first try starts from the state this process last read or wrote, when it has one (no read):
         if the row changed since, the write fails on the ETag and the change is redone on a fresh read.
         Changes of one call in this process take turns (a call's events come close together: ``CallConnected``
         and ``ParticipantsUpdated``, a transfer's three): waiting for the other write costs one write, where
         meeting it costs a failed write, a read and the write again. Instances still meet on the ETag."""
-        with self._writer(call_ref):
-            return self._mutate(call_ref, change, attempts)
-
-    def _mutate(self, call_ref: str, change: Callable[[CallState], T], attempts: int) -> tuple[CallState, T]:
-        for attempt in range(attempts):
-            known = self._recall(call_ref) if attempt == 0 else None
-            state, etag = known or self.get(call_ref)
-            try:
-                result = change(state)
-            except Recheck:
-                if known:
-                    continue  # decided on the remembered copy: make sure on the row itself
-                raise
-            try:
-                self.replace(state, etag)
-                return state, result
-            except StateConflict:
-                if known:
-                    continue  # another instance wrote since this one last saw the row: read it now
-                log.info("state of %s changed concurrently; retrying (%d)", call_ref, attempt + 1)
-                time.sleep(0.005 * (attempt + 1))
-        raise StateConflict(f"{call_ref}: gave up after {attempts} conflicting updates")
+        return tables.mutate(
+            lambda: self.get(call_ref),
+            change,
+            self.replace,
+            attempts=attempts,
+            what=f"state of {call_ref}",
+            gave_up=StateConflict,
+            pause=tables.jitter(0.005, 0.005),
+            recall=lambda: self._recall(call_ref),
+            recheck=Recheck,
+            lock=self._writer(call_ref),
+            logger=log,
+        )
 
     @timed("storage")
     def find_by_server_call(self, server_call_id: str) -> CallState | None:
@@ -401,13 +338,9 @@ class StateStore(TableBacked):
 
     @timed("storage")
     def lookup(self, call_connection_id: str) -> str | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
         self._ensure()
-        try:
-            return self._table.get_entity(partition_key=INDEX_PREFIX + call_connection_id, row_key="ref")["callRef"]
-        except ResourceNotFoundError:
-            return None
+        entity = tables.get(self._table, INDEX_PREFIX + call_connection_id, "ref")
+        return None if entity is None else entity["callRef"]
 
     @staticmethod
     def _entity(state: CallState) -> dict[str, Any]:
@@ -531,13 +464,8 @@ class EventFilter(TableBacked, Renewer):
     _thread_name = "event-claims"
 
     def __init__(self, table: Any, lease_seconds: float = 10.0) -> None:
-        self._table = table
-        self._ensured = False
+        super().__init__(table)
         self._start_renewing(lease_seconds)  # the token of a claim is its row's ETag
-
-    @classmethod
-    def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> EventFilter:
-        return cls(_table_client(connection_string, endpoint, table))
 
     def claim(self, scope: str, event_id: str) -> bool:
         """True: go ahead. False: done already, or being handled right now by another delivery."""
@@ -547,34 +475,27 @@ class EventFilter(TableBacked, Renewer):
     def try_claim(self, scope: str, event_id: str) -> ClaimResult:
         """``claimed``: go ahead. ``done``: a duplicate, drop it. ``busy``: another delivery holds a live claim
         (or its process died less than a lease ago): ask the sender to deliver it again later."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-
         self._ensure()
         event_id = row_key(event_id)
-        for _ in range(3):
+        for _ in range(3):  # a lease, not tables.mutate: create first (no read), and a lost takeover is "busy"
             entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
             try:
-                meta = self._table.create_entity(entity)
+                meta = tables.put(self._table, entity, None)
                 self.hold(scope, event_id, meta["etag"])
                 return "claimed"
-            except ResourceExistsError:
+            except tables.Conflict:
                 pass
-            try:
-                existing = self._table.get_entity(partition_key=scope, row_key=event_id)
-            except ResourceNotFoundError:
+            existing = tables.get(self._table, scope, event_id)
+            if existing is None:
                 continue  # released in between: claim it afresh
             if existing["status"] == "done":
                 return "done"
             if existing.get("until", 0) > time.time():
                 return "busy"
             # The earlier claim expired (its handler died): take it over.
-            etag = existing.metadata["etag"]
             try:
-                meta = self._table.update_entity(
-                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-            except (ResourceModifiedError, ResourceNotFoundError):
+                meta = tables.put(self._table, entity, existing.metadata["etag"])
+            except tables.Conflict:
                 return "busy"  # another delivery took it over first
             self.hold(scope, event_id, meta["etag"])
             return "claimed"
@@ -588,14 +509,9 @@ class EventFilter(TableBacked, Renewer):
 
     @timed("storage")
     def release(self, scope: str, event_id: str) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
-
         event_id = row_key(event_id)
         self.drop(scope, event_id)
-        try:
-            self._table.delete_entity(partition_key=scope, row_key=event_id)
-        except ResourceNotFoundError:
-            pass
+        tables.delete(self._table, scope, event_id)
 
     # -- the lease ------------------------------------------------------------------------------------------
 
@@ -603,29 +519,8 @@ class EventFilter(TableBacked, Renewer):
         return time.time() + self._lease
 
     def _renew(self, scope: str, event_id: str, etag: str) -> str | None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-
         entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
         try:
-            meta = self._table.update_entity(
-                entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
+            return tables.put(self._table, entity, etag)["etag"]
+        except tables.Conflict:
             return None
-        return meta["etag"]
-
-
-UNSAFE_KEY_CHARS = frozenset("/\\#?")
-
-
-def row_key(value: str) -> str:
-    """A Table Storage key for an id: the id itself (ACS's are GUIDs), or its hash when the id holds what keys
-    may not (``/ \\ # ?``, control characters) or is too long, so an odd id is handled, never a 500."""
-    if value and len(value) <= 200 and value.isprintable() and not UNSAFE_KEY_CHARS & set(value):
-        return value
-    return "h" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
