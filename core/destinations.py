@@ -17,7 +17,7 @@ refused, since the service might read it as something that rings.
 Which numbers: the longest prefix of ``DIAL_ALLOWED_PREFIXES`` or ``DIAL_DENIED_PREFIXES`` that a number
 starts with decides; a number neither list covers is refused, and a tie goes to the denial. So the default,
 ``+1`` allowed and ``+1900`` denied, refuses +1 900 numbers; adding ``+1900555`` to the allowed list would let
-that range through. Defaults (see the README's Security notes for sources):
+that range through. Defaults (sources: docs/security.md and docs/control-api.md):
 
 - allowed: ``+1`` (North America: the countries of the numbers ACS sells in the US and Canada);
 - denied: NANP premium rate (+1 900), the NANP area codes of other countries in the Caribbean and the Atlantic,

@@ -1,7 +1,7 @@
 """App settings: read once from the environment, validated into one typed object.
 
 Every setting the app reads is declared in ``SETTINGS`` (name, whether it is required, what it
-is for); the README table and the infrastructure tests are checked against that list, so a
+is for); the table in docs/settings.md and the infrastructure tests are checked against that list, so a
 setting cannot be added in one place and forgotten in the other. A missing or malformed
 setting fails start-up with a message that names it.
 """
@@ -83,7 +83,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Azure AI services endpoint used for text-to-speech and speech "
         "recognition. Required when a flow plays text or SSML or recognizes speech.",
     ),
-    SettingSpec("ROUTING_RULES", "JSON routing rules for IncomingCall (see README, Routing).", required=True),
+    SettingSpec("ROUTING_RULES", "JSON routing rules for IncomingCall (see docs/routing.md).", required=True),
     SettingSpec("FLOWS", "JSON object of flows by name; overrides FLOWS_FILE."),
     SettingSpec("FLOWS_FILE", "Path (relative to the app root) of a JSON file of flows.", default="flows/default.json"),
     SettingSpec(

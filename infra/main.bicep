@@ -29,7 +29,7 @@ param callbackSecret string
 @secure()
 param callbackSecretPrevious string = ''
 
-@description('JSON routing rules for IncomingCall (ROUTING_RULES, see README.md, Routing incoming calls).')
+@description('JSON routing rules for IncomingCall (ROUTING_RULES, see docs/routing.md).')
 param routingRules object = {
   rules: []
   default: {
