@@ -28,7 +28,9 @@ def main() -> None:
     mode, event_json, endpoint, key, storage = sys.argv[1:6]
     event = json.loads(event_json)
     from core.events import RecordingFileStatus
-    from core.recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
+    from core.recordings.auth import RecordingAuth
+    from core.recordings.copier import RecordingCopier
+    from core.recordings.urls import HostAllowList
 
     status = RecordingFileStatus.parse(event["id"], event["subject"], event["data"])
     chunk = status.chunks[0]

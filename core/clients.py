@@ -101,7 +101,7 @@ def http_session() -> Any:
     """One requests session (the HTTP library the SDKs use), pooling connections to ACS's recording hosts."""
 
     def make() -> Any:
-        from .recordings.copier import recording_session
+        from .recordings.urls import recording_session
 
         return recording_session()  # no proxies from the environment, never a redirect
 
@@ -110,7 +110,9 @@ def http_session() -> Any:
 
 def recording_copier(settings: Settings) -> Any:
     def make() -> Any:
-        from .recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
+        from .recordings.auth import RecordingAuth
+        from .recordings.copier import RecordingCopier
+        from .recordings.urls import HostAllowList
 
         rec = settings.recording
         auth = RecordingAuth(settings.acs_endpoint, settings.acs_access_key,

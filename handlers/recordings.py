@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.events import RecordingFileStatus
-from core.recordings.copier import CallInfo, ChunkResult, Refused
+from core.recordings.copier import CallInfo, ChunkResult
+from core.recordings.errors import Refused
 
 log = logging.getLogger("handlers.recordings")
 

@@ -33,7 +33,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from core.recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
+from core.recordings.auth import RecordingAuth
+from core.recordings.copier import RecordingCopier
+from core.recordings.urls import HostAllowList
 from handlers.recordings import handle_recording_file_status
 from tests.security.attacker import (
     CALLER,

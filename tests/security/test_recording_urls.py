@@ -35,8 +35,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from core.recordings import copier as copier_module
-from core.recordings.copier import HostAllowList, RecordingAuth, RecordingCopier
+from core.recordings import download
+from core.recordings.auth import RecordingAuth
+from core.recordings.copier import RecordingCopier
+from core.recordings.urls import HostAllowList
 from handlers.recordings import handle_recording_file_status
 from tests.security.attacker import Account, Endpoint, NoState, app_session, closed_network, make_certificates
 from tests.security.attacker import recording_event as make_event
@@ -230,7 +232,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
 
 
 class _NoSleep:
-    """The copier's view of ``time`` without its back-off pauses (an attack that fails to connect is retried)."""
+    """The download's view of ``time`` without its back-off pauses (an attack that fails to connect is retried)."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -247,7 +249,7 @@ def net(hosts: Net, monkeypatch: pytest.MonkeyPatch) -> Net:
     for key, (status, location) in REDIRECTS.items():
         hosts.store.redirects[key] = (status, hosts.fill(location))
     closed_network(monkeypatch, hosts.store, hosts.attacker)
-    monkeypatch.setattr(copier_module, "time", _NoSleep())
+    monkeypatch.setattr(download, "time", _NoSleep())
     return hosts
 
 

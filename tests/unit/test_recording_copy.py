@@ -10,14 +10,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from core.recordings.copier import (
-    BlockUploader,
-    HostAllowList,
-    RecordingAuth,
-    RefusedUrl,
-    WavSplitter,
-    pcm_wav_header,
-)
+from core.recordings.auth import RecordingAuth
+from core.recordings.errors import RefusedUrl
+from core.recordings.upload import BlockUploader
+from core.recordings.urls import HostAllowList
+from core.recordings.wav import WavSplitter, pcm_wav_header
 from simulator import hmac_auth
 from simulator.errors import AcsError
 
