@@ -438,12 +438,11 @@ class Suite:
         return len([d for d in documents if d["documentId"] not in verified])
 
     def count(self, results: list[CallResult]) -> None:
-        import handlers.callbacks  # noqa: F401 - registers the handlers
-        from core.dispatch import callbacks
-        from core.runtime import derived_id
+        from core.repeatability import derived_id
+        from handlers.callbacks import EVENTS
 
-        # Handlers that change nothing leave no trace: no "done" mark to look for.
-        unclaimed = set(getattr(callbacks, "undeduplicated", ()))
+        # Events that change nothing (only logged) leave no trace: no "done" mark to look for.
+        unclaimed = {kind for kind, rule in EVENTS.items() if not rule.changes_state}
 
         report = self.report
         tables = self.tables()

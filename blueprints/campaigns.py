@@ -1,7 +1,4 @@
-"""Outbound use cases over the control API: campaigns (bounded concurrency) and number-masking sessions.
-
-Importing this blueprint registers the campaigns' call-ended hook (handlers/campaigns.py).
-"""
+"""Outbound use cases over the control API: campaigns (bounded concurrency) and number-masking sessions."""
 
 import azure.functions as func
 

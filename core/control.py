@@ -7,11 +7,13 @@ serves, the OpenAPI document describes, and the tests compare against the regist
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .flows import actions as act
 from .flows.model import KEYS, Prompt, Target
 
 PHONE = r"^\+[1-9]\d{6,14}$"  # E.164: + and 7 to 15 digits
@@ -236,7 +238,6 @@ class Empty(_Strict):
     pass
 
 
-
 class StartCampaign(_Strict):
     """Call a list of numbers into a flow, at most ``concurrency`` calls at a time."""
 
@@ -295,33 +296,128 @@ class Operation:
 
 
 CALL = "calls/{call_connection_id}"
-# Operations that make the service ring someone (the dialing policy and the daily cap apply) or join a call.
-DIALING = {"place_call", "call_transfer", "call_add_participant", "start_campaign", "create_masking_session"}
-CAPPED = {"place_call", "call_transfer", "call_add_participant", "start_campaign"}
 REFUSED_DESTINATION = "A destination the dialing policy refuses (DIAL_ALLOWED_PREFIXES, DIAL_DENIED_PREFIXES)"
 REFUSED_CONNECT = "A call the app did not place, answer or hear of, or a room not in CONNECT_ALLOWED_ROOMS"
 CAP_REACHED = "The day's cap on calls placed is reached (DIAL_DAILY_CAP); Retry-After says when it resets"
-ACTIONS: dict[str, tuple[type[BaseModel], str]] = {
-    "play": (PlayRequest, "Play audio (file, text-to-speech, SSML) to everyone or one participant"),
-    "recognize": (RecognizeRequest, "Recognize DTMF, choices or speech; the result is in GET calls/{id}"),
-    "transfer": (TransferRequest, "Blind-transfer a 1:1 call, or a participant of a group call"),
-    "add-participant": (AddParticipantRequest, "Add an endpoint, with custom SIP/VoIP context"),
-    "cancel-add-participant": (CancelAddRequest, "Cancel a pending add"),
-    "remove-participant": (Who, "Remove a participant"),
-    "mute": (Who, "Mute a participant"),
-    "hold": (HoldRequest, "Put a participant on hold, with music"),
-    "unhold": (Who, "Take a participant off hold"),
-    "send-dtmf": (SendDtmfRequest, "Send DTMF tones to a participant"),
-    "start-continuous-dtmf": (Who, "Start continuous DTMF recognition"),
-    "stop-continuous-dtmf": (Who, "Stop continuous DTMF recognition"),
-    "cancel-media": (Empty, "Cancel all media operations"),
-    "start-recording": (StartRecordingRequest, "Start recording the call"),
-    "pause-recording": (RecordingRequest, "Pause a recording"),
-    "resume-recording": (RecordingRequest, "Resume a recording"),
-    "stop-recording": (RecordingRequest, "Stop a recording"),
-    "hang-up": (Empty, "Hang up the app's leg (the call goes on for the others)"),
-    "terminate": (Empty, "End the call for everyone"),
+
+
+@dataclass(frozen=True)
+class CallAction:
+    """One action on a live call (POST calls/{id}/<name>): its request, and the executor's action it becomes."""
+
+    request: type[BaseModel]
+    summary: str
+    build: Callable[[Any, str], act.Action]  # (the validated request, its operation context) -> the action
+    rings: bool = False  # it makes the service ring someone: the dialing policy and the daily cap apply
+    starts_recording: bool = False  # addressed by the server call id, which is looked up first
+
+
+def _recognize(req: RecognizeRequest, context: str) -> act.Recognize:
+    return act.Recognize(
+        mode=req.mode,
+        target=req.target,
+        prompts=[req.prompt] if req.prompt else [],
+        choices=[c.model_dump() for c in req.choices],
+        max_tones=req.max_tones,
+        stop_keys=req.stop_keys,
+        silence_timeout=req.timeout_seconds,
+        speech_language=req.speech_language,
+        context=context,
+    )
+
+
+def _start_recording(req: StartRecordingRequest, context: str) -> act.Recording:
+    return act.Recording(
+        op="start",
+        channel=req.channel or "unmixed",
+        content=req.content or "audio",
+        format=req.format or "wav",
+        pause_on_start=req.pause_on_start,
+        context=context,
+    )
+
+
+def _recording(op: Literal["pause", "resume", "stop"]) -> Callable[[RecordingRequest, str], act.Recording]:
+    return lambda req, context: act.Recording(op=op, recording_id=req.recording_id, context=context)
+
+
+# The one table of call actions: the HTTP layer serves it, the OpenAPI document describes it.
+ACTIONS: dict[str, CallAction] = {
+    "play": CallAction(
+        PlayRequest,
+        "Play audio (file, text-to-speech, SSML) to everyone or one participant",
+        lambda req, context: act.Play(prompts=req.prompts, to=req.to, loop=req.loop, context=context),
+    ),
+    "recognize": CallAction(
+        RecognizeRequest, "Recognize DTMF, choices or speech; the result is in GET calls/{id}", _recognize
+    ),
+    "transfer": CallAction(
+        TransferRequest,
+        "Blind-transfer a 1:1 call, or a participant of a group call",
+        lambda req, context: act.Transfer(target=req.target, transferee=req.transferee, context=context),
+        rings=True,
+    ),
+    "add-participant": CallAction(
+        AddParticipantRequest,
+        "Add an endpoint, with custom SIP/VoIP context",
+        lambda req, context: act.AddParticipant(
+            target=req.target, timeout_seconds=req.timeout_seconds, context=context
+        ),
+        rings=True,
+    ),
+    "cancel-add-participant": CallAction(
+        CancelAddRequest,
+        "Cancel a pending add",
+        lambda req, context: act.CancelAddParticipant(invitation_id=req.invitation_id, context=context),
+    ),
+    "remove-participant": CallAction(
+        Who, "Remove a participant", lambda req, context: act.RemoveParticipant(who=req.who, context=context)
+    ),
+    "mute": CallAction(Who, "Mute a participant", lambda req, context: act.Mute(who=req.who, context=context)),
+    "hold": CallAction(
+        HoldRequest,
+        "Put a participant on hold, with music",
+        lambda req, context: act.Hold(who=req.who, music=req.music, context=context),
+    ),
+    "unhold": CallAction(
+        Who, "Take a participant off hold", lambda req, context: act.Unhold(who=req.who, context=context)
+    ),
+    "send-dtmf": CallAction(
+        SendDtmfRequest,
+        "Send DTMF tones to a participant",
+        lambda req, context: act.SendDtmf(tones=req.tones, to=req.to, context=context),
+    ),
+    "start-continuous-dtmf": CallAction(
+        Who,
+        "Start continuous DTMF recognition",
+        lambda req, context: act.ContinuousDtmf(who=req.who, start=True, context=context),
+    ),
+    "stop-continuous-dtmf": CallAction(
+        Who,
+        "Stop continuous DTMF recognition",
+        lambda req, context: act.ContinuousDtmf(who=req.who, start=False, context=context),
+    ),
+    "cancel-media": CallAction(
+        Empty, "Cancel all media operations", lambda req, context: act.CancelMedia(context=context)
+    ),
+    "start-recording": CallAction(
+        StartRecordingRequest, "Start recording the call", _start_recording, starts_recording=True
+    ),
+    "pause-recording": CallAction(RecordingRequest, "Pause a recording", _recording("pause")),
+    "resume-recording": CallAction(RecordingRequest, "Resume a recording", _recording("resume")),
+    "stop-recording": CallAction(RecordingRequest, "Stop a recording", _recording("stop")),
+    "hang-up": CallAction(
+        Empty,
+        "Hang up the app's leg (the call goes on for the others)",
+        lambda req, context: act.Hangup(for_everyone=False, context=context),
+    ),
+    "terminate": CallAction(
+        Empty, "End the call for everyone", lambda req, context: act.Hangup(for_everyone=True, context=context)
+    ),
 }
+# Operations that make the service ring someone (the dialing policy and the daily cap apply) or join a call.
+CAPPED = {"place_call", *(f"call_{n.replace('-', '_')}" for n, a in ACTIONS.items() if a.rings), "start_campaign"}
+DIALING = {*CAPPED, "create_masking_session"}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("place_call", "POST", "calls", "Place an outbound call into a flow", PlaceCall, 201),
@@ -330,8 +426,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("list_participants", "GET", CALL + "/participants", "List all participants"),
     Operation("get_participant", "GET", CALL + "/participants/{participant}", "Get one participant"),
     *(
-        Operation(f"call_{name.replace('-', '_')}", "POST", f"{CALL}/{name}", summary, model, 202)
-        for name, (model, summary) in ACTIONS.items()
+        Operation(f"call_{name.replace('-', '_')}", "POST", f"{CALL}/{name}", action.summary, action.request, 202)
+        for name, action in ACTIONS.items()
     ),
     Operation(
         "start_campaign",

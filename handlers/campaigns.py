@@ -1,7 +1,7 @@
 """Campaigns: start one, report on it, and place the next call whenever one of its calls ends.
 
 The first ``concurrency`` numbers are called when the campaign starts; each call's end (a
-``core.lifecycle`` hook) records its result and claims the next numbers in one compare-and-swap
+call-ended hook, wired in ``core.runtime``) records its result and claims the next numbers in one compare-and-swap
 on the campaign's row (``core.campaigns``), then places them. Placing is idempotent (the call
 reference and the CreateCall repeatability id derive from the campaign and the number's
 position): a redelivered event, a repeated request or another call's end places again only what
@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from core import clients, control
@@ -27,15 +26,14 @@ from core.campaigns import Campaign, CampaignCall, CampaignNotFound, CampaignSto
 from core.control import RequestError
 from core.destinations import phone_of
 from core.dial_cap import DialCap, DialCapReached, Taken, seconds_to_midnight
-from core.executor import identifier
-from core.lifecycle import on_call_ended
+from core.executor import is_permanent
 from core.observability import mask_id
-from core.runtime import Runtime, derived_id, http_date, is_permanent
+from core.repeatability import derived_id, http_date
+from core.runtime import Runtime
 from core.state import CallState, StateNotFound
-from handlers.control import check_destinations, check_flow_targets, dial_cap, raw
+from handlers.control import check_destinations, check_flow_targets, dial_cap, raw_id_of
 
 log = logging.getLogger("handlers.campaigns")
-REPEATABILITY_WINDOW = timedelta(minutes=4)  # the service keeps repeatability ids for 5 minutes
 START = "start"
 
 
@@ -130,9 +128,9 @@ def get_campaign(campaign_id: str, runtime: Runtime) -> dict[str, Any]:
     return campaign.describe()
 
 
-@on_call_ended
 def campaign_call_ended(state: CallState, runtime: Runtime) -> None:
-    """A campaign's call ended: record its result and call the next numbers the freed slot allows."""
+    """A campaign's call ended (a call-ended hook, ``core.runtime``): record its result and call the next numbers
+    the freed slot allows."""
     if not state.campaign:
         return
 
@@ -222,8 +220,8 @@ def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
         call_ref=entry.call_ref,
         flow=campaign.flow,
         status="dialing",
-        caller=raw(entry.number),
-        callee=raw(campaign.caller_id) if campaign.caller_id else "",
+        caller=raw_id_of(entry.number),
+        callee=raw_id_of(campaign.caller_id) if campaign.caller_id else "",
         vars=dict(campaign.vars),
         campaign=campaign.id,
     )
@@ -241,22 +239,14 @@ def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
             existing = state
         if existing.call_connection_id:
             return existing.call_connection_id  # placed before: its events have arrived
-    headers: dict[str, Any] = {}
-    if datetime.now(UTC) - parsedate_to_datetime(entry.first_sent) < REPEATABILITY_WINDOW:
-        headers = {
-            "headers": {
-                "Repeatability-Request-ID": derived_id(entry.call_ref, "create"),
-                "Repeatability-First-Sent": entry.first_sent,
-            }
-        }
     try:
-        props = runtime.executor.client.create_call(
-            identifier(entry.number),
+        props = runtime.executor.create_call(
+            [entry.number],
             runtime.callback_url(entry.call_ref),
-            source_caller_id_number=identifier(campaign.caller_id) if campaign.caller_id else None,
+            caller_id=campaign.caller_id,
             operation_context=f"campaign:{campaign.id}",
             cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
-            **headers,
+            repeat=(derived_id(entry.call_ref, "create"), entry.first_sent),
         )
     except Exception as exc:
         if created and is_permanent(exc):

@@ -22,7 +22,6 @@ from core import clients, control
 from core.control import RequestError
 from core.destinations import DestinationPolicy, DestinationRefused, fill_targets, flow_targets, phone_of
 from core.dial_cap import DialCap, DialCapBusy, DialCapReached, Taken
-from core.executor import identifier
 from core.flows import actions as act
 from core.flows.engine import API_CONTEXT
 from core.runtime import Runtime
@@ -33,7 +32,8 @@ _caps: dict[tuple[int, int], DialCap] = {}
 _caps_lock = threading.Lock()
 
 
-def raw(number_or_id: str) -> str:
+def raw_id_of(number_or_id: str) -> str:
+    """A phone number as its raw id (``4:+1...``); a raw id as it is."""
     return "4:" + number_or_id if number_or_id.startswith("+") else number_or_id
 
 
@@ -186,8 +186,8 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
         call_ref=call_ref,
         flow=req.flow or "",
         status="dialing",
-        caller=raw(first),
-        callee=raw(req.caller_id) if req.caller_id else "",
+        caller=raw_id_of(first),
+        callee=raw_id_of(req.caller_id) if req.caller_id else "",
         vars=dict(req.vars),
     )
     state.note(f"placed through the API to {', '.join(t.to for t in req.targets)}")
@@ -196,12 +196,11 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
     except Exception:
         dial_cap(runtime).give_back(taken)  # nothing was asked of the service
         raise
-    targets = [identifier(t.to) for t in req.targets]
     try:
-        props = runtime.executor.client.create_call(
-            targets if len(targets) > 1 else targets[0],
+        props = runtime.executor.create_call(
+            [t.to for t in req.targets],
             runtime.callback_url(call_ref),
-            source_caller_id_number=identifier(req.caller_id) if req.caller_id else None,
+            caller_id=req.caller_id,
             source_display_name=req.display_name,
             operation_context="place",
             cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
@@ -233,7 +232,7 @@ def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
         else {"room_id": req.room_id}
     )
     try:
-        props = runtime.executor.client.connect_call(
+        props = runtime.executor.connect(
             runtime.callback_url(call_ref),
             cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
             operation_context="connect",
@@ -257,7 +256,7 @@ def _participant(p: Any) -> dict[str, Any]:
 def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
     props = None
     try:
-        props = runtime.executor.client.get_call_connection(call_connection_id).get_call_properties()
+        props = runtime.executor.call_properties(call_connection_id)
     except Exception as exc:
         # The service forgets a call once it ends; the app's state of it (vars, outcome) remains.
         if getattr(exc, "status_code", None) != 404 or not runtime.store.lookup(call_connection_id):
@@ -295,7 +294,7 @@ def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
 
 def list_participants(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
     try:
-        participants = list(runtime.executor.client.get_call_connection(call_connection_id).list_participants())
+        participants = runtime.executor.participants(call_connection_id)
     except Exception as exc:
         raise _acs_error(exc) from exc
     return {"participants": [_participant(p) for p in participants]}
@@ -303,87 +302,40 @@ def list_participants(call_connection_id: str, runtime: Runtime) -> dict[str, An
 
 def get_participant(call_connection_id: str, participant: str, runtime: Runtime) -> dict[str, Any]:
     try:
-        found = runtime.executor.client.get_call_connection(call_connection_id).get_participant(identifier(participant))
+        found = runtime.executor.participant(call_connection_id, participant)
     except Exception as exc:
         raise _acs_error(exc) from exc
     return _participant(found)
 
 
-def _action_for(name: str, req: Any, context: str) -> act.Action:
-    """The request of one call action as the executor's action."""
-    match name:
-        case "play":
-            return act.Play(prompts=req.prompts, to=req.to, loop=req.loop, context=context)
-        case "recognize":
-            return act.Recognize(
-                mode=req.mode,
-                target=req.target,
-                prompts=[req.prompt] if req.prompt else [],
-                choices=[c.model_dump() for c in req.choices],
-                max_tones=req.max_tones,
-                stop_keys=req.stop_keys,
-                silence_timeout=req.timeout_seconds,
-                speech_language=req.speech_language,
-                context=context,
-            )
-        case "transfer":
-            return act.Transfer(target=req.target, transferee=req.transferee, context=context)
-        case "add-participant":
-            return act.AddParticipant(target=req.target, timeout_seconds=req.timeout_seconds, context=context)
-        case "cancel-add-participant":
-            return act.CancelAddParticipant(invitation_id=req.invitation_id, context=context)
-        case "remove-participant":
-            return act.RemoveParticipant(who=req.who, context=context)
-        case "mute":
-            return act.Mute(who=req.who, context=context)
-        case "hold":
-            return act.Hold(who=req.who, music=req.music, context=context)
-        case "unhold":
-            return act.Unhold(who=req.who, context=context)
-        case "send-dtmf":
-            return act.SendDtmf(tones=req.tones, to=req.to, context=context)
-        case "start-continuous-dtmf" | "stop-continuous-dtmf":
-            return act.ContinuousDtmf(who=req.who, start=name.startswith("start"), context=context)
-        case "cancel-media":
-            return act.CancelMedia(context=context)
-        case "start-recording":
-            return act.Recording(
-                op="start",
-                channel=req.channel or "unmixed",
-                content=req.content or "audio",
-                format=req.format or "wav",
-                pause_on_start=req.pause_on_start,
-                context=context,
-            )
-        case "pause-recording" | "resume-recording" | "stop-recording":
-            return act.Recording(op=name.split("-")[0], recording_id=req.recording_id, context=context)
-        case "hang-up" | "terminate":
-            return act.Hangup(for_everyone=name == "terminate", context=context)
-    raise RequestError(f"unknown action {name!r}", status=404)
-
-
 def call_action(call_connection_id: str, name: str, body: bytes, runtime: Runtime) -> dict[str, Any]:
-    if name not in control.ACTIONS:
+    spec = control.ACTIONS.get(name)
+    if spec is None:
         raise RequestError(f"unknown action {name!r}; see /api/openapi.json", status=404)
-    model, _ = control.ACTIONS[name]
-    req = control.parse(model, body)
+    req = control.parse(spec.request, body)
     context = f"{API_CONTEXT}{name}:{uuid.uuid4().hex[:12]}"
-    action = _action_for(name, req, context)
+    action = spec.build(req, context)
     taken: Taken | None = None
-    if isinstance(action, act.Transfer | act.AddParticipant):
-        check_destinations(runtime, [("target.to", action.target.to)])
-        taken = take_dials(runtime, [action.target.to])
-    return _run_action(call_connection_id, name, action, context, runtime, taken)
+    if spec.rings:
+        check_destinations(runtime, [("target.to", action.target.to)])  # type: ignore[union-attr]
+        taken = take_dials(runtime, [action.target.to])  # type: ignore[union-attr]
+    return _run_action(call_connection_id, name, spec, action, context, runtime, taken)
 
 
 def _run_action(
-    call_connection_id: str, name: str, action: act.Action, context: str, runtime: Runtime, taken: Taken | None
+    call_connection_id: str,
+    name: str,
+    spec: control.CallAction,
+    action: act.Action,
+    context: str,
+    runtime: Runtime,
+    taken: Taken | None,
 ) -> dict[str, Any]:
     call_ref = runtime.store.lookup(call_connection_id)
     if call_ref:
         action.callback_url = runtime.callback_url(call_ref)
     server_call_id = ""
-    if isinstance(action, act.Recording) and action.op == "start":
+    if spec.starts_recording:
         server_call_id = get_call(call_connection_id, runtime)["server_call_id"]
         action.container_url = runtime.engine.recording.container_url  # bring your own storage, if configured
     try:

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 from core.destinations import DestinationRefused
 from core.events import IncomingCall
-from core.executor import identifier
+from core.executor import is_permanent
 from core.observability import mask_id
+from core.repeatability import derived_id
 from core.routing import AnswerAction, CallFacts, MaskAction, RedirectAction, RejectAction, route
-from core.runtime import Runtime, derived_id, http_date, is_permanent
+from core.runtime import Runtime
 from core.state import CallState
 
 log = logging.getLogger("handlers.incoming_call")
-REPEATABILITY_WINDOW = timedelta(minutes=4)  # the service keeps repeatability ids for 5 minutes
 
 
 @dataclass(frozen=True)
@@ -46,15 +45,9 @@ def _event_time(value: str | None) -> datetime:
     return datetime.now(UTC)
 
 
-def _repeatability(call: IncomingCall, what: str, sent: datetime) -> dict[str, Any]:
-    if datetime.now(UTC) - sent > REPEATABILITY_WINDOW:
-        return {}  # too old for the service to remember: a plain request (it refuses a used context anyway)
-    return {
-        "headers": {
-            "Repeatability-Request-ID": derived_id(call.event_id, what),
-            "Repeatability-First-Sent": http_date(sent),
-        }
-    }
+def _repeat(call: IncomingCall, what: str, sent: datetime) -> tuple[str, datetime]:
+    """The repeatability of a request answering this call: an id derived from the event, first sent at its time."""
+    return derived_id(call.event_id, what), sent
 
 
 def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
@@ -66,7 +59,7 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
     rule = route(settings.routing, facts)
     call_ref = derived_id("incoming", call.event_id)
     action = rule.action
-    client = runtime.executor.client
+    executor = runtime.executor
     caller, called = mask_id(call.caller), mask_id(call.to)
     log.info("incoming call from %s to %s matched rule %s -> %s", caller, called, rule.name, action.type)
     call_vars: dict[str, str] = {}
@@ -83,14 +76,10 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
             action = RejectAction(type="reject", reason="forbidden")
     try:
         if isinstance(action, RejectAction):
-            client.reject_call(
-                call.incoming_call_context, call_reject_reason=action.reason, **_repeatability(call, "reject", sent)
-            )
+            executor.reject(call.incoming_call_context, action.reason, repeat=_repeat(call, "reject", sent))
             return Outcome(rule.name, "reject", call_ref, action.reason)
         if isinstance(action, RedirectAction) and len(action.targets) == 1:
-            client.redirect_call(
-                call.incoming_call_context, identifier(action.targets[0]), **_repeatability(call, "redirect", sent)
-            )
+            executor.redirect(call.incoming_call_context, action.targets[0], repeat=_repeat(call, "redirect", sent))
             return Outcome(rule.name, "redirect", call_ref, action.targets[0])
         state = CallState(
             call_ref=call_ref,
@@ -110,12 +99,12 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
         state.note(f"routed by rule {rule.name}: {kind}")
         if not runtime.store.create(state):
             log.info("state for %s exists: a redelivered IncomingCall", call_ref)
-        props = client.answer_call(
+        props = executor.answer(
             call.incoming_call_context,
             runtime.callback_url(call_ref),
             cognitive_services_endpoint=settings.cognitive_services_endpoint,
             operation_context="answer",
-            **_repeatability(call, "answer", sent),
+            repeat=_repeat(call, "answer", sent),
         )
         log.info("answered: call connection %s", props.call_connection_id)
         runtime.store.index(props.call_connection_id or "", call_ref)  # the control API addresses it by that id

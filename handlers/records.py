@@ -8,7 +8,6 @@ from typing import Any
 
 from core import clients
 from core.control import RequestError
-from core.lifecycle import on_call_ended
 from core.records import CallRecordEvent, RecordStore, flow_outcome
 from core.settings import Settings, get_settings
 from core.state import CallState
@@ -39,9 +38,9 @@ def handle_call_record_event(event: CallRecordEvent, store: RecordStore | None =
     return record
 
 
-@on_call_ended
 def record_flow_outcome(state: CallState, runtime: Any) -> None:
-    """When a call ends for the app: its flow's outcome into the call's record (rerun: same row)."""
+    """When a call ends for the app (a call-ended hook, ``core.runtime``): its flow's outcome into the call's record
+    (rerun: same row)."""
     if not state.server_call_id:
         log.info("call %s ended with no server call id: no record to add its outcome to", state.call_ref)
         return

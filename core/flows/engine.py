@@ -15,7 +15,9 @@ kept for ``GET /api/calls/{id}`` while the call lasts and dropped when it ends.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..events import CallEvent
 from ..state import CallState
@@ -105,23 +107,42 @@ def _fill_prompt(prompt: Prompt | None, values: dict[str, str]) -> Prompt | None
     return prompt.model_copy(update={"text": fill(prompt.text, values), "ssml": fill(prompt.ssml, values, xml=True)})
 
 
+def _fill_prompts(action: Any, values: dict[str, str]) -> Action:
+    return action.model_copy(update={"prompts": [_fill_prompt(p, values) for p in action.prompts]})
+
+
+def _fill_music(action: Any, values: dict[str, str]) -> Action:
+    if not action.music:
+        return action
+    return action.model_copy(update={"music": _fill_prompt(action.music, values)})
+
+
+def _fill_target(action: Any, values: dict[str, str]) -> Action:
+    target = action.target.model_copy(
+        update={
+            "to": fill(action.target.to, values) or action.target.to,
+            "caller_id": fill(action.target.caller_id, values),
+        }
+    )
+    return action.model_copy(update={"target": target})
+
+
+# Action kind -> how call variables fill into it (its prompts, its music, its target); other kinds take none.
+_FILLERS = {
+    "play": _fill_prompts,
+    "recognize": _fill_prompts,
+    "hold": _fill_music,
+    "transfer": _fill_target,
+    "add_participant": _fill_target,
+}
+
+
 def render(action: Action, values: dict[str, str]) -> Action:
     """Fill call variables into an action's prompts and targets."""
-    if not values:
+    filler = _FILLERS.get(action.kind)
+    if not values or filler is None:
         return action
-    if isinstance(action, Play | Recognize):
-        return action.model_copy(update={"prompts": [_fill_prompt(p, values) for p in action.prompts]})
-    if isinstance(action, Hold) and action.music:
-        return action.model_copy(update={"music": _fill_prompt(action.music, values)})
-    if isinstance(action, Transfer | AddParticipant):
-        target = action.target.model_copy(
-            update={
-                "to": fill(action.target.to, values) or action.target.to,
-                "caller_id": fill(action.target.caller_id, values),
-            }
-        )
-        return action.model_copy(update={"target": target})
-    return action
+    return filler(action, values)
 
 
 @dataclass(frozen=True)
@@ -149,9 +170,53 @@ def parse_context(value: str | None) -> tuple[str, int, str] | None:
 
 
 class FlowEngine:
+    """The call's state machine: a table of the events that concern the call itself, and per node type a table of
+    what entering the node does and how it reacts to its own events (found by the event's operation context)."""
+
     def __init__(self, flows: dict[str, Flow], recording: RecordingOptions | None = None) -> None:
         self.flows = flows
         self.recording = recording or RecordingOptions()
+        Reaction = Callable[[CallState, CallEvent], list[Action]]
+        # Events about the call, whatever node it is at.
+        self._call_events: dict[str, Reaction] = {
+            "CallConnected": self._connected,
+            "ParticipantsUpdated": self._participants_updated,
+            "CallDisconnected": self._disconnected,
+            "ConnectFailed": self._failed,
+            "CreateCallFailed": self._failed,
+            "AnswerFailed": self._failed,
+            "RecordingStateChanged": self._recording_changed,
+            "ContinuousDtmfRecognitionToneReceived": self._tone,
+        }
+        # Node type -> what entering it does: (state, node id, node, retry prompt, depth) -> actions.
+        self._entering: dict[str, Callable[..., list[Action]]] = {
+            "play": self._enter_play,
+            "menu": self._enter_menu,
+            "collect_digits": self._enter_collect_digits,
+            "transfer": self._enter_transfer,
+            "add_participant": self._enter_add_participant,
+            "send_dtmf": self._enter_send_dtmf,
+            "mute": self._enter_mute,
+            "hold": self._enter_hold,
+            "unhold": self._enter_unhold,
+            "record": self._enter_record,
+            "hangup": self._enter_hangup,
+        }
+        # Node type -> its reaction to an event of its own: (state, node, event) -> actions (other types: none).
+        self._node_events: dict[str, Callable[..., list[Action]]] = {
+            "play": self._play_event,
+            "menu": self._menu_event,
+            "collect_digits": self._digits_event,
+            "transfer": self._transfer_event,
+            "add_participant": self._add_participant_event,
+            "send_dtmf": self._send_dtmf_event,
+        }
+        # Node type -> what follows its announcement (a prompt played before the node acts): (state, node).
+        self._after_announcement: dict[str, Callable[..., list[Action]]] = {
+            "transfer": lambda state, node: self._transfer(state, node, context(state.node, state.seq)),
+            "record": lambda state, node: self._record_now(state, node) + self._maybe_enter(state, node.next),
+            "hangup": self._flow_hangs_up,
+        }
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -160,8 +225,64 @@ class FlowEngine:
         # A CallDisconnected after a transfer carries the transfer's context: it must not replace its result.
         if (event.operation_context or "").startswith(API_CONTEXT) and event.type != "CallDisconnected":
             self._api_result(state, event)
-        return [render(action, state.vars) for action in self._handle(state, event)]
+        return [render(action, state.vars) for action in self._react(state, event)]
 
+    def on_result(self, state: CallState, action: Action, result: dict[str, str]) -> None:
+        """Keep what a synchronous response told us (invitation ids, recording ids)."""
+        if action.kind == "add_participant" and result.get("invitation_id") and action.context:
+            state.invitations[action.context] = result["invitation_id"]
+        if action.kind == "recording" and action.op == "start" and result.get("recording_id"):
+            state.recording_id = result["recording_id"]
+            state.recording_state = result.get("recording_state", "active")
+
+    def _react(self, state: CallState, event: CallEvent) -> list[Action]:
+        if event.call_connection_id:
+            state.call_connection_id = event.call_connection_id
+        if event.server_call_id:
+            state.server_call_id = event.server_call_id
+        if event.correlation_id:
+            state.correlation_id = event.correlation_id
+        about_the_call = self._call_events.get(event.type)
+        if about_the_call is not None:
+            return about_the_call(state, event)
+        if state.status == "ended":
+            return []
+        return self._node_event(state, event)
+
+    def _node_event(self, state: CallState, event: CallEvent) -> list[Action]:
+        """An event of an action a node asked for: to the node the call is at, unless it is stale."""
+        parsed = parse_context(event.operation_context)
+        if parsed is None:
+            return []
+        node_id, seq, sub = parsed
+        if node_id == SIMRING and state.simring:  # a flow may have a node of that name
+            return self._simring(state, event)
+        if seq != state.seq or node_id != state.node:
+            state.stale_events += 1
+            state.note(f"ignored stale {event.type} for {node_id}#{seq} (now at {state.node}#{state.seq})")
+            return []
+        flow = self.flows.get(state.flow)
+        if flow is None or state.node not in flow.nodes:
+            # The flow changed under a live call (a new deployment): finish the call politely.
+            state.note(f"flow {state.flow} has no node {state.node} any more; hanging up")
+            return [Hangup(for_everyone=True)]
+        node = flow.nodes[state.node]
+        if sub == "announce":
+            return self._announced(state, node, event)
+        reaction = self._node_events.get(node.type)
+        return reaction(state, node, event) if reaction is not None else []
+
+    def _announced(self, state: CallState, node: Any, event: CallEvent) -> list[Action]:
+        if event.type not in ("PlayCompleted", "PlayFailed"):
+            return []
+        # One announcement leads on once, even if the service reports its end twice.
+        if state.vars.get("_announced") == event.operation_context:
+            return []
+        state.vars["_announced"] = event.operation_context or ""
+        after = self._after_announcement.get(node.type)
+        return after(state, node) if after is not None else []
+
+    # -- API results -------------------------------------------------------------------------
     def _api_result(self, state: CallState, event: CallEvent) -> None:
         """Keep the outcome of an action taken through the control API, for GET /api/calls/{id}."""
         kind, tones, label, speech = event.recognition
@@ -199,77 +320,13 @@ class FlowEngine:
             if isinstance(summary, dict) and summary.get("recognitionType"):
                 FlowEngine._drop_input(summary)
 
-    def _handle(self, state: CallState, event: CallEvent) -> list[Action]:
-        if event.call_connection_id:
-            state.call_connection_id = event.call_connection_id
-        if event.server_call_id:
-            state.server_call_id = event.server_call_id
-        if event.correlation_id:
-            state.correlation_id = event.correlation_id
-        kind = event.type
-        if kind == "CallConnected":
-            state.connected_at = state.connected_at or event.time or ""
-            return self._connected(state)
-        if kind == "ParticipantsUpdated":
-            state.participants = event.participants
-            return []
-        if kind == "CallDisconnected":
-            state.outcome.setdefault("ended", event.result.message or "disconnected")
-            state.status = "ended"
-            state.ended_at = state.ended_at or event.time or ""
-            self._drop_inputs(state)
-            return []
-        if kind in ("ConnectFailed", "CreateCallFailed", "AnswerFailed"):
-            self._drop_inputs(state)
-            state.status = "ended"
-            state.ended_at = state.ended_at or event.time or ""
-            state.outcome["failed"] = f"{kind}: {event.result.message}"
-            state.outcome["failed_code"] = event.result.code  # 408 no answer, 486 busy, 603 declined
-            return []
-        if kind == "RecordingStateChanged":
-            state.recording_id = event.recording_id or state.recording_id
-            state.recording_state = event.recording_state or state.recording_state
-            return []
-        if kind == "ContinuousDtmfRecognitionToneReceived":
-            return self._tone(state, event)
-        if state.status == "ended":
-            return []
-        parsed = parse_context(event.operation_context)
-        if parsed is None:
-            return []
-        node_id, seq, sub = parsed
-        if node_id == SIMRING and state.simring:  # a flow may have a node of that name
-            return self._simring(state, event)
-        if seq != state.seq or node_id != state.node:
-            state.stale_events += 1
-            state.note(f"ignored stale {kind} for {node_id}#{seq} (now at {state.node}#{state.seq})")
-            return []
-        flow = self.flows.get(state.flow)
-        if flow is None or state.node not in flow.nodes:
-            # The flow changed under a live call (a new deployment): finish the call politely.
-            state.note(f"flow {state.flow} has no node {state.node} any more; hanging up")
-            return [Hangup(for_everyone=True)]
-        if sub == "announce" and kind in ("PlayCompleted", "PlayFailed"):
-            # One announcement leads on once, even if the service reports its end twice.
-            if state.vars.get("_announced") == event.operation_context:
-                return []
-            state.vars["_announced"] = event.operation_context or ""
-        return self._on_node_event(state, flow.nodes[state.node], event, sub)
-
-    def on_result(self, state: CallState, action: Action, result: dict[str, str]) -> None:
-        """Keep what a synchronous response told us (invitation ids, recording ids)."""
-        if isinstance(action, AddParticipant) and result.get("invitation_id") and action.context:
-            state.invitations[action.context] = result["invitation_id"]
-        if isinstance(action, Recording) and action.op == "start" and result.get("recording_id"):
-            state.recording_id = result["recording_id"]
-            state.recording_state = result.get("recording_state", "active")
-
-    # -- call lifecycle ----------------------------------------------------------------------
+    # -- events about the call --------------------------------------------------------------
 
     def _flow(self, state: CallState) -> Flow:
         return self.flows[state.flow]
 
-    def _connected(self, state: CallState) -> list[Action]:
+    def _connected(self, state: CallState, event: CallEvent) -> list[Action]:
+        state.connected_at = state.connected_at or event.time or ""
         if state.status not in ("answering", "dialing"):
             return []  # a second CallConnected (e.g. after a redelivery) changes nothing
         state.status = "connected"
@@ -288,6 +345,33 @@ class FlowEngine:
         # Continuous DTMF (the flow's on_tone) is started as the first node is entered, unless that node
         # collects sensitive digits: see _continuous_dtmf.
         return actions + self._enter(state, self._flow(state).start)
+
+    @staticmethod
+    def _participants_updated(state: CallState, event: CallEvent) -> list[Action]:
+        state.participants = event.participants
+        return []
+
+    def _disconnected(self, state: CallState, event: CallEvent) -> list[Action]:
+        state.outcome.setdefault("ended", event.result.message or "disconnected")
+        state.status = "ended"
+        state.ended_at = state.ended_at or event.time or ""
+        self._drop_inputs(state)
+        return []
+
+    def _failed(self, state: CallState, event: CallEvent) -> list[Action]:
+        """The call could not be set up or joined (ConnectFailed, CreateCallFailed, AnswerFailed)."""
+        self._drop_inputs(state)
+        state.status = "ended"
+        state.ended_at = state.ended_at or event.time or ""
+        state.outcome["failed"] = f"{event.type}: {event.result.message}"
+        state.outcome["failed_code"] = event.result.code  # 408 no answer, 486 busy, 603 declined
+        return []
+
+    @staticmethod
+    def _recording_changed(state: CallState, event: CallEvent) -> list[Action]:
+        state.recording_id = event.recording_id or state.recording_id
+        state.recording_state = event.recording_state or state.recording_state
+        return []
 
     def _in_sensitive_node(self, state: CallState) -> bool:
         """Whether the call is at a node that collects sensitive digits (a card number...)."""
@@ -372,86 +456,101 @@ class FlowEngine:
         node = self._flow(state).nodes[node_id]
         return self._continuous_dtmf(state, node_id, node) + self._act(state, node_id, node, retry_prompt, depth)
 
-    def _act(
-        self, state: CallState, node_id: str, node: object, retry_prompt: Prompt | None, depth: int
-    ) -> list[Action]:
+    def _act(self, state: CallState, node_id: str, node: Any, retry_prompt: Prompt | None, depth: int) -> list[Action]:
         """The actions of a node just entered (and of the nodes after it that finish at once)."""
-        ctx = context(node_id, state.seq)
-        caller = state.caller
+        entering = self._entering.get(node.type)
+        if entering is None:
+            raise TypeError(f"unknown node type {type(node).__name__}")
+        return entering(state, node_id, node, retry_prompt, depth)
 
-        def then(next_id: str | None, actions: list[Action]) -> list[Action]:
-            return actions + (self._enter(state, next_id, depth=depth + 1) if next_id else [])
+    def _then(self, state: CallState, next_id: str | None, actions: list[Action], depth: int) -> list[Action]:
+        """A node that finishes at once: its actions, then those of the node after it."""
+        return actions + (self._enter(state, next_id, depth=depth + 1) if next_id else [])
 
-        if isinstance(node, PlayNode):
-            return [Play(prompts=[node.prompt], loop=node.loop, context=ctx)]
-        if isinstance(node, MenuNode):
-            prompts = [retry_prompt, node.prompt] if retry_prompt else [node.prompt]
-            if node.input == "dtmf":
-                return [
-                    Recognize(
-                        mode="dtmf",
-                        target=caller,
-                        prompts=prompts,
-                        max_tones=1,
-                        silence_timeout=node.timeout_seconds,
-                        context=ctx,
-                    )
-                ]
-            choices = [{"label": c.label, "phrases": c.phrases or [c.label], "key": c.key} for c in node.choices]
-            return [
-                Recognize(
-                    mode="choices",
-                    target=caller,
-                    prompts=prompts,
-                    choices=choices,
-                    silence_timeout=node.timeout_seconds,
-                    context=ctx,
-                )
-            ]
-        if isinstance(node, CollectDigitsNode):
-            actions: list[Action] = []
-            already_paused = state.vars.get("_paused_for") == node_id  # a retry: still paused
-            if node.sensitive and not already_paused and state.recording_id and state.recording_state == "active":
-                actions.append(self._recording("pause", state))
-                state.vars["_paused_for"] = node_id
-            prompts = [retry_prompt, node.prompt] if retry_prompt else [node.prompt]
-            actions.append(
-                Recognize(
-                    mode="dtmf",
-                    target=caller,
-                    prompts=prompts,
-                    max_tones=node.max_digits,
-                    stop_keys=node.stop_keys,
-                    silence_timeout=node.timeout_seconds,
-                    inter_tone_timeout=node.inter_digit_timeout_seconds,
-                    context=ctx,
-                )
+    def _maybe_enter(self, state: CallState, next_id: str | None) -> list[Action]:
+        return self._enter(state, next_id) if next_id else []
+
+    @staticmethod
+    def _announce(state: CallState, node_id: str, prompt: Prompt) -> list[Action]:
+        """Play a node's announcement first; the node acts once it has played (``_announced``)."""
+        return [Play(prompts=[prompt], context=context(node_id, state.seq, "announce"))]
+
+    def _enter_play(self, state: CallState, node_id: str, node: PlayNode, *_: object) -> list[Action]:
+        return [Play(prompts=[node.prompt], loop=node.loop, context=context(node_id, state.seq))]
+
+    def _enter_menu(
+        self, state: CallState, node_id: str, node: MenuNode, retry_prompt: Prompt | None, _: int
+    ) -> list[Action]:
+        prompts = [retry_prompt, node.prompt] if retry_prompt else [node.prompt]
+        common = {"target": state.caller, "prompts": prompts, "silence_timeout": node.timeout_seconds}
+        if node.input == "dtmf":
+            return [Recognize(mode="dtmf", max_tones=1, context=context(node_id, state.seq), **common)]
+        choices = [{"label": c.label, "phrases": c.phrases or [c.label], "key": c.key} for c in node.choices]
+        return [Recognize(mode="choices", choices=choices, context=context(node_id, state.seq), **common)]
+
+    def _enter_collect_digits(
+        self, state: CallState, node_id: str, node: CollectDigitsNode, retry_prompt: Prompt | None, _: int
+    ) -> list[Action]:
+        actions: list[Action] = []
+        already_paused = state.vars.get("_paused_for") == node_id  # a retry: still paused
+        if node.sensitive and not already_paused and state.recording_id and state.recording_state == "active":
+            actions.append(self._recording("pause", state))
+            state.vars["_paused_for"] = node_id
+        prompts = [retry_prompt, node.prompt] if retry_prompt else [node.prompt]
+        actions.append(
+            Recognize(
+                mode="dtmf",
+                target=state.caller,
+                prompts=prompts,
+                max_tones=node.max_digits,
+                stop_keys=node.stop_keys,
+                silence_timeout=node.timeout_seconds,
+                inter_tone_timeout=node.inter_digit_timeout_seconds,
+                context=context(node_id, state.seq),
             )
-            return actions
-        if isinstance(node, TransferNode):
-            if node.announcement:
-                return [Play(prompts=[node.announcement], context=context(node_id, state.seq, "announce"))]
-            return self._transfer(state, node, ctx)
-        if isinstance(node, AddParticipantNode):
-            return [AddParticipant(target=node.target, timeout_seconds=node.timeout_seconds, context=ctx)]
-        if isinstance(node, SendDtmfNode):
-            return [SendDtmf(tones=node.tones, to=self._who(state, node.to), context=ctx)]
-        if isinstance(node, MuteNode):
-            return then(node.next, [Mute(who=self._who(state, node.who), context=ctx)])
-        if isinstance(node, HoldNode):
-            return then(node.next, [Hold(who=self._who(state, node.who), music=node.music, context=ctx)])
-        if isinstance(node, UnholdNode):
-            return then(node.next, [Unhold(who=self._who(state, node.who), context=ctx)])
-        if isinstance(node, RecordNode):
-            if node.action == "start" and node.announcement:
-                return [Play(prompts=[node.announcement], context=context(node_id, state.seq, "announce"))]
-            return then(node.next, self._record_now(state, node))
-        if isinstance(node, HangupNode):
-            if node.prompt:
-                return [Play(prompts=[node.prompt], context=context(node_id, state.seq, "announce"))]
-            state.outcome.setdefault("ended_by_flow", node_id)
-            return [Hangup(for_everyone=node.for_everyone)]
-        raise TypeError(f"unknown node type {type(node).__name__}")
+        )
+        return actions
+
+    def _enter_transfer(self, state: CallState, node_id: str, node: TransferNode, *_: object) -> list[Action]:
+        if node.announcement:
+            return self._announce(state, node_id, node.announcement)
+        return self._transfer(state, node, context(node_id, state.seq))
+
+    def _enter_add_participant(
+        self, state: CallState, node_id: str, node: AddParticipantNode, *_: object
+    ) -> list[Action]:
+        ctx = context(node_id, state.seq)
+        return [AddParticipant(target=node.target, timeout_seconds=node.timeout_seconds, context=ctx)]
+
+    def _enter_send_dtmf(self, state: CallState, node_id: str, node: SendDtmfNode, *_: object) -> list[Action]:
+        return [SendDtmf(tones=node.tones, to=self._who(state, node.to), context=context(node_id, state.seq))]
+
+    def _enter_mute(self, state: CallState, node_id: str, node: MuteNode, _: object, depth: int) -> list[Action]:
+        mute = Mute(who=self._who(state, node.who), context=context(node_id, state.seq))
+        return self._then(state, node.next, [mute], depth)
+
+    def _enter_hold(self, state: CallState, node_id: str, node: HoldNode, _: object, depth: int) -> list[Action]:
+        hold = Hold(who=self._who(state, node.who), music=node.music, context=context(node_id, state.seq))
+        return self._then(state, node.next, [hold], depth)
+
+    def _enter_unhold(self, state: CallState, node_id: str, node: UnholdNode, _: object, depth: int) -> list[Action]:
+        unhold = Unhold(who=self._who(state, node.who), context=context(node_id, state.seq))
+        return self._then(state, node.next, [unhold], depth)
+
+    def _enter_record(self, state: CallState, node_id: str, node: RecordNode, _: object, depth: int) -> list[Action]:
+        if node.action == "start" and node.announcement:
+            return self._announce(state, node_id, node.announcement)
+        return self._then(state, node.next, self._record_now(state, node), depth)
+
+    def _enter_hangup(self, state: CallState, node_id: str, node: HangupNode, *_: object) -> list[Action]:
+        if node.prompt:
+            return self._announce(state, node_id, node.prompt)
+        return self._flow_hangs_up(state, node)
+
+    @staticmethod
+    def _flow_hangs_up(state: CallState, node: HangupNode) -> list[Action]:
+        state.outcome.setdefault("ended_by_flow", state.node)
+        return [Hangup(for_everyone=node.for_everyone)]
 
     @staticmethod
     def _who(state: CallState, who: str) -> str:
@@ -484,55 +583,40 @@ class FlowEngine:
         state.outcome["transfer_target"] = node.target.to
         return [Transfer(target=node.target, context=ctx)]
 
-    def _on_node_event(self, state: CallState, node: object, event: CallEvent, sub: str) -> list[Action]:
-        kind = event.type
-        ctx = context(state.node, state.seq)
-        if sub == "announce":
-            if kind not in ("PlayCompleted", "PlayFailed"):
-                return []
-            if isinstance(node, TransferNode):
-                return self._transfer(state, node, ctx)
-            if isinstance(node, RecordNode):
-                return self._record_now(state, node) + (self._enter(state, node.next) if node.next else [])
-            if isinstance(node, HangupNode):
-                state.outcome.setdefault("ended_by_flow", state.node)
-                return [Hangup(for_everyone=node.for_everyone)]
+    # -- a node's reactions to its own events --------------------------------------------------
+
+    def _play_event(self, state: CallState, node: PlayNode, event: CallEvent) -> list[Action]:
+        if event.type == "PlayCompleted":
+            return self._maybe_enter(state, node.next)
+        if event.type == "PlayFailed":
+            state.note(f"play failed: {event.result.message}")
+            return self._maybe_enter(state, node.on_failure or node.next)
+        return []
+
+    def _transfer_event(self, state: CallState, node: TransferNode, event: CallEvent) -> list[Action]:
+        if event.type == "CallTransferAccepted":
+            state.status = "transferred"
+            state.outcome["transfer_result"] = "accepted"
             return []
-        if isinstance(node, PlayNode):
-            if kind == "PlayCompleted":
-                return self._enter(state, node.next) if node.next else []
-            if kind == "PlayFailed":
-                follow = node.on_failure or node.next
-                state.note(f"play failed: {event.result.message}")
-                return self._enter(state, follow) if follow else []
-            return []
-        if isinstance(node, MenuNode):
-            return self._menu_event(state, node, event)
-        if isinstance(node, CollectDigitsNode):
-            return self._digits_event(state, node, event)
-        if isinstance(node, TransferNode):
-            if kind == "CallTransferAccepted":
-                state.status = "transferred"
-                state.outcome["transfer_result"] = "accepted"
-                return []
-            if kind == "CallTransferFailed":
-                state.status = "connected"
-                state.outcome["transfer_result"] = f"failed: {event.result.message}"
-                return self._enter(state, node.on_failure)
-            return []
-        if isinstance(node, AddParticipantNode):
-            if kind == "AddParticipantSucceeded":
-                state.invitations.pop(event.operation_context or "", None)
-                state.outcome.setdefault("added", []).append(event.participant)
-                return self._enter(state, node.next)
-            if kind in ("AddParticipantFailed", "CancelAddParticipantSucceeded"):
-                state.invitations.pop(event.operation_context or "", None)
-                return self._enter(state, node.on_failure)
-            return []
-        if isinstance(node, SendDtmfNode):
-            if kind in ("SendDtmfTonesCompleted", "SendDtmfTonesFailed"):
-                return self._enter(state, node.next) if node.next else []
-            return []
+        if event.type == "CallTransferFailed":
+            state.status = "connected"
+            state.outcome["transfer_result"] = f"failed: {event.result.message}"
+            return self._enter(state, node.on_failure)
+        return []
+
+    def _add_participant_event(self, state: CallState, node: AddParticipantNode, event: CallEvent) -> list[Action]:
+        if event.type == "AddParticipantSucceeded":
+            state.invitations.pop(event.operation_context or "", None)
+            state.outcome.setdefault("added", []).append(event.participant)
+            return self._enter(state, node.next)
+        if event.type in ("AddParticipantFailed", "CancelAddParticipantSucceeded"):
+            state.invitations.pop(event.operation_context or "", None)
+            return self._enter(state, node.on_failure)
+        return []
+
+    def _send_dtmf_event(self, state: CallState, node: SendDtmfNode, event: CallEvent) -> list[Action]:
+        if event.type in ("SendDtmfTonesCompleted", "SendDtmfTonesFailed"):
+            return self._maybe_enter(state, node.next)
         return []
 
     def _menu_event(self, state: CallState, node: MenuNode, event: CallEvent) -> list[Action]:

@@ -1,4 +1,4 @@
-"""The mid-call duplicate filter kept in the call's own state row (``Runtime.advance``), against real Table
+"""The mid-call duplicate filter kept in the call's own state row (``CallLedger.advance``), against real Table
 Storage (Azurite): one write per event plus one for its actions, duplicates dropped, a delivery in flight answered
 "come back later", a dead or failed delivery taken over with only what it left undone.
 
@@ -20,7 +20,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from core.events import CallEvent, ResultInfo
 from core.flows.actions import CancelMedia, ContinuousDtmf, Hangup, Mute, Play
 from core.flows.model import Prompt
-from core.runtime import Runtime
+from core.ledger import CallLedger
 from core.state import AlreadyHandled, CallState, HandledElsewhere, StateStore
 
 
@@ -94,16 +94,8 @@ PLANS = {
 }
 
 
-def runtime(store: StateStore, executor: Executor | None = None, lease_seconds: float = 10.0) -> Runtime:
-    return Runtime(
-        settings=None,  # type: ignore[arg-type]
-        store=store,
-        events=None,  # type: ignore[arg-type]
-        engine=Engine(PLANS),  # type: ignore[arg-type]
-        executor=executor or Executor(),  # type: ignore[arg-type]
-        auth=None,  # type: ignore[arg-type]
-        lease_seconds=lease_seconds,
-    )
+def ledger(store: StateStore, executor: Executor | None = None, lease_seconds: float = 10.0) -> CallLedger:
+    return CallLedger(store, Engine(PLANS), executor or Executor(), lease_seconds)
 
 
 def event(kind: str, event_id: str | None = None) -> CallEvent:
@@ -121,7 +113,7 @@ def event(kind: str, event_id: str | None = None) -> CallEvent:
 
 
 def test_an_event_with_no_action_costs_one_write_and_its_duplicate_none(store, counter):
-    rt = runtime(store)
+    rt = ledger(store)
     e = event("ParticipantsUpdated")
     rt.advance("call", e)
     assert counter.methods == ["PUT"]  # planned and done in the same write; no read (the state was remembered)
@@ -139,7 +131,7 @@ def test_a_redelivery_with_a_later_token_costs_one_write_to_be_remembered_longer
     token again costs none, as before."""
     from dataclasses import replace
 
-    rt = runtime(store)
+    rt = ledger(store)
     first = replace(event("ParticipantsUpdated"), replayable_until=time.time() + 361)
     rt.advance("call", first)
     counter.methods.clear()
@@ -158,7 +150,7 @@ def test_a_redelivery_with_a_later_token_costs_one_write_to_be_remembered_longer
 @pytest.mark.parametrize("kind", ["RecognizeCompleted", "PlayCompleted", "CallConnected", "PlayStarted"])
 def test_an_event_costs_one_write_for_its_plan_and_one_for_its_actions(store, counter, kind):
     executor = Executor()
-    rt = runtime(store, executor)
+    rt = ledger(store, executor)
     rt.advance("call", event(kind))
     assert counter.methods == ["PUT", "PUT"]  # the plan; every action recorded as sent, which ends the event
     assert executor.sent == [a.context for a in PLANS[kind]]
@@ -169,7 +161,7 @@ def test_an_event_costs_one_write_for_its_plan_and_one_for_its_actions(store, co
 def test_a_duplicate_while_the_first_delivery_works_is_asked_to_come_back(store):
     executor = Executor()
     executor.gate["only"] = threading.Event()
-    first, second = runtime(store, executor), runtime(store, executor)  # two instances of the app
+    first, second = ledger(store, executor), ledger(store, executor)  # two instances of the app
     e = event("RecognizeCompleted")
     worker = threading.Thread(target=first.advance, args=("call", e))
     worker.start()
@@ -191,7 +183,7 @@ def test_a_duplicate_while_the_first_delivery_works_is_asked_to_come_back(store)
 def test_a_failed_delivery_is_taken_over_at_once_and_redoes_only_what_is_left(store, counter, kind, failing):
     executor = Executor()
     executor.fail.add(failing)
-    rt = runtime(store, executor)
+    rt = ledger(store, executor)
     e = event(kind)
     with pytest.raises(ConnectionError):
         rt.advance("call", e)
@@ -210,7 +202,7 @@ def test_a_failed_delivery_is_taken_over_at_once_and_redoes_only_what_is_left(st
 def test_a_failure_on_the_first_action_releases_the_event_with_nothing_recorded(store):
     executor = Executor()
     executor.fail.add("a")
-    rt = runtime(store, executor)
+    rt = ledger(store, executor)
     e = event("PlayStarted")
     with pytest.raises(ConnectionError):
         rt.advance("call", e)
@@ -232,7 +224,7 @@ def test_a_dead_deliverys_lease_lapses_and_is_taken_over(store):
         state.leases[e.id] = Lease(owner="dead", until=time.time() + 0.6)
 
     store.mutate("call", plan_then_die)
-    rt = runtime(store, executor)
+    rt = ledger(store, executor)
     with pytest.raises(HandledElsewhere):
         rt.advance("call", e)  # the lease is live: it may still be working
     time.sleep(0.7)
@@ -245,7 +237,7 @@ def test_a_dead_deliverys_lease_lapses_and_is_taken_over(store):
 def test_a_slow_delivery_keeps_its_lease_by_renewing_it(store):
     executor = Executor()
     executor.gate["only"] = threading.Event()
-    slow, other = runtime(store, executor, lease_seconds=0.6), runtime(store, executor, lease_seconds=0.6)
+    slow, other = ledger(store, executor, lease_seconds=0.6), ledger(store, executor, lease_seconds=0.6)
     e = event("RecognizeCompleted")
     worker = threading.Thread(target=slow.advance, args=("call", e))
     worker.start()
@@ -261,7 +253,7 @@ def test_a_slow_delivery_keeps_its_lease_by_renewing_it(store):
 
 def test_work_after_the_actions_is_redone_on_redelivery_until_it_succeeds(store):
     executor = Executor()
-    rt = runtime(store, executor)
+    rt = ledger(store, executor)
     e = event("CallDisconnected")
     calls: list[str] = []
 
@@ -271,10 +263,10 @@ def test_work_after_the_actions_is_redone_on_redelivery_until_it_succeeds(store)
             raise ConnectionError("the records table is down")
 
     with pytest.raises(ConnectionError):
-        rt.advance("call", e, then=hooks)
-    rt.advance("call", e, then=hooks)
+        rt.advance("call", e, after_actions=hooks)
+    rt.advance("call", e, after_actions=hooks)
     with pytest.raises(AlreadyHandled):
-        rt.advance("call", e, then=hooks)
+        rt.advance("call", e, after_actions=hooks)
     assert calls == ["CallDisconnected", "CallDisconnected"]
     assert store.get("call")[0].leases == {}
 
@@ -286,7 +278,7 @@ def test_concurrent_deliveries_of_one_event_act_once(store):
 
     def deliver() -> None:
         try:
-            runtime(store, executor).advance("call", e)
+            ledger(store, executor).advance("call", e)
             outcomes.append("handled")
         except (AlreadyHandled, HandledElsewhere) as exc:
             outcomes.append(type(exc).__name__)
@@ -301,21 +293,21 @@ def test_concurrent_deliveries_of_one_event_act_once(store):
 
 
 def test_work_after_an_event_with_no_action_joins_its_one_write(store, counter):
-    rt = runtime(store)
+    rt = ledger(store)
     seen: list[str] = []
-    rt.advance("call", event("CallDisconnected"), then=lambda state: seen.append(state.node))
+    rt.advance("call", event("CallDisconnected"), after_actions=lambda state: seen.append(state.node))
     assert seen == ["CallDisconnected"] and counter.methods == ["PUT"]
 
 
 def test_work_after_actions_runs_after_them_and_holds_the_event_until_done(store, counter):
     executor = Executor()
-    rt = runtime(store, executor)
+    rt = ledger(store, executor)
     e = event("RecognizeCompleted")
     seen: list[tuple[list[str], bool]] = []
 
     def hooks(state: CallState) -> None:
         seen.append((list(executor.sent), e.id in store.get("call")[0].leases))
 
-    rt.advance("call", e, then=hooks)
+    rt.advance("call", e, after_actions=hooks)
     assert seen == [(["only"], True)]  # the action was sent, and the event still leased while the hooks ran
     assert store.get("call")[0].leases == {}

@@ -24,6 +24,7 @@ from core.campaigns import (
 from core.control import RequestError
 from core.destinations import DestinationPolicy
 from core.dial_cap import DialCap
+from core.executor import Executor
 from core.flows.model import Flow
 from core.settings import DialingSettings
 from core.state import CallState, StateStore
@@ -277,7 +278,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
             dialing=DialingSettings(),
         ),
         store=StateStore(FakeTable()),
-        executor=SimpleNamespace(client=client),
+        executor=Executor(client),  # type: ignore[arg-type]
         callback_url=lambda call_ref: f"https://app/api/callbacks/{call_ref}",
     )
     return SimpleNamespace(runtime=runtime, client=client, campaigns=outbound, cap=cap)
