@@ -13,16 +13,16 @@ The models and ``call_result`` are pure; ``CampaignStore`` is the table.
 from __future__ import annotations
 
 import logging
-import random
 import string
-import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from . import tables
 from .flows.model import CollectDigitsNode, Flow, MenuNode, Prompt
-from .state import CallState, TableBacked
+from .state import CallState
+from .tables import TableBacked
 
 log = logging.getLogger("core.campaigns")
 T = TypeVar("T")
@@ -194,7 +194,7 @@ class CampaignNotFound(Exception):
     pass
 
 
-class CampaignConflict(Exception):
+class CampaignConflict(tables.Conflict):
     pass
 
 
@@ -217,44 +217,30 @@ def _campaign(entity: dict[str, Any]) -> Campaign:
 class CampaignStore(TableBacked):
     """Campaign rows, updated with ETag concurrency (one row per campaign)."""
 
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self._ensured = False
-
     def create(self, campaign: Campaign) -> bool:
-        from azure.core.exceptions import ResourceExistsError
-
         self._ensure()
         try:
-            self._table.create_entity(_entity(campaign))
-        except ResourceExistsError:
+            tables.put(self._table, _entity(campaign), None)
+        except tables.Conflict:
             return False
         return True
 
     def get(self, campaign_id: str) -> tuple[Campaign, str]:
-        from azure.core.exceptions import ResourceNotFoundError
-
         self._ensure()
-        try:
-            entity = self._table.get_entity(partition_key=PARTITION, row_key=campaign_id)
-        except ResourceNotFoundError:
-            raise CampaignNotFound(campaign_id) from None
+        entity = tables.get(self._table, PARTITION, campaign_id)
+        if entity is None:
+            raise CampaignNotFound(campaign_id)
         return _campaign(entity), entity.metadata["etag"]
 
     def mutate(self, campaign_id: str, change: Callable[[Campaign], T], attempts: int = 30) -> tuple[Campaign, T]:
         """Read, change, write back if nobody wrote in between; else read again and redo the change."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError
-
-        for attempt in range(attempts):
-            campaign, etag = self.get(campaign_id)
-            result = change(campaign)
-            try:
-                self._table.update_entity(
-                    _entity(campaign), mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-                return campaign, result
-            except ResourceModifiedError:
-                log.info("campaign %s changed concurrently; retrying (%d)", campaign_id, attempt + 1)
-                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-        raise CampaignConflict(f"campaign {campaign_id}: gave up after {attempts} conflicting updates")
+        return tables.mutate(
+            lambda: self.get(campaign_id),
+            change,
+            lambda campaign, etag: tables.put(self._table, _entity(campaign), etag),
+            attempts=attempts,
+            what=f"campaign {campaign_id}",
+            gave_up=CampaignConflict,
+            pause=tables.jitter(0.005, 0.02),
+            logger=log,
+        )

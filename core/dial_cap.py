@@ -17,13 +17,12 @@ a failure may count twice: the cap errs on the side of fewer calls.
 from __future__ import annotations
 
 import logging
-import random
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .state import TableBacked
+from . import tables
+from .tables import TableBacked
 
 log = logging.getLogger("core.dial_cap")
 PARTITION = "dialcap"
@@ -61,10 +60,13 @@ def seconds_to_midnight(now: datetime) -> int:
     return max(1, int((tomorrow - now).total_seconds()))
 
 
+class _Gone(Exception):
+    """The day's row is not there: nothing to give back."""
+
+
 class DialCap(TableBacked):
     def __init__(self, table: Any, cap: int, attempts: int = 30) -> None:
-        self._table = table
-        self._ensured = False
+        super().__init__(table)
         self.cap = cap
         self.attempts = attempts
 
@@ -72,18 +74,21 @@ class DialCap(TableBacked):
     def day(now: datetime | None = None) -> str:
         return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
 
-    def _read(self, day: str) -> tuple[int, str | None]:
-        from azure.core.exceptions import ResourceNotFoundError
+    def _read(self, day: str) -> tuple[dict[str, Any], str | None]:
+        """The day's row as it is written (a count of 0 and no ETag when there is none yet)."""
+        entity = tables.get(self._table, PARTITION, day)
+        row = {"PartitionKey": PARTITION, "RowKey": day, "count": 0}
+        if entity is None:
+            return row, None
+        return row | {"count": int(entity.get("count") or 0)}, entity.metadata["etag"]
 
-        try:
-            entity = self._table.get_entity(partition_key=PARTITION, row_key=day)
-        except ResourceNotFoundError:
-            return 0, None
-        return int(entity.get("count") or 0), entity.metadata["etag"]
+    def _write(self, row: dict[str, Any], etag: str | None) -> None:
+        """Set the day's count (a row at zero is removed); ``tables.Conflict`` when it changed since it was read."""
+        tables.put(self._table, row, etag, delete=etag is not None and row["count"] == 0)
 
     def used(self, now: datetime | None = None) -> int:
         self._ensure()
-        return self._read(self.day(now))[0]
+        return self._read(self.day(now))[0]["count"]
 
     def take(self, count: int = 1, now: datetime | None = None) -> Taken:
         """Count ``count`` calls placed today, or raise ``DialCapReached`` (nothing counted) if they do not fit."""
@@ -91,49 +96,53 @@ class DialCap(TableBacked):
         day = self.day(now)
         if count <= 0:
             return Taken(day, 0)
-        self._ensure()
-        for attempt in range(self.attempts):
-            used, etag = self._read(day)
-            if used + count > self.cap:
+
+        def add(row: dict[str, Any]) -> None:
+            if row["count"] + count > self.cap:
                 raise DialCapReached(self.cap, seconds_to_midnight(now.astimezone(UTC)))
-            if self._write(day, used + count, etag):
-                return Taken(day, count)
-            time.sleep(random.uniform(0.002, 0.01) * (attempt + 1))
-        raise DialCapBusy(f"the dial count of {day} kept changing: try again")
+            row["count"] += count
+
+        self._ensure()
+        tables.mutate(
+            lambda: self._read(day),
+            add,
+            self._write,
+            attempts=self.attempts,
+            what=f"the dial count of {day}",
+            gave_up=lambda _: DialCapBusy(f"the dial count of {day} kept changing: try again"),
+            pause=tables.jitter(0.002, 0.01),
+            logger=log,
+        )
+        return Taken(day, count)
 
     def give_back(self, taken: Taken) -> None:
         """The service refused the calls ``taken`` counted (nothing rang): uncount them. Best effort."""
         if taken.count <= 0:
             return
-        for _ in range(self.attempts):
-            try:
-                used, etag = self._read(taken.day)
-                if etag is None:
-                    return
-                if self._write(taken.day, max(0, used - taken.count), etag):
-                    return
-            except Exception as exc:  # storage trouble: the cap errs on the side of fewer calls
-                log.warning("could not give back %d call(s) to the dial cap: %s", taken.count, exc)
-                return
-        log.warning("could not give back %d call(s) to the dial cap: the row kept changing", taken.count)
 
-    def _write(self, day: str, count: int, etag: str | None) -> bool:
-        """Set the day's count (a row at zero is removed); False when the row changed since it was read."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-
-        entity = {"PartitionKey": PARTITION, "RowKey": day, "count": count}
-        try:
+        def read() -> tuple[dict[str, Any], str]:
+            row, etag = self._read(taken.day)
             if etag is None:
-                self._table.create_entity(entity)
-            elif count == 0:
-                self._table.delete_entity(
-                    partition_key=PARTITION, row_key=day, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-            else:
-                self._table.update_entity(
-                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
+                raise _Gone()
+            return row, etag
+
+        def less(row: dict[str, Any]) -> None:
+            row["count"] = max(0, row["count"] - taken.count)
+
+        try:
+            tables.mutate(
+                read,
+                less,
+                self._write,
+                attempts=self.attempts,
+                what=f"the dial count of {taken.day}",
+                gave_up=DialCapBusy,
+                pause=lambda _: 0.0,
+                logger=log,
+            )
+        except _Gone:
+            return
+        except DialCapBusy:
+            log.warning("could not give back %d call(s) to the dial cap: the row kept changing", taken.count)
+        except Exception as exc:  # storage trouble: the cap errs on the side of fewer calls
+            log.warning("could not give back %d call(s) to the dial cap: %s", taken.count, exc)

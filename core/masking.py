@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .state import TableBacked
+from . import tables
+from .tables import TableBacked
 
 PREFIX = "mask-"
 
@@ -49,17 +50,11 @@ class MaskingConflict(Exception):
 
 
 class MaskingStore(TableBacked):
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self._ensured = False
+    """Both rows of a session in one entity group transaction, each conditional on what was read: not
+    ``tables.mutate``, as a lost race is a conflict to report (the party is taken), not a change to redo."""
 
     def _row(self, masked_number: str, party: str) -> Any | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return self._table.get_entity(partition_key=PREFIX + masked_number, row_key=party)
-        except ResourceNotFoundError:
-            return None
+        return tables.get(self._table, PREFIX + masked_number, party)
 
     def create(self, session: MaskingSession, now: datetime | None = None) -> None:
         """Store the session; the same pair again renews it. Raises MaskingConflict if a party is taken."""

@@ -44,15 +44,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import tables
 from .events import MAX_DISPLAY_NAME, MAX_RAW_ID, MAX_TEXT, PREFIX, EventFormatError, aware_time, parse_time, raw_id
-from .state import CallState, TableBacked
+from .state import CallState
+from .tables import TableBacked, row_key
 
 log = logging.getLogger("core.records")
 
@@ -64,10 +64,9 @@ LIST_PARTITION = "recent"
 MAX_MICROS = 9_999_999_999_999_999  # inverted timestamps: 19 digits, good for centuries
 LISTED_PARTICIPANTS = 50
 _ORDER = {"CallStarted": 0, "CallParticipantAdded": 1, "CallParticipantRemoved": 2, "CallEnded": 3}
-_UNSAFE_KEY_CHARS = set("/\\#?")
 
 
-class RecordConflict(Exception):
+class RecordConflict(tables.Conflict):
     """The summary kept changing under us: let the delivery fail and come again."""
 
 
@@ -90,13 +89,6 @@ def _micros(moment: datetime) -> int:
 def call_key(server_call_id: str) -> str:
     """The partition of a call: a hash, since server call ids may hold characters keys cannot."""
     return "c" + hashlib.sha256(server_call_id.encode()).hexdigest()[:40]
-
-
-def safe_key(value: str) -> str:
-    """A row key part: the value itself when Table Storage takes it, else its hash."""
-    if value and len(value) <= 200 and not (_UNSAFE_KEY_CHARS & set(value)) and value.isprintable():
-        return value
-    return "h" + hashlib.sha256(value.encode()).hexdigest()
 
 
 def index_key(record: dict[str, Any], server_call_id: str) -> str | None:
@@ -447,7 +439,7 @@ def flows_of(summary: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 def flow_entry(flow: dict[str, Any]) -> dict[str, Any]:
     """An app leg's flow outcome as build_record takes it, keyed by its leg. One too large for a property (a very
     long call's tones, say) keeps its plain fields and says it was cut."""
-    key = FLOW_ROW + safe_key(flow.get("call_ref") or flow.get("call_connection_id") or "app")
+    key = FLOW_ROW + row_key(flow.get("call_ref") or flow.get("call_connection_id") or "app")
     row = {"kind": "flow", "id": key, "type": None, "time": flow.get("connected_at") or flow.get("ended_at") or None}
     if len(_dumps(flow)) > INLINE_CHUNK - 1_000:
         flow = {k: v for k, v in flow.items() if not isinstance(v, (list, dict))} | {"truncated": True}
@@ -527,6 +519,80 @@ def _failure(exc: Exception) -> str | None:
     return None
 
 
+class _Fold:
+    """One write of ``RecordStore._fold`` as ``tables.mutate`` takes it: read the summary, fold, then write the row and
+    the summary in one entity group transaction (the summary's ETag guarding it)."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        server_call_id: str,
+        entity: dict[str, Any] | None,
+        create: bool,
+        query: bool,
+        flow: dict[str, Any] | None,
+    ) -> None:
+        self.store, self.server_call_id, self.entity, self.create = store, server_call_id, entity, create
+        self.query, self.flow = query, flow
+        self.partition = call_key(server_call_id)
+        self.row = row_of(entity) if entity is not None else None
+        self.write_row = False
+        self.summary: dict[str, Any] = {}
+        self.etag = ""  # the summary's, once written
+
+    def read(self) -> tuple[Any, str | None]:
+        current = tables.get(self.store._table, self.partition, RECORD_ROW)
+        return current, current.metadata["etag"] if current is not None else None
+
+    def fold(self, current: Any) -> dict[str, Any]:
+        """The call's record with the row in; the summary to write (``self.summary``)."""
+        entity = self.entity
+        rows = None if self.query or current is None or current.get(STALE_ROWS) else unpack_rows(current)
+        if rows is None:  # read after the summary: a row written since changed the summary's ETag
+            rows = self.store._rows(self.partition)
+        flows = flows_of(current)
+        if self.flow is not None:
+            flows[self.flow["id"]] = self.flow
+        self.write_row = False
+        if entity is not None:
+            known = rows.get(entity["RowKey"])
+            self.write_row = known is None if self.create else known != self.row
+            if self.write_row:
+                rows[entity["RowKey"]] = self.row
+            elif self.create:
+                log.info("%s %s is in the record already (a redelivery)", entity.get("type"), entity.get("eventId"))
+        record = build_record(self.server_call_id, [*flows.values(), *rows.values()])  # the first of a key counts
+        self.summary = summary_entity(self.server_call_id, record, rows, current, self.store._inline_limit, flows)
+        return record
+
+    def write(self, current: Any, etag: str | None) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import TableTransactionError
+
+        ops: list[Any] = []
+        if self.write_row:
+            ops.append(("create", self.entity) if self.create else ("upsert", self.entity, {"mode": "replace"}))
+        if current is None:
+            ops.append(("create", self.summary))
+        elif self.write_row or dict(current) != self.summary:  # a row written always moves the summary's ETag on
+            guard = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+            ops.append(("update", self.summary, {"mode": "replace", **guard}))
+        if not ops:  # nothing new: a redelivery, or a flow outcome written again unchanged
+            self.etag = etag or ""
+            return
+        try:
+            self.etag = self.store._table.submit_transaction(ops)[-1]["etag"]
+        except (TableTransactionError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            failure = _failure(exc)
+            if failure is None:
+                raise
+            if failure == "exists" and self.write_row and self.create and getattr(exc, "index", 0) == 0:
+                # The row is in but the summary did not carry it (written by an earlier version): read the rows.
+                self.query = True
+            raise tables.Conflict(failure) from exc
+
+
 class RecordStore(TableBacked):
     """Rows per call, the folded summary with ETag concurrency, and the newest-first index.
 
@@ -537,16 +603,9 @@ class RecordStore(TableBacked):
     carried them) the rows are read with a query of the partition, after the summary, as before."""
 
     def __init__(self, table: Any, attempts: int = 12, inline_limit: int = INLINE_LIMIT) -> None:
-        self._table = table
+        super().__init__(table)
         self._attempts = attempts
         self._inline_limit = inline_limit
-        self._ensured = False
-
-    @classmethod
-    def connect(cls, connection_string: str | None, endpoint: str | None, table: str) -> RecordStore:
-        from .state import _table_client
-
-        return cls(_table_client(connection_string, endpoint, table))
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -556,7 +615,7 @@ class RecordStore(TableBacked):
         time_ = event.time or iso(datetime.now(UTC))  # no eventTime: the moment it first came
         entity = {
             "PartitionKey": call_key(event.server_call_id),
-            "RowKey": EVENT_ROW + safe_key(event.id),
+            "RowKey": EVENT_ROW + row_key(event.id),
             "kind": "event",
             "eventId": event.id,
             "type": event.type,
@@ -604,60 +663,19 @@ class RecordStore(TableBacked):
         """Write ``entity`` (a new row when ``create``, else a row to replace; None: no row) together with the
         summary that folds it in (and ``flow``, a flow outcome, when given), compare-and-swap (a conflict reads and
         folds again), then index the summary."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import TableTransactionError
-
-        partition = call_key(server_call_id)
-        row = row_of(entity) if entity is not None else None
-        for attempt in range(self._attempts):
-            current = self._summary(partition)
-            rows = None if query or current is None or current.get(STALE_ROWS) else unpack_rows(current)
-            if rows is None:  # read after the summary: a row written since changed the summary's ETag
-                rows = self._rows(partition)
-            flows = flows_of(current)
-            if flow is not None:
-                flows[flow["id"]] = flow
-            write_row = False
-            if entity is not None:
-                known = rows.get(entity["RowKey"])
-                write_row = known is None if create else known != row
-                if write_row:
-                    rows[entity["RowKey"]] = row
-                elif create:
-                    log.info("%s %s is in the record already (a redelivery)", entity.get("type"), entity.get("eventId"))
-            record = build_record(server_call_id, [*flows.values(), *rows.values()])  # the first of a key counts
-            summary = summary_entity(server_call_id, record, rows, current, self._inline_limit, flows)
-            ops: list[Any] = []
-            if write_row:
-                ops.append(("create", entity) if create else ("upsert", entity, {"mode": "replace"}))
-            if current is None:
-                ops.append(("create", summary))
-            elif write_row or dict(current) != summary:  # a row written always moves the summary's ETag on
-                guard = {"etag": current.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
-                ops.append(("update", summary, {"mode": "replace", **guard}))
-            if not ops:  # nothing new: a redelivery, or a flow outcome written again unchanged
-                etag = current.metadata["etag"]
-                break
-            try:
-                etag = self._table.submit_transaction(ops)[-1]["etag"]
-                break
-            except (TableTransactionError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-                failure = _failure(exc)
-                if failure is None:
-                    raise
-                if failure == "exists" and write_row and create and getattr(exc, "index", 0) == 0:
-                    # The row is in but the summary did not carry it (written by an earlier version): read the rows.
-                    query = True
-                log.info(
-                    "record of %s changed concurrently (%s); folding again (%d)", server_call_id, failure, attempt + 1
-                )
-                if attempt:  # the first conflict folds again at once: at a call's end two or three writers meet
-                    time.sleep(random.uniform(0.002, 0.01) * attempt)
-        else:
-            raise RecordConflict(f"{server_call_id}: gave up after {self._attempts} conflicting updates")
-        if index_pending(summary):
-            self._index(server_call_id, summary, etag)
+        fold = _Fold(self, server_call_id, entity, create, query, flow)
+        _, record = tables.mutate(
+            fold.read,
+            fold.fold,
+            fold.write,
+            attempts=self._attempts,
+            what=f"record of {server_call_id}",
+            gave_up=RecordConflict,
+            pause=tables.jitter(0.002, 0.01, start=0),  # the first conflict folds again at once: 2 or 3 writers meet
+            logger=log,
+        )
+        if index_pending(fold.summary):
+            self._index(server_call_id, fold.summary, fold.etag)
         return record
 
     def _index(self, server_call_id: str, summary: dict[str, Any], etag: str) -> None:
@@ -683,7 +701,7 @@ class RecordStore(TableBacked):
             if key:
                 self._table.upsert_entity(entry, mode="replace")
             for old in stale:
-                self._delete(LIST_PARTITION, old)
+                tables.delete(self._table, LIST_PARTITION, old)
         try:
             self._table.update_entity(
                 {
@@ -699,23 +717,7 @@ class RecordStore(TableBacked):
         except (ResourceModifiedError, ResourceNotFoundError):
             log.info("record of %s changed while indexing: the change indexes it", server_call_id)
 
-    def _delete(self, partition: str, row: str) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            self._table.delete_entity(partition_key=partition, row_key=row)
-        except ResourceNotFoundError:
-            pass
-
     # -- reads ------------------------------------------------------------------------------
-
-    def _summary(self, partition: str) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return self._table.get_entity(partition_key=partition, row_key=RECORD_ROW)
-        except ResourceNotFoundError:
-            return None
 
     def _rows(self, partition: str, flows: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
         """The event and flow rows of a call, by row key; the flow outcomes its summary holds into ``flows``."""
@@ -764,7 +766,7 @@ class RecordStore(TableBacked):
                 current = None
             if current is None or current.get("indexKey") != entry["RowKey"] or server_call_id in seen:
                 # Left behind by a summary whose start moved (keys are never reused): drop it.
-                self._delete(LIST_PARTITION, entry["RowKey"])
+                tables.delete(self._table, LIST_PARTITION, entry["RowKey"])
                 continue
             seen.add(server_call_id)
             out.append(json.loads(current["summary"]))

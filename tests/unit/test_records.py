@@ -36,12 +36,12 @@ from core.records import (
     iso,
     pack_rows,
     parse_time,
-    safe_key,
     summarize,
     summary_entity,
     unpack_rows,
 )
 from core.state import CallState
+from core.tables import row_key as safe_key
 from handlers import records as handlers
 from tests.support.spec import definition_errors
 

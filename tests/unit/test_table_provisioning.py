@@ -7,7 +7,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
 from core.recordings.copier import RecordingCopier
-from core.state import TableBacked
+from core.tables import TableBacked
 
 
 class Creator:
