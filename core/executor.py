@@ -1,17 +1,11 @@
-"""Carries out requests to Call Automation with its SDK: the flow engine's actions, and the calls' set-up.
+"""Every request to Call Automation: one method per action kind, and one per operation that sets a call up.
 
-One method per action kind (``Executor.run`` looks it up by the action's ``kind``), and one per operation that
-sets a call up (create, answer, redirect, reject, connect), so that no other code talks to the SDK's client.
-
-Operations the service makes repeatable get the action's ``Repeatability-Request-ID`` (derived from the event
-that caused it) and ``Repeatability-First-Sent`` (fixed when the action was queued): a redelivered event re-sends
-the same request, and the service acts once (``core.repeatability``).
-
-Every action that makes the service ring someone (``Transfer``, ``AddParticipant``) passes the dialing
-policy here first (``core.destinations``), whoever asked for it: a flow (whose target may have been filled in
-from a call variable just now), a sim-ring, the control API. A refused destination raises
-``DestinationRefused`` (status 403: a refusal for good, which the runtime records instead of retrying), and
-the service is never asked.
+Why one place: the dialing policy and the repeatability headers then apply to every request, whoever asks for it.
+An action that rings someone (transfer, add participant: a flow's, a sim-ring's, the control API's) passes the
+policy first (``core.destinations``): a refused destination raises ``DestinationRefused`` (403, a refusal for good
+that the ledger records instead of retrying) and the service is never asked. Repeatable operations carry the
+action's ``Repeatability-*`` headers (``core.repeatability``): a redelivered event re-sends the same request, and
+the service acts once.
 """
 
 from __future__ import annotations

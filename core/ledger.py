@@ -72,14 +72,11 @@ class CallLedger:
     def advance(self, call_ref: str, event: CallEvent, after_actions: AfterActions | None = None) -> CallState:
         """Plan once, carry out what is still pending, then ``after_actions``, and only then count the event done.
 
-        ``after_actions`` is work outside the call's state (the call-ended hooks). It runs after the actions; with
-        no action, before the plan's write (then the event is done in that one write; if the write meets a
-        conflict, it runs again on the fresh state: it must be idempotent, as events come at least once anyway).
-        A redelivery finds the event handled: without a lease, it is a duplicate (``AlreadyHandled``); with a
-        live lease, another delivery is on it (``HandledElsewhere``: ask for it later); with a lapsed or released
-        lease, the delivery that held it died or failed, and this one takes over what is left.
-        Every delivery keeps the event's id remembered until its token expires (``replayable_until``, from the
-        callback's JWT): a captured callback replayed later is a duplicate, however many events came since."""
+        ``after_actions`` (the call-ended hooks) runs after the actions, or, with none, before the plan's write (again
+        if that write meets a conflict: it must be idempotent). A redelivery finds the event handled: without a
+        lease it is a duplicate (``AlreadyHandled``); with a live lease another delivery is on it
+        (``HandledElsewhere``: ask for it later); with a lapsed or released one, this delivery takes over what is
+        left. The event's id is remembered until the delivery's token expires, so a replay later is a duplicate."""
         delivery = _Delivery(event, until=event.replayable_until or time.time() + REPLAYABLE_SECONDS)
         state, _ = self.store.mutate(call_ref, lambda current: self._plan(current, delivery, after_actions))
         if delivery.seen is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from core.destinations import DestinationRefused
 from core.events import IncomingCall
@@ -58,10 +59,29 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
     )
     rule = route(settings.routing, facts)
     call_ref = derived_id("incoming", call.event_id)
-    action = rule.action
-    executor = runtime.executor
     caller, called = mask_id(call.caller), mask_id(call.to)
-    log.info("incoming call from %s to %s matched rule %s -> %s", caller, called, rule.name, action.type)
+    log.info("incoming call from %s to %s matched rule %s -> %s", caller, called, rule.name, rule.action.type)
+    action, call_vars = _resolved(rule.name, rule.action, call, runtime)
+    executor = runtime.executor
+    try:
+        if isinstance(action, RejectAction):
+            executor.reject(call.incoming_call_context, action.reason, repeat=_repeat(call, "reject", sent))
+            return Outcome(rule.name, "reject", call_ref, action.reason)
+        if isinstance(action, RedirectAction) and len(action.targets) == 1:
+            executor.redirect(call.incoming_call_context, action.targets[0], repeat=_repeat(call, "redirect", sent))
+            return Outcome(rule.name, "redirect", call_ref, action.targets[0])
+        return _answer(call, rule.name, action, call_vars, call_ref, sent, runtime)
+    except Exception as exc:
+        if is_permanent(exc):
+            # The call was answered elsewhere, hung up, or rang out: retrying cannot help.
+            log.warning("IncomingCall %s not actionable: %s", call.event_id, getattr(exc, "message", exc))
+            return Outcome(rule.name, "skipped", call_ref, str(getattr(exc, "message", exc)))
+        raise
+
+
+def _resolved(rule: str, action: Any, call: IncomingCall, runtime: Runtime) -> tuple[Any, dict[str, str]]:
+    """The rule's action once a mask rule found its session, and a redirect to a refused destination is a reject;
+    with the call variables a mask rule gives."""
     call_vars: dict[str, str] = {}
     if isinstance(action, MaskAction):
         from handlers.masking import route_masked
@@ -70,48 +90,48 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
     if isinstance(action, RedirectAction):
         try:
             for target in action.targets:
-                settings.dialing.policy.check(target)
+                runtime.settings.dialing.policy.check(target)
         except DestinationRefused as exc:
-            log.warning("rule %s redirects to a refused destination (%s): the call is rejected", rule.name, exc.reason)
+            log.warning("rule %s redirects to a refused destination (%s): the call is rejected", rule, exc.reason)
             action = RejectAction(type="reject", reason="forbidden")
-    try:
-        if isinstance(action, RejectAction):
-            executor.reject(call.incoming_call_context, action.reason, repeat=_repeat(call, "reject", sent))
-            return Outcome(rule.name, "reject", call_ref, action.reason)
-        if isinstance(action, RedirectAction) and len(action.targets) == 1:
-            executor.redirect(call.incoming_call_context, action.targets[0], repeat=_repeat(call, "redirect", sent))
-            return Outcome(rule.name, "redirect", call_ref, action.targets[0])
-        state = CallState(
-            call_ref=call_ref,
-            caller=call.caller,
-            callee=call.to,
-            server_call_id=call.server_call_id,
-            correlation_id=call.correlation_id,
-            vars=call_vars,
-        )
-        if isinstance(action, AnswerAction):
-            state.flow = action.flow
-            kind = "answer"
-        else:
-            state.simring = list(action.targets)
-            state.simring_timeout = action.timeout_seconds
-            kind = "simring"
-        state.note(f"routed by rule {rule.name}: {kind}")
-        if not runtime.store.create(state):
-            log.info("state for %s exists: a redelivered IncomingCall", call_ref)
-        props = executor.answer(
-            call.incoming_call_context,
-            runtime.callback_url(call_ref),
-            cognitive_services_endpoint=settings.cognitive_services_endpoint,
-            operation_context="answer",
-            repeat=_repeat(call, "answer", sent),
-        )
-        log.info("answered: call connection %s", props.call_connection_id)
-        runtime.store.index(props.call_connection_id or "", call_ref)  # the control API addresses it by that id
-        return Outcome(rule.name, kind, call_ref, props.call_connection_id or "")
-    except Exception as exc:
-        if is_permanent(exc):
-            # The call was answered elsewhere, hung up, or rang out: retrying cannot help.
-            log.warning("IncomingCall %s not actionable: %s", call.event_id, getattr(exc, "message", exc))
-            return Outcome(rule.name, "skipped", call_ref, str(getattr(exc, "message", exc)))
-        raise
+    return action, call_vars
+
+
+def _answer(
+    call: IncomingCall,
+    rule: str,
+    action: AnswerAction | RedirectAction,
+    call_vars: dict[str, str],
+    call_ref: str,
+    sent: datetime,
+    runtime: Runtime,
+) -> Outcome:
+    """Answer into a flow, or to sim-ring the targets: the call's state first, then the answer."""
+    state = CallState(
+        call_ref=call_ref,
+        caller=call.caller,
+        callee=call.to,
+        server_call_id=call.server_call_id,
+        correlation_id=call.correlation_id,
+        vars=call_vars,
+    )
+    if isinstance(action, AnswerAction):
+        state.flow = action.flow
+        kind = "answer"
+    else:
+        state.simring = list(action.targets)
+        state.simring_timeout = action.timeout_seconds
+        kind = "simring"
+    state.note(f"routed by rule {rule}: {kind}")
+    if not runtime.store.create(state):
+        log.info("state for %s exists: a redelivered IncomingCall", call_ref)
+    props = runtime.executor.answer(
+        call.incoming_call_context,
+        runtime.callback_url(call_ref),
+        cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+        operation_context="answer",
+        repeat=_repeat(call, "answer", sent),
+    )
+    log.info("answered: call connection %s", props.call_connection_id)
+    runtime.store.index(props.call_connection_id or "", call_ref)  # the control API addresses it by that id
+    return Outcome(rule, kind, call_ref, props.call_connection_id or "")

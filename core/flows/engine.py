@@ -283,6 +283,7 @@ class FlowEngine:
         return after(state, node) if after is not None else []
 
     # -- API results -------------------------------------------------------------------------
+
     def _api_result(self, state: CallState, event: CallEvent) -> None:
         """Keep the outcome of an action taken through the control API, for GET /api/calls/{id}."""
         kind, tones, label, speech = event.recognition
