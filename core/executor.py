@@ -15,23 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .destinations import DEFAULT_POLICY, DestinationPolicy
-from .flows.actions import (
-    Action,
-    AddParticipant,
-    CancelAddParticipant,
-    CancelMedia,
-    ContinuousDtmf,
-    Hangup,
-    Hold,
-    Mute,
-    Play,
-    Recognize,
-    Recording,
-    RemoveParticipant,
-    SendDtmf,
-    Transfer,
-    Unhold,
-)
+from .flows import actions as act
 from .flows.engine import KEY_TONES
 from .flows.model import Prompt
 from .identifiers import check_target
@@ -73,12 +57,12 @@ def is_permanent(exc: Exception) -> bool:
     return status in PERMANENT_STATUSES
 
 
-def action_repeatability(action: Action) -> dict[str, Any]:
+def action_repeatability(action: act.Action) -> dict[str, Any]:
     """The action's repeatability headers (kept however late it is sent again, as it always was)."""
     return repeatability(action.request_id, action.first_sent)
 
 
-def operation_callback(action: Action) -> dict[str, Any]:
+def operation_callback(action: act.Action) -> dict[str, Any]:
     """Where the service sends the action's events, when not to the call's callback."""
     return {"operation_callback_url": action.callback_url} if action.callback_url else {}
 
@@ -93,7 +77,7 @@ def settings_policy() -> DestinationPolicy:
         return DEFAULT_POLICY
 
 
-def check_destination(action: Action, policy: DestinationPolicy) -> None:
+def check_destination(action: act.Action, policy: DestinationPolicy) -> None:
     """Raise ``DestinationRefused`` if the action would ring someone the policy does not allow."""
     if action.kind in RINGING_KINDS:
         policy.check(action.target.to)  # type: ignore[union-attr]
@@ -130,13 +114,13 @@ class Executor:
     # -- actions on a call -----------------------------------------------------------------------------------
 
     @timed("acs")
-    def run(self, call_connection_id: str, server_call_id: str, action: Action) -> Result:
+    def run(self, call_connection_id: str, server_call_id: str, action: act.Action) -> Result:
         """Do one action; return what the synchronous response told (invitation or recording id)."""
         check_destination(action, self.policy)  # before anything reaches the service
         connection = self.client.get_call_connection(call_connection_id)
         return self._actions[action.kind](connection, action, server_call_id) or {}
 
-    def _play(self, connection: Any, action: Play, _: str) -> None:
+    def _play(self, connection: Any, action: act.Play, _: str) -> None:
         connection.play_media(
             [play_source(p) for p in action.prompts],
             play_to=[identifier(action.to)] if action.to else "all",
@@ -145,7 +129,7 @@ class Executor:
             **operation_callback(action),
         )
 
-    def _recognize(self, connection: Any, action: Recognize, _: str) -> None:
+    def _recognize(self, connection: Any, action: act.Recognize, _: str) -> None:
         from azure.communication.callautomation import RecognizeInputType
 
         common: dict[str, Any] = {
@@ -173,7 +157,7 @@ class Executor:
         }[action.mode]
         connection.start_recognizing_media(input_type, target, **options, **common)
 
-    def _transfer(self, connection: Any, action: Transfer, _: str) -> None:
+    def _transfer(self, connection: Any, action: act.Transfer, _: str) -> None:
         target = action.target
         connection.transfer_call_to_participant(
             identifier(target.to),
@@ -186,7 +170,7 @@ class Executor:
             **operation_callback(action),
         )
 
-    def _add_participant(self, connection: Any, action: AddParticipant, _: str) -> Result:
+    def _add_participant(self, connection: Any, action: act.AddParticipant, _: str) -> Result:
         target = action.target
         result = connection.add_participant(
             identifier(target.to),
@@ -201,7 +185,7 @@ class Executor:
         )
         return {"invitation_id": result.invitation_id or ""}
 
-    def _cancel_add_participant(self, connection: Any, action: CancelAddParticipant, _: str) -> None:
+    def _cancel_add_participant(self, connection: Any, action: act.CancelAddParticipant, _: str) -> None:
         connection.cancel_add_participant_operation(
             action.invitation_id,
             operation_context=action.context,
@@ -209,7 +193,7 @@ class Executor:
             **operation_callback(action),
         )
 
-    def _remove_participant(self, connection: Any, action: RemoveParticipant, _: str) -> None:
+    def _remove_participant(self, connection: Any, action: act.RemoveParticipant, _: str) -> None:
         connection.remove_participant(
             identifier(action.who),
             operation_context=action.context,
@@ -217,7 +201,7 @@ class Executor:
             **operation_callback(action),
         )
 
-    def _send_dtmf(self, connection: Any, action: SendDtmf, _: str) -> None:
+    def _send_dtmf(self, connection: Any, action: act.SendDtmf, _: str) -> None:
         connection.send_dtmf_tones(
             [KEY_TONES[k] for k in action.tones],
             identifier(action.to),
@@ -226,12 +210,12 @@ class Executor:
             **operation_callback(action),
         )
 
-    def _mute(self, connection: Any, action: Mute, _: str) -> None:
+    def _mute(self, connection: Any, action: act.Mute, _: str) -> None:
         connection.mute_participant(
             identifier(action.who), operation_context=action.context, **action_repeatability(action)
         )
 
-    def _hold(self, connection: Any, action: Hold, _: str) -> None:
+    def _hold(self, connection: Any, action: act.Hold, _: str) -> None:
         connection.hold(
             identifier(action.who),
             play_source=play_source(action.music) if action.music else None,
@@ -239,10 +223,10 @@ class Executor:
             **operation_callback(action),
         )
 
-    def _unhold(self, connection: Any, action: Unhold, _: str) -> None:
+    def _unhold(self, connection: Any, action: act.Unhold, _: str) -> None:
         connection.unhold(identifier(action.who), operation_context=action.context, **operation_callback(action))
 
-    def _continuous_dtmf(self, connection: Any, action: ContinuousDtmf, _: str) -> None:
+    def _continuous_dtmf(self, connection: Any, action: act.ContinuousDtmf, _: str) -> None:
         if action.start:
             # The SDK takes no operation callback for start; its tones go to the call's callback.
             connection.start_continuous_dtmf_recognition(identifier(action.who), operation_context=action.context)
@@ -251,15 +235,15 @@ class Executor:
                 identifier(action.who), operation_context=action.context, **operation_callback(action)
             )
 
-    def _cancel_media(self, connection: Any, action: CancelMedia, _: str) -> None:
+    def _cancel_media(self, connection: Any, action: act.CancelMedia, _: str) -> None:
         connection.cancel_all_media_operations()
 
-    def _hangup(self, connection: Any, action: Hangup, _: str) -> None:
+    def _hangup(self, connection: Any, action: act.Hangup, _: str) -> None:
         connection.hang_up(
             is_for_everyone=action.for_everyone, **(action_repeatability(action) if action.for_everyone else {})
         )
 
-    def _recording(self, connection: Any, action: Recording, server_call_id: str) -> Result:
+    def _recording(self, connection: Any, action: act.Recording, server_call_id: str) -> Result:
         """Recordings are addressed by the server call (to start) or their id, not by the call connection."""
         if action.op == "start":
             return self._start_recording(server_call_id, action)
@@ -273,7 +257,7 @@ class Executor:
         change(action.recording_id)
         return {}
 
-    def _start_recording(self, server_call_id: str, action: Recording) -> Result:
+    def _start_recording(self, server_call_id: str, action: act.Recording) -> Result:
         from azure.communication.callautomation import AzureBlobContainerRecordingStorage, ChannelAffinity
 
         affinity = None
@@ -349,7 +333,7 @@ class Executor:
         return self.client.get_call_connection(call_connection_id).get_participant(identifier(raw_id))
 
 
-def recognition_choices(action: Recognize) -> list[Any]:
+def recognition_choices(action: act.Recognize) -> list[Any]:
     from azure.communication.callautomation import RecognitionChoice
 
     return [

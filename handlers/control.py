@@ -207,13 +207,7 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
         )
     except Exception as exc:
         raise _refused(exc, call_ref, runtime, taken) from exc
-    runtime.store.index(props.call_connection_id or "", call_ref)
-    return {
-        "call_ref": call_ref,
-        "call_connection_id": props.call_connection_id,
-        "server_call_id": props.server_call_id,
-        "state": str(props.call_connection_state or ""),
-    }
+    return _joined(call_ref, props, runtime)
 
 
 def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
@@ -240,6 +234,11 @@ def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
         )
     except Exception as exc:
         raise _refused(exc, call_ref, runtime) from exc
+    return _joined(call_ref, props, runtime)
+
+
+def _joined(call_ref: str, props: Any, runtime: Runtime) -> dict[str, Any]:
+    """A call placed or connected: indexed by its connection id (the control API addresses it so), and described."""
     runtime.store.index(props.call_connection_id or "", call_ref)
     return {
         "call_ref": call_ref,
