@@ -839,9 +839,9 @@ def test_any_order_redelivery_and_interleaving_give_the_same_summary_and_listing
 
 
 def test_the_flow_outcome_hook_is_registered():
-    from core import lifecycle
+    from handlers.callbacks import CALL_ENDED_HOOKS
 
-    assert handlers.record_flow_outcome in lifecycle._call_ended
+    assert handlers.record_flow_outcome in CALL_ENDED_HOOKS
 
 
 # -- the API ----------------------------------------------------------------------------------------------
