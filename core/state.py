@@ -47,7 +47,6 @@ from . import tables
 from .flows.actions import Action
 from .observability import timed
 from .tables import TableBacked, row_key
-from .tables import provisioned as provisioned  # core.recording_copy imports it from here
 
 log = logging.getLogger("core.state")
 T = TypeVar("T")
