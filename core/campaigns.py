@@ -194,7 +194,7 @@ class CampaignNotFound(Exception):
     pass
 
 
-class CampaignConflict(tables.Conflict):
+class CampaignConflict(Exception):
     pass
 
 

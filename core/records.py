@@ -66,7 +66,7 @@ LISTED_PARTICIPANTS = 50
 _ORDER = {"CallStarted": 0, "CallParticipantAdded": 1, "CallParticipantRemoved": 2, "CallEnded": 3}
 
 
-class RecordConflict(tables.Conflict):
+class RecordConflict(Exception):
     """The summary kept changing under us: let the delivery fail and come again."""
 
 
