@@ -208,7 +208,7 @@ class CallEvent:
     data: dict[str, Any] = field(repr=False)
     time: str | None = None
     # Until when this delivery could be replayed (its token's expiry plus the verifier's leeway, epoch seconds):
-    # its id is remembered at least that long (``Runtime.advance``). None: not known (the default applies).
+    # its id is remembered at least that long (``CallLedger.advance``). None: not known (the default applies).
     replayable_until: float | None = None
 
     # -- fields some events carry ----------------------------------------------------------

@@ -6,7 +6,7 @@ the rows arrive in and however often each arrives:
 - one row per Event Grid event (CallStarted, CallEnded, CallParticipantAdded,
   CallParticipantRemoved), keyed by the event's id: a redelivery writes nothing new;
 - one flow outcome per app leg, keyed by the call's reference: what the flow did when the call ended
-  for the app (an on_call_ended hook); a rerun of the hook rewrites the same outcome. It is kept on the
+  for the app (a call-ended hook); a rerun of the hook rewrites the same outcome. It is kept on the
   summary itself (a ``flow_<hash>`` property), not in a row of its own: see below.
 
 Table layout (one table, ``RECORDS_TABLE``):

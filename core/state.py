@@ -9,7 +9,7 @@ if another instance changed the row meanwhile, the write fails on the ETag and t
 redone on a fresh read.
 
 A mid-call callback is deduplicated in its call's own row (``handled`` and ``leases``, see
-``core.runtime.Runtime.advance``), so that marking it planned, and later done, joins the writes the
+``core.ledger.CallLedger.advance``), so that marking it planned, and later done, joins the writes the
 call's state needs anyway: a separate filter row would add two round trips to every callback.
 
 An ACS token does not cover the body of its callback, so a captured callback can be replayed for as long as
@@ -430,7 +430,7 @@ class Renewer:
 
 
 class LeaseKeeper(Renewer):
-    """Renews the leases this process holds on events in call states (see ``Runtime.advance``): a
+    """Renews the leases this process holds on events in call states (see ``CallLedger.advance``): a
     compare-and-swap on the call's row, one per lease every third of the lease (handlers rarely run long
     enough to need one). The token is the delivery's owner id."""
 
