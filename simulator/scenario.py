@@ -4,7 +4,8 @@ A scenario is YAML or JSON::
 
     settings: {time_scale: 0.01, prompt_seconds: 0.05}   # optional, see engine.Config
     eventgrid:                                            # optional, added to --eventgrid-target
-      - {endpoint: "http://127.0.0.1:7071/api/incoming", eventTypes: [Microsoft.Communication.IncomingCall]}
+      - endpoint: "http://127.0.0.1:7071/runtime/webhooks/eventgrid?functionName=incoming_call"
+        eventTypes: [Microsoft.Communication.IncomingCall]
     parties:                                              # invitees / transfer targets / outbound callees
       "+14255550199": {answer: decline}
       "8:acs:agent-1": {answer: accept, script: [{after: 0.5, hangup: true}]}
