@@ -7,7 +7,7 @@ import azure.functions as func
 
 from core.dispatch import handle_callback
 from core.observability import server_timing, timings
-from core.runtime import get_runtime
+from core.services import get_services
 from handlers.callbacks import MID_CALL_EVENTS
 
 bp = func.Blueprint()
@@ -22,7 +22,7 @@ def callbacks(req: func.HttpRequest) -> func.HttpResponse:
     call_ref, sig = req.route_params.get("call_ref", ""), req.params.get("sig")
     with timings() as spent:
         # The body is read only after its declared size is checked (the host caps what it reads before that).
-        reply = handle_callback(call_ref, sig, dict(req.headers), req.get_body, get_runtime(), MID_CALL_EVENTS)
+        reply = handle_callback(call_ref, sig, dict(req.headers), req.get_body, get_services(), MID_CALL_EVENTS)
     spent = {"handler": (time.perf_counter() - started) * 1000, **spent}
     return func.HttpResponse(
         json.dumps(reply.body),

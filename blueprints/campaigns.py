@@ -4,7 +4,7 @@ import azure.functions as func
 
 from blueprints._json_api import answer
 from core import control
-from core.runtime import get_runtime
+from core.services import get_services
 from handlers import campaigns, masking
 
 bp = func.Blueprint()
@@ -16,7 +16,7 @@ KEY = func.AuthLevel.FUNCTION
 def start_campaign(req: func.HttpRequest) -> func.HttpResponse:
     return answer(
         201,
-        lambda: campaigns.start_campaign(control.parse(control.StartCampaign, req.get_body()), get_runtime()),
+        lambda: campaigns.start_campaign(control.parse(control.StartCampaign, req.get_body()), get_services()),
         req,
     )
 
@@ -24,7 +24,7 @@ def start_campaign(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_campaign")
 @bp.route(route="campaigns/{campaign_id}", methods=["GET"], auth_level=KEY)
 def get_campaign(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(200, lambda: campaigns.get_campaign(req.route_params["campaign_id"], get_runtime()))
+    return answer(200, lambda: campaigns.get_campaign(req.route_params["campaign_id"], get_services()))
 
 
 @bp.function_name("create_masking_session")
@@ -32,6 +32,6 @@ def get_campaign(req: func.HttpRequest) -> func.HttpResponse:
 def create_masking_session(req: func.HttpRequest) -> func.HttpResponse:
     return answer(
         201,
-        lambda: masking.create_session(control.parse(control.MaskingSessionRequest, req.get_body()), get_runtime()),
+        lambda: masking.create_session(control.parse(control.MaskingSessionRequest, req.get_body()), get_services()),
         req,
     )

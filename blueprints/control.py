@@ -4,7 +4,7 @@ import azure.functions as func
 
 from blueprints._json_api import answer, json_response
 from core import control
-from core.runtime import get_runtime
+from core.services import get_services
 from handlers import control as ops
 
 bp = func.Blueprint()
@@ -14,21 +14,21 @@ KEY = func.AuthLevel.FUNCTION
 @bp.function_name("place_call")
 @bp.route(route="calls", methods=["POST"], auth_level=KEY)
 def place_call(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(201, lambda: ops.place_call(control.parse(control.PlaceCall, req.get_body()), get_runtime()), req)
+    return answer(201, lambda: ops.place_call(control.parse(control.PlaceCall, req.get_body()), get_services()), req)
 
 
 @bp.function_name("connect_call")
 @bp.route(route="connections", methods=["POST"], auth_level=KEY)
 def connect_call(req: func.HttpRequest) -> func.HttpResponse:
     return answer(
-        201, lambda: ops.connect_call(control.parse(control.ConnectCall, req.get_body()), get_runtime()), req
+        201, lambda: ops.connect_call(control.parse(control.ConnectCall, req.get_body()), get_services()), req
     )
 
 
 @bp.function_name("get_call")
 @bp.route(route="calls/{call_connection_id}", methods=["GET"], auth_level=KEY)
 def get_call(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(200, lambda: ops.get_call(req.route_params["call_connection_id"], get_runtime()))
+    return answer(200, lambda: ops.get_call(req.route_params["call_connection_id"], get_services()))
 
 
 @bp.function_name("participants")
@@ -36,8 +36,8 @@ def get_call(req: func.HttpRequest) -> func.HttpResponse:
 def participants(req: func.HttpRequest) -> func.HttpResponse:
     call, who = req.route_params["call_connection_id"], req.route_params.get("participant")
     if who:
-        return answer(200, lambda: ops.get_participant(call, who, get_runtime()))
-    return answer(200, lambda: ops.list_participants(call, get_runtime()))
+        return answer(200, lambda: ops.get_participant(call, who, get_services()))
+    return answer(200, lambda: ops.list_participants(call, get_services()))
 
 
 @bp.function_name("call_action")
@@ -46,7 +46,7 @@ def call_action(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
     return answer(
         202,
-        lambda: ops.call_action(params["call_connection_id"], params["action"], req.get_body(), get_runtime()),
+        lambda: ops.call_action(params["call_connection_id"], params["action"], req.get_body(), get_services()),
         req,
     )
 

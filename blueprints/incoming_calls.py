@@ -6,7 +6,7 @@ import azure.functions as func
 
 from core.events import EventFormatError, IncomingCall, read_event
 from core.observability import call_scope
-from core.runtime import get_runtime
+from core.services import get_services
 from handlers.incoming_call import handle_incoming_call
 
 bp = func.Blueprint()
@@ -26,5 +26,5 @@ def incoming_call(event: func.EventGridEvent) -> None:
         log.error("malformed IncomingCall %s: %s", event.id, exc)
         return
     with call_scope("IncomingCall", server_call_id=call.server_call_id, correlation_id=call.correlation_id):
-        outcome = handle_incoming_call(call, get_runtime())
+        outcome = handle_incoming_call(call, get_services())
         log.info("IncomingCall %s: %s by rule %s (%s)", event.id, outcome.action, outcome.rule, outcome.detail)

@@ -4,10 +4,9 @@ import logging
 
 import azure.functions as func
 
-from core import clients
 from core.events import EventFormatError, RecordingFileStatus, read_event
 from core.observability import call_scope
-from core.runtime import get_runtime
+from core.services import get_services
 from handlers.recordings import handle_recording_file_status, server_call_id_of
 
 bp = func.Blueprint()
@@ -27,12 +26,5 @@ def recording_file_status(event: func.EventGridEvent) -> None:
         log.error("malformed RecordingFileStatusUpdated %s: %s", event.id, exc)
         return
     with call_scope("RecordingFileStatusUpdated", server_call_id=server_call_id_of(status.subject)):
-        settings = get_runtime().settings
-        report = handle_recording_file_status(
-            status,
-            clients.recording_copier(settings),
-            clients.state_store(settings),
-            clients.event_filter(settings),
-            in_place=settings.recording.storage == "byos",
-        )
+        report = handle_recording_file_status(status, get_services())
         log.info("recording event %s: %d chunk(s) copied", event.id, len(report.chunks))

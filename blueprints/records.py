@@ -10,6 +10,7 @@ from blueprints._json_api import answer
 from core.events import EventFormatError, read_event
 from core.observability import call_scope
 from core.records import EVENT_TYPES, CallRecordEvent
+from core.services import get_services
 from handlers import records
 
 bp = func.Blueprint()
@@ -33,17 +34,17 @@ def call_records(event: func.EventGridEvent) -> None:
         return
     correlation = parsed.fields.get("correlation_id")
     with call_scope(parsed.type, server_call_id=parsed.server_call_id, correlation_id=correlation):
-        records.handle_call_record_event(parsed)
+        records.handle_call_record_event(parsed, get_services())
 
 
 @bp.function_name("list_records")
 @bp.route(route="records", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_records(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(200, lambda: records.list_records(req.params.get("limit")))
+    return answer(200, lambda: records.list_records(req.params.get("limit"), get_services()))
 
 
 @bp.function_name("get_record")
 @bp.route(route="records/{server_call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_record(req: func.HttpRequest) -> func.HttpResponse:
     # A server call id holding "/" comes percent-encoded (%2F), which the Functions host leaves encoded.
-    return answer(200, lambda: records.get_record(unquote(req.route_params["server_call_id"])))
+    return answer(200, lambda: records.get_record(unquote(req.route_params["server_call_id"]), get_services()))

@@ -29,7 +29,7 @@ MAX_BODY_BYTES = 1024 * 1024
 JSON_TYPES = ("application/json", "application/cloudevents-batch+json", "application/cloudevents+json")
 
 # A hook run when a call ends for the app (campaign bookkeeping, the flow's outcome into the call's record): it
-# gets the final state and the runtime. Events come at least once, so a hook may run again for the same call: it
+# gets the final state and the services. Events come at least once, so a hook may run again for the same call: it
 # must be idempotent (key its writes by the call). A failing hook fails the event, which is delivered again.
 CallEndedHook = Callable[[CallState, Any], None]
 
@@ -90,21 +90,21 @@ class MidCallEvents:
         self.logger = logger
         self.call_ended = tuple(call_ended)
 
-    def handle(self, call_ref: str, event: CallEvent, rule: EventRule, runtime: Any) -> None:
+    def handle(self, call_ref: str, event: CallEvent, rule: EventRule, services: Any) -> None:
         """Log the event and move the call by it (raising ``AlreadyHandled`` for a duplicate, see the ledger)."""
         if not rule.logs_after:
             self._log(rule, event, None)
         state = None
         if rule.changes_state:
-            after = (lambda ended: self.end_call(ended, runtime)) if rule.ends_call else None
-            state = runtime.ledger.advance(call_ref, event, after_actions=after)
+            after = (lambda ended: self.end_call(ended, services)) if rule.ends_call else None
+            state = services.ledger.advance(call_ref, event, after_actions=after)
         if rule.logs_after:
             self._log(rule, event, state)
 
-    def end_call(self, state: CallState, runtime: Any) -> None:
+    def end_call(self, state: CallState, services: Any) -> None:
         """Run every call-ended hook, in order; a failing hook fails the event so that it is delivered again."""
         for hook in self.call_ended:
-            hook(state, runtime)
+            hook(state, services)
 
     def _log(self, rule: EventRule, event: CallEvent, state: CallState | None) -> None:
         if rule.log is not None:
@@ -121,14 +121,14 @@ def handle_callback(
     sig: str | None,
     headers: Mapping[str, str],
     body: bytes | Callable[[], bytes],
-    runtime: Any,
+    services: Any,
     mid_call: MidCallEvents | None = None,
 ) -> Reply:
     """One POST to /callbacks/{call_ref}: every check, then each event by its rule in ``mid_call`` (the table the
     blueprint gives: ``handlers.callbacks.MID_CALL_EVENTS``; a request refused before its events are read needs
     none). ``body`` may be a function that reads it: it is called only once the declared size (Content-Length) is
     within the cap."""
-    events = _authentic_events(call_ref, sig, headers, body, runtime)
+    events = _authentic_events(call_ref, sig, headers, body, services)
     if isinstance(events, Reply):
         return events
     if mid_call is None:
@@ -142,7 +142,7 @@ def handle_callback(
             server_call_id=event.server_call_id,
             correlation_id=event.correlation_id,
         ):
-            outcome = _dispatch_one(call_ref, event, runtime, mid_call)
+            outcome = _dispatch_one(call_ref, event, services, mid_call)
             if isinstance(outcome, Reply):
                 return outcome
             counts[outcome] += 1
@@ -150,7 +150,7 @@ def handle_callback(
 
 
 def _authentic_events(
-    call_ref: str, sig: str | None, headers: Mapping[str, str], body: bytes | Callable[[], bytes], runtime: Any
+    call_ref: str, sig: str | None, headers: Mapping[str, str], body: bytes | Callable[[], bytes], services: Any
 ) -> list[CallEvent] | Reply:
     """The batch's events, once the body is within the cap, JSON, from ACS for this call and well formed."""
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -166,7 +166,7 @@ def _authentic_events(
     if content_type not in JSON_TYPES:
         return _refuse(415, f"content type {content_type or '(none)'} is not JSON", call_ref=call_ref)
     try:
-        replayable_until = runtime.auth.verify(lowered.get("authorization"), call_ref, sig)
+        replayable_until = services.auth.verify(lowered.get("authorization"), call_ref, sig)
     except AuthError as exc:
         return _refuse(401, f"unauthenticated: {exc}", call_ref=call_ref)
     except (ConnectionError, OSError) as exc:
@@ -188,14 +188,14 @@ def _authentic_events(
     return events
 
 
-def _dispatch_one(call_ref: str, event: CallEvent, runtime: Any, mid_call: MidCallEvents) -> str | Reply:
+def _dispatch_one(call_ref: str, event: CallEvent, services: Any, mid_call: MidCallEvents) -> str | Reply:
     rule = mid_call.rules.get(event.type)
     if rule is None:
         log.warning("unknown event type %s (id %s) acknowledged and ignored", event.type, event.id)
         return "unknown"
     try:
         annotate(call_connection_id=event.call_connection_id)
-        mid_call.handle(call_ref, event, rule, runtime)
+        mid_call.handle(call_ref, event, rule, services)
     except AlreadyHandled:
         log.info("duplicate %s %s dropped", event.type, event.id)
         return "duplicates"

@@ -1,7 +1,7 @@
 """Campaigns: start one, report on it, and place the next call whenever one of its calls ends.
 
 The first ``concurrency`` numbers are called when the campaign starts; each call's end (a
-call-ended hook, wired in ``core.runtime``) records its result and claims the next numbers in one compare-and-swap
+call-ended hook, wired in ``core.services``) records its result and claims the next numbers in one compare-and-swap
 on the campaign's row (``core.campaigns``), then places them. Placing is idempotent (the call
 reference and the CreateCall repeatability id derive from the campaign and the number's
 position): a redelivered event, a repeated request or another call's end places again only what
@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from core import clients, control
+from core import control
 from core.campaigns import Campaign, CampaignCall, CampaignNotFound, CampaignStore, call_result, missing_vars
 from core.control import RequestError
 from core.destinations import phone_of
@@ -29,16 +29,12 @@ from core.dial_cap import DialCap, DialCapReached, Taken, seconds_to_midnight
 from core.executor import is_permanent
 from core.observability import mask_id
 from core.repeatability import derived_id, http_date
-from core.runtime import Runtime
+from core.services import Services
 from core.state import CallState, StateNotFound
-from handlers.control import check_destinations, check_flow_targets, dial_cap, raw_id_of
+from handlers.control import check_destinations, check_flow_targets, raw_id_of
 
 log = logging.getLogger("handlers.campaigns")
 START = "start"
-
-
-def store(runtime: Runtime) -> CampaignStore:
-    return CampaignStore(clients.outbound_table(runtime.settings))
 
 
 def _now() -> str:
@@ -53,12 +49,12 @@ def _claim(campaign: Campaign, by: str) -> list[CampaignCall]:
     return campaign.claim(by, _now(), http_date(), _ref(campaign.id))
 
 
-def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, Any]:
-    flow = runtime.settings.flows.get(req.flow)
+def start_campaign(req: control.StartCampaign, services: Services) -> dict[str, Any]:
+    flow = services.settings.flows.get(req.flow)
     if flow is None:
         raise RequestError(
             f"unknown flow {req.flow!r}",
-            [{"field": "flow", "message": f"not one of {', '.join(sorted(runtime.settings.flows))}"}],
+            [{"field": "flow", "message": f"not one of {', '.join(sorted(services.settings.flows))}"}],
         )
     missing = missing_vars(flow, req.vars)
     if missing:
@@ -67,11 +63,11 @@ def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, An
             [{"field": f"vars.{name}", "message": f"flow {req.flow} says {{{name}}}"} for name in missing],
         )
     numbers = list(dict.fromkeys(req.numbers))  # each number once, in order
-    check_destinations(runtime, [(f"numbers.{req.numbers.index(n)}", n) for n in numbers])
-    check_flow_targets(runtime, req.flow, req.vars)
-    campaigns = store(runtime)
+    check_destinations(services, [(f"numbers.{req.numbers.index(n)}", n) for n in numbers])
+    check_flow_targets(services, req.flow, req.vars)
+    campaigns = services.campaigns
     if any(phone_of(n) for n in numbers) and not _exists(campaigns, req.id):
-        cap = dial_cap(runtime)
+        cap = services.dial_cap
         if cap.used() >= cap.cap:  # a new campaign while the day's calls are all placed: nothing is written
             raise _cap_reached(cap.cap)
     campaign = Campaign(
@@ -94,9 +90,9 @@ def start_campaign(req: control.StartCampaign, runtime: Runtime) -> dict[str, An
         log.info("campaign %s requested again: placing what is still unplaced", campaign.id)
     campaigns.mutate(campaign.id, lambda c: _claim(c, START))
     log.info("campaign %s: %d numbers, %d at a time, flow %s", campaign.id, len(numbers), req.concurrency, req.flow)
-    placed = _place_claimed(runtime, campaign.id, START)
+    placed = _place_claimed(services, campaign.id, START)
     if placed.status == "held":  # requested again while the cap holds: nothing more could be placed
-        raise _cap_reached(dial_cap(runtime).cap)
+        raise _cap_reached(services.dial_cap.cap)
     return placed.describe()
 
 
@@ -120,16 +116,16 @@ def _cap_reached(cap: int) -> RequestError:
     )
 
 
-def get_campaign(campaign_id: str, runtime: Runtime) -> dict[str, Any]:
+def get_campaign(campaign_id: str, services: Services) -> dict[str, Any]:
     try:
-        campaign, _ = store(runtime).get(campaign_id)
+        campaign, _ = services.campaigns.get(campaign_id)
     except CampaignNotFound:
         raise RequestError(f"no campaign {campaign_id}", status=404) from None
     return campaign.describe()
 
 
-def campaign_call_ended(state: CallState, runtime: Runtime) -> None:
-    """A campaign's call ended (a call-ended hook, ``core.runtime``): record its result and call the next numbers
+def campaign_call_ended(state: CallState, services: Services) -> None:
+    """A campaign's call ended (a call-ended hook, ``core.services``): record its result and call the next numbers
     the freed slot allows."""
     if not state.campaign:
         return
@@ -141,18 +137,18 @@ def campaign_call_ended(state: CallState, runtime: Runtime) -> None:
         return _claim(campaign, state.call_ref)
 
     try:
-        store(runtime).mutate(state.campaign, change)
+        services.campaigns.mutate(state.campaign, change)
     except CampaignNotFound:
         log.warning("call %s names campaign %s, which does not exist", state.call_ref, state.campaign)
         return
-    _place_claimed(runtime, state.campaign, state.call_ref)
+    _place_claimed(services, state.campaign, state.call_ref)
 
 
-def _place_claimed(runtime: Runtime, campaign_id: str, by: str) -> Campaign:
+def _place_claimed(services: Services, campaign_id: str, by: str) -> Campaign:
     """Place every claimed call not placed yet: those ``by`` just claimed, and any an earlier attempt left
     unplaced (placing is idempotent, so two placers of one number make one call). A number the service
     refuses for good counts as failed and frees its slot for the next, claimed by ``by``."""
-    campaigns = store(runtime)
+    campaigns = services.campaigns
     while True:
         campaign, _ = campaigns.get(campaign_id)
         todo = [c for c in campaign.calls if c.status == "calling" and not c.call_connection_id]
@@ -165,7 +161,7 @@ def _place_claimed(runtime: Runtime, campaign_id: str, by: str) -> Campaign:
         transient: Exception | None = None
         for index, entry in enumerate(todo):
             try:
-                placed[entry.call_ref] = _dial(runtime, campaign, entry)
+                placed[entry.call_ref] = _dial(services, campaign, entry)
             except DialCapReached as exc:  # the day's calls are placed: this number and the rest wait
                 why_held = f"waiting: {exc.message}"
                 held = [e.call_ref for e in todo[index:]]
@@ -202,17 +198,17 @@ def _place_claimed(runtime: Runtime, campaign_id: str, by: str) -> Campaign:
             return campaign
 
 
-def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
+def _dial(services: Services, campaign: Campaign, entry: CampaignCall) -> str:
     """Place one number's call (idempotent: one state row and one repeatability id per number). The number
     passes the dialing policy again (the settings may have changed since the request) and counts against the
     day's cap, once: a retry that finds the state of an earlier attempt gives its count back."""
-    runtime.settings.dialing.policy.check(entry.number)  # DestinationRefused: 403, the number fails
-    cap = dial_cap(runtime)
+    services.settings.dialing.policy.check(entry.number)  # DestinationRefused: 403, the number fails
+    cap = services.dial_cap
     try:
         taken = cap.take(1 if phone_of(entry.number) else 0)
     except DialCapReached as reached:
         try:  # an earlier attempt counted this number (and may have placed it): it goes on, uncounted again
-            runtime.store.get(entry.call_ref)
+            services.store.get(entry.call_ref)
         except StateNotFound:
             raise reached from None  # this number waits, and the rest with it
         taken = Taken(DialCap.day(), 0)
@@ -227,30 +223,30 @@ def _dial(runtime: Runtime, campaign: Campaign, entry: CampaignCall) -> str:
     )
     state.note(f"campaign {campaign.id}: calling {entry.number}")
     try:
-        created = runtime.store.create(state)
+        created = services.store.create(state)
     except Exception:
         cap.give_back(taken)
         raise
     if not created:
         cap.give_back(taken)  # an earlier attempt counted this number
         try:
-            existing, _ = runtime.store.get(entry.call_ref)
+            existing, _ = services.store.get(entry.call_ref)
         except StateNotFound:  # pragma: no cover - created a moment ago
             existing = state
         if existing.call_connection_id:
             return existing.call_connection_id  # placed before: its events have arrived
     try:
-        props = runtime.executor.create_call(
+        props = services.executor.create_call(
             [entry.number],
-            runtime.callback_url(entry.call_ref),
+            services.callback_url(entry.call_ref),
             caller_id=campaign.caller_id,
             operation_context=f"campaign:{campaign.id}",
-            cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+            cognitive_services_endpoint=services.settings.cognitive_services_endpoint,
             repeat=(derived_id(entry.call_ref, "create"), entry.first_sent),
         )
     except Exception as exc:
         if created and is_permanent(exc):
             cap.give_back(taken)  # the service refused: nothing rang
         raise
-    runtime.store.index(props.call_connection_id or "", entry.call_ref)
+    services.store.index(props.call_connection_id or "", entry.call_ref)
     return props.call_connection_id or ""

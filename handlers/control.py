@@ -14,22 +14,19 @@ only calls the app placed, answered or was told about by Event Grid, and rooms l
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from typing import Any
 
-from core import clients, control
+from core import control
 from core.control import RequestError
 from core.destinations import DestinationPolicy, DestinationRefused, fill_targets, flow_targets, phone_of
-from core.dial_cap import DialCap, DialCapBusy, DialCapReached, Taken
+from core.dial_cap import DialCapBusy, DialCapReached, Taken
 from core.flows import actions as act
 from core.flows.engine import API_CONTEXT
-from core.runtime import Runtime
+from core.services import Services
 from core.state import CallState, StateNotFound
 
 log = logging.getLogger("handlers.control")
-_caps: dict[tuple[int, int], DialCap] = {}
-_caps_lock = threading.Lock()
 
 
 def raw_id_of(number_or_id: str) -> str:
@@ -46,16 +43,16 @@ def _acs_error(exc: Exception) -> RequestError:
     return RequestError(f"Communication Services failed: {message.splitlines()[0]}", status=502)
 
 
-def _refused(exc: Exception, call_ref: str, runtime: Runtime, taken: Taken | None = None) -> RequestError:
+def _refused(exc: Exception, call_ref: str, services: Services, taken: Taken | None = None) -> RequestError:
     """The service did not set the call up: a refusal (4xx) means no call, so the state written ahead goes too,
     and the calls it counted against the daily cap are given back. After a failure (5xx, no answer) the call may
     exist: its state stays for its events, and it stays counted."""
     error = _acs_error(exc)
     if error.status < 500:
         if taken is not None:
-            dial_cap(runtime).give_back(taken)
+            services.dial_cap.give_back(taken)
         try:
-            runtime.store.delete(call_ref)
+            services.store.delete(call_ref)
         except Exception as cleanup:  # storage failed too: a row for a call that never was, harmless
             log.warning("could not remove the state of refused call %s: %s", call_ref, cleanup)
     return error
@@ -64,19 +61,8 @@ def _refused(exc: Exception, call_ref: str, runtime: Runtime, taken: Taken | Non
 # -- toll fraud: who may be rung, how many a day, which calls may be joined ----------------------------------
 
 
-def policy(runtime: Runtime) -> DestinationPolicy:
-    return runtime.settings.dialing.policy
-
-
-def dial_cap(runtime: Runtime) -> DialCap:
-    """The daily cap's store (one per process and table: it creates its table once)."""
-    table = clients.outbound_table(runtime.settings)
-    key = (id(table), runtime.settings.dialing.daily_cap)
-    with _caps_lock:
-        cap = _caps.get(key)
-        if cap is None:
-            cap = _caps[key] = DialCap(table, runtime.settings.dialing.daily_cap)
-    return cap
+def policy(services: Services) -> DestinationPolicy:
+    return services.settings.dialing.policy
 
 
 def refused_destination(field: str, exc: DestinationRefused) -> RequestError:
@@ -87,13 +73,13 @@ def refused_destination(field: str, exc: DestinationRefused) -> RequestError:
     )
 
 
-def check_destinations(runtime: Runtime, targets: list[tuple[str, str]]) -> None:
+def check_destinations(services: Services, targets: list[tuple[str, str]]) -> None:
     """Each ``(field, target)`` passes the dialing policy, or the request is refused (403) naming every field
     that does not."""
     refused: list[tuple[str, DestinationRefused]] = []
     for field, target in targets:
         try:
-            policy(runtime).check(target)
+            policy(services).check(target)
         except DestinationRefused as exc:
             refused.append((field, exc))
     if refused:
@@ -106,16 +92,16 @@ def check_destinations(runtime: Runtime, targets: list[tuple[str, str]]) -> None
         )
 
 
-def check_flow_targets(runtime: Runtime, flow_name: str | None, values: dict[str, str]) -> None:
+def check_flow_targets(services: Services, flow_name: str | None, values: dict[str, str]) -> None:
     """The targets the flow's nodes will ring once the call variables fill them in pass the policy now, so a
     request cannot smuggle a premium number in through ``vars`` (targets set on the call are checked then)."""
-    flow = runtime.settings.flows.get(flow_name or "")
+    flow = services.settings.flows.get(flow_name or "")
     if flow is None or not values:
         return
     templated = [(node, to) for node, to in flow_targets(flow) if "{" in to]
     for node, to in fill_targets(templated, values):
         try:
-            policy(runtime).check(to)
+            policy(services).check(to)
         except DestinationRefused as exc:
             raise RequestError(
                 f"refused: flow {flow_name} node {node} would ring a destination this app may not ring: {exc.reason}",
@@ -124,11 +110,11 @@ def check_flow_targets(runtime: Runtime, flow_name: str | None, values: dict[str
             ) from None
 
 
-def take_dials(runtime: Runtime, targets: list[str]) -> Taken:
+def take_dials(services: Services, targets: list[str]) -> Taken:
     """Count the phone numbers among ``targets`` against the day's cap, or refuse the request (429)."""
     phones = sum(1 for t in targets if phone_of(t))
     try:
-        return dial_cap(runtime).take(phones)
+        return services.dial_cap.take(phones)
     except DialCapReached as exc:
         log.warning("daily dial cap of %d reached: a request for %d call(s) refused", exc.cap, phones)
         raise RequestError(
@@ -138,19 +124,19 @@ def take_dials(runtime: Runtime, targets: list[str]) -> Taken:
         raise RequestError(f"busy: {exc}", status=503, headers={"Retry-After": "1"}) from None
 
 
-def _known_call(runtime: Runtime, server_call_id: str) -> bool:
+def _known_call(services: Services, server_call_id: str) -> bool:
     """Whether the app placed, answered or connected to this call (its state), or Event Grid told it about the
     call (its record: CallStarted, participants)."""
-    if clients.call_records(runtime.settings).get(server_call_id) is not None:
+    if services.records.get(server_call_id) is not None:
         return True
-    return runtime.store.find_by_server_call(server_call_id) is not None
+    return services.store.find_by_server_call(server_call_id) is not None
 
 
-def check_connect(req: control.ConnectCall, runtime: Runtime) -> None:
+def check_connect(req: control.ConnectCall, services: Services) -> None:
     """``connect`` joins calls the app knows, and the rooms and group calls the settings list (else 403)."""
-    allowed = runtime.settings.dialing.connect_allowed
+    allowed = services.settings.dialing.connect_allowed
     if req.server_call_id:
-        if _known_call(runtime, req.server_call_id):
+        if _known_call(services, req.server_call_id):
             return
         raise RequestError(
             "refused: the app connects only to calls it placed, answered or was told about by Event Grid",
@@ -167,19 +153,19 @@ def check_connect(req: control.ConnectCall, runtime: Runtime) -> None:
     )
 
 
-def _check_flow(runtime: Runtime, flow: str | None) -> None:
-    if flow and flow not in runtime.settings.flows:
+def _check_flow(services: Services, flow: str | None) -> None:
+    if flow and flow not in services.settings.flows:
         raise RequestError(
             f"unknown flow {flow!r}",
-            [{"field": "flow", "message": f"not one of {', '.join(sorted(runtime.settings.flows))}"}],
+            [{"field": "flow", "message": f"not one of {', '.join(sorted(services.settings.flows))}"}],
         )
 
 
-def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
-    _check_flow(runtime, req.flow)
-    check_destinations(runtime, [(f"targets.{i}.to", t.to) for i, t in enumerate(req.targets)])
-    check_flow_targets(runtime, req.flow, req.vars)
-    taken = take_dials(runtime, [t.to for t in req.targets])
+def place_call(req: control.PlaceCall, services: Services) -> dict[str, Any]:
+    _check_flow(services, req.flow)
+    check_destinations(services, [(f"targets.{i}.to", t.to) for i, t in enumerate(req.targets)])
+    check_flow_targets(services, req.flow, req.vars)
+    taken = take_dials(services, [t.to for t in req.targets])
     call_ref = str(uuid.uuid4())
     first = req.targets[0].to
     state = CallState(
@@ -192,32 +178,32 @@ def place_call(req: control.PlaceCall, runtime: Runtime) -> dict[str, Any]:
     )
     state.note(f"placed through the API to {', '.join(t.to for t in req.targets)}")
     try:
-        runtime.store.create(state)
+        services.store.create(state)
     except Exception:
-        dial_cap(runtime).give_back(taken)  # nothing was asked of the service
+        services.dial_cap.give_back(taken)  # nothing was asked of the service
         raise
     try:
-        props = runtime.executor.create_call(
+        props = services.executor.create_call(
             [t.to for t in req.targets],
-            runtime.callback_url(call_ref),
+            services.callback_url(call_ref),
             caller_id=req.caller_id,
             source_display_name=req.display_name,
             operation_context="place",
-            cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+            cognitive_services_endpoint=services.settings.cognitive_services_endpoint,
         )
     except Exception as exc:
-        raise _refused(exc, call_ref, runtime, taken) from exc
-    return _joined(call_ref, props, runtime)
+        raise _refused(exc, call_ref, services, taken) from exc
+    return _joined(call_ref, props, services)
 
 
-def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
-    _check_flow(runtime, req.flow)
-    check_connect(req, runtime)
-    check_flow_targets(runtime, req.flow, req.vars)
+def connect_call(req: control.ConnectCall, services: Services) -> dict[str, Any]:
+    _check_flow(services, req.flow)
+    check_connect(req, services)
+    check_flow_targets(services, req.flow, req.vars)
     call_ref = str(uuid.uuid4())
     state = CallState(call_ref=call_ref, flow=req.flow or "", status="dialing", vars=dict(req.vars))
     state.note("connecting through the API")
-    runtime.store.create(state)
+    services.store.create(state)
     locator = (
         {"server_call_id": req.server_call_id}
         if req.server_call_id
@@ -226,20 +212,20 @@ def connect_call(req: control.ConnectCall, runtime: Runtime) -> dict[str, Any]:
         else {"room_id": req.room_id}
     )
     try:
-        props = runtime.executor.connect(
-            runtime.callback_url(call_ref),
-            cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+        props = services.executor.connect(
+            services.callback_url(call_ref),
+            cognitive_services_endpoint=services.settings.cognitive_services_endpoint,
             operation_context="connect",
             **locator,
         )
     except Exception as exc:
-        raise _refused(exc, call_ref, runtime) from exc
-    return _joined(call_ref, props, runtime)
+        raise _refused(exc, call_ref, services) from exc
+    return _joined(call_ref, props, services)
 
 
-def _joined(call_ref: str, props: Any, runtime: Runtime) -> dict[str, Any]:
+def _joined(call_ref: str, props: Any, services: Services) -> dict[str, Any]:
     """A call placed or connected: indexed by its connection id (the control API addresses it so), and described."""
-    runtime.store.index(props.call_connection_id or "", call_ref)
+    services.store.index(props.call_connection_id or "", call_ref)
     return {
         "call_ref": call_ref,
         "call_connection_id": props.call_connection_id,
@@ -252,13 +238,13 @@ def _participant(p: Any) -> dict[str, Any]:
     return {"id": p.identifier.raw_id, "is_muted": bool(p.is_muted), "is_on_hold": bool(p.is_on_hold)}
 
 
-def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
+def get_call(call_connection_id: str, services: Services) -> dict[str, Any]:
     props = None
     try:
-        props = runtime.executor.call_properties(call_connection_id)
+        props = services.executor.call_properties(call_connection_id)
     except Exception as exc:
         # The service forgets a call once it ends; the app's state of it (vars, outcome) remains.
-        if getattr(exc, "status_code", None) != 404 or not runtime.store.lookup(call_connection_id):
+        if getattr(exc, "status_code", None) != 404 or not services.store.lookup(call_connection_id):
             raise _acs_error(exc) from exc
     body: dict[str, Any] = {"call_connection_id": call_connection_id, "server_call_id": None, "state": "disconnected"}
     if props is not None:
@@ -270,10 +256,10 @@ def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
             "targets": [t.raw_id for t in props.targets or []],
             "source": props.source.raw_id if props.source else None,
         }
-    call_ref = runtime.store.lookup(call_connection_id)
+    call_ref = services.store.lookup(call_connection_id)
     if call_ref:
         try:
-            state, _ = runtime.store.get(call_ref)
+            state, _ = services.store.get(call_ref)
         except StateNotFound:
             state = None
         if state is not None:
@@ -291,23 +277,23 @@ def get_call(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
     return body
 
 
-def list_participants(call_connection_id: str, runtime: Runtime) -> dict[str, Any]:
+def list_participants(call_connection_id: str, services: Services) -> dict[str, Any]:
     try:
-        participants = runtime.executor.participants(call_connection_id)
+        participants = services.executor.participants(call_connection_id)
     except Exception as exc:
         raise _acs_error(exc) from exc
     return {"participants": [_participant(p) for p in participants]}
 
 
-def get_participant(call_connection_id: str, participant: str, runtime: Runtime) -> dict[str, Any]:
+def get_participant(call_connection_id: str, participant: str, services: Services) -> dict[str, Any]:
     try:
-        found = runtime.executor.participant(call_connection_id, participant)
+        found = services.executor.participant(call_connection_id, participant)
     except Exception as exc:
         raise _acs_error(exc) from exc
     return _participant(found)
 
 
-def call_action(call_connection_id: str, name: str, body: bytes, runtime: Runtime) -> dict[str, Any]:
+def call_action(call_connection_id: str, name: str, body: bytes, services: Services) -> dict[str, Any]:
     spec = control.ACTIONS.get(name)
     if spec is None:
         raise RequestError(f"unknown action {name!r}; see /api/openapi.json", status=404)
@@ -316,9 +302,9 @@ def call_action(call_connection_id: str, name: str, body: bytes, runtime: Runtim
     action = spec.build(req, context)
     taken: Taken | None = None
     if spec.rings:
-        check_destinations(runtime, [("target.to", action.target.to)])  # type: ignore[union-attr]
-        taken = take_dials(runtime, [action.target.to])  # type: ignore[union-attr]
-    return _run_action(call_connection_id, name, spec, action, context, runtime, taken)
+        check_destinations(services, [("target.to", action.target.to)])  # type: ignore[union-attr]
+        taken = take_dials(services, [action.target.to])  # type: ignore[union-attr]
+    return _run_action(call_connection_id, name, spec, action, context, services, taken)
 
 
 def _run_action(
@@ -327,26 +313,26 @@ def _run_action(
     spec: control.CallAction,
     action: act.Action,
     context: str,
-    runtime: Runtime,
+    services: Services,
     taken: Taken | None,
 ) -> dict[str, Any]:
-    call_ref = runtime.store.lookup(call_connection_id)
+    call_ref = services.store.lookup(call_connection_id)
     if call_ref:
-        action.callback_url = runtime.callback_url(call_ref)
+        action.callback_url = services.callback_url(call_ref)
     server_call_id = ""
     if spec.starts_recording:
-        server_call_id = get_call(call_connection_id, runtime)["server_call_id"]
-        action.container_url = runtime.engine.recording.container_url  # bring your own storage, if configured
+        server_call_id = get_call(call_connection_id, services)["server_call_id"]
+        action.container_url = services.engine.recording.container_url  # bring your own storage, if configured
     try:
-        result = runtime.executor.run(call_connection_id, server_call_id, action)
+        result = services.executor.run(call_connection_id, server_call_id, action)
     except DestinationRefused as exc:  # checked above; the executor checks every ring again
         if taken is not None:
-            dial_cap(runtime).give_back(taken)
+            services.dial_cap.give_back(taken)
         raise refused_destination("target.to", exc) from None
     except Exception as exc:
         error = _acs_error(exc)
         if taken is not None and error.status < 500:
-            dial_cap(runtime).give_back(taken)  # the service refused: nothing rang
+            services.dial_cap.give_back(taken)  # the service refused: nothing rang
         raise error from exc
     log.info("control API %s on %s (%s)", name, call_connection_id, context)
     return {"operation_context": context, **result}

@@ -23,7 +23,7 @@ from core.executor import is_permanent
 from core.observability import mask_id
 from core.repeatability import derived_id
 from core.routing import AnswerAction, CallFacts, MaskAction, RedirectAction, RejectAction, route
-from core.runtime import Runtime
+from core.services import Services
 from core.state import CallState
 
 log = logging.getLogger("handlers.incoming_call")
@@ -51,8 +51,8 @@ def _repeat(call: IncomingCall, what: str, sent: datetime) -> tuple[str, datetim
     return derived_id(call.event_id, what), sent
 
 
-def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
-    settings = runtime.settings
+def handle_incoming_call(call: IncomingCall, services: Services) -> Outcome:
+    settings = services.settings
     sent = _event_time(call.event_time)
     facts = CallFacts(
         to=call.to, caller=call.caller, at=sent, sip_headers=call.sip_headers, voip_headers=call.voip_headers
@@ -61,8 +61,8 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
     call_ref = derived_id("incoming", call.event_id)
     caller, called = mask_id(call.caller), mask_id(call.to)
     log.info("incoming call from %s to %s matched rule %s -> %s", caller, called, rule.name, rule.action.type)
-    action, call_vars = _resolved(rule.name, rule.action, call, runtime)
-    executor = runtime.executor
+    action, call_vars = _resolved(rule.name, rule.action, call, services)
+    executor = services.executor
     try:
         if isinstance(action, RejectAction):
             executor.reject(call.incoming_call_context, action.reason, repeat=_repeat(call, "reject", sent))
@@ -70,7 +70,7 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
         if isinstance(action, RedirectAction) and len(action.targets) == 1:
             executor.redirect(call.incoming_call_context, action.targets[0], repeat=_repeat(call, "redirect", sent))
             return Outcome(rule.name, "redirect", call_ref, action.targets[0])
-        return _answer(call, rule.name, action, call_vars, call_ref, sent, runtime)
+        return _answer(call, rule.name, action, call_vars, call_ref, sent, services)
     except Exception as exc:
         if is_permanent(exc):
             # The call was answered elsewhere, hung up, or rang out: retrying cannot help.
@@ -79,18 +79,18 @@ def handle_incoming_call(call: IncomingCall, runtime: Runtime) -> Outcome:
         raise
 
 
-def _resolved(rule: str, action: Any, call: IncomingCall, runtime: Runtime) -> tuple[Any, dict[str, str]]:
+def _resolved(rule: str, action: Any, call: IncomingCall, services: Services) -> tuple[Any, dict[str, str]]:
     """The rule's action once a mask rule found its session, and a redirect to a refused destination is a reject;
     with the call variables a mask rule gives."""
     call_vars: dict[str, str] = {}
     if isinstance(action, MaskAction):
         from handlers.masking import route_masked
 
-        action, call_vars = route_masked(action, call.to, call.caller, runtime)
+        action, call_vars = route_masked(action, call.to, call.caller, services)
     if isinstance(action, RedirectAction):
         try:
             for target in action.targets:
-                runtime.settings.dialing.policy.check(target)
+                services.settings.dialing.policy.check(target)
         except DestinationRefused as exc:
             log.warning("rule %s redirects to a refused destination (%s): the call is rejected", rule, exc.reason)
             action = RejectAction(type="reject", reason="forbidden")
@@ -104,7 +104,7 @@ def _answer(
     call_vars: dict[str, str],
     call_ref: str,
     sent: datetime,
-    runtime: Runtime,
+    services: Services,
 ) -> Outcome:
     """Answer into a flow, or to sim-ring the targets: the call's state first, then the answer."""
     state = CallState(
@@ -123,15 +123,15 @@ def _answer(
         state.simring_timeout = action.timeout_seconds
         kind = "simring"
     state.note(f"routed by rule {rule}: {kind}")
-    if not runtime.store.create(state):
+    if not services.store.create(state):
         log.info("state for %s exists: a redelivered IncomingCall", call_ref)
-    props = runtime.executor.answer(
+    props = services.executor.answer(
         call.incoming_call_context,
-        runtime.callback_url(call_ref),
-        cognitive_services_endpoint=runtime.settings.cognitive_services_endpoint,
+        services.callback_url(call_ref),
+        cognitive_services_endpoint=services.settings.cognitive_services_endpoint,
         operation_context="answer",
         repeat=_repeat(call, "answer", sent),
     )
     log.info("answered: call connection %s", props.call_connection_id)
-    runtime.store.index(props.call_connection_id or "", call_ref)  # the control API addresses it by that id
+    services.store.index(props.call_connection_id or "", call_ref)  # the control API addresses it by that id
     return Outcome(rule, kind, call_ref, props.call_connection_id or "")

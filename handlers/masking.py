@@ -11,28 +11,24 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from core import clients, control
+from core import control
 from core.control import RequestError
-from core.masking import MaskingConflict, MaskingStore, new_session
+from core.masking import MaskingConflict, new_session
 from core.observability import mask_id
 from core.routing import AnswerAction, MaskAction, RejectAction, resolve_mask
-from core.runtime import Runtime
+from core.services import Services
 from handlers.control import check_destinations
 
 log = logging.getLogger("handlers.masking")
 
 
-def store(runtime: Runtime) -> MaskingStore:
-    return MaskingStore(clients.outbound_table(runtime.settings))
-
-
-def create_session(req: control.MaskingSessionRequest, runtime: Runtime) -> dict[str, Any]:
-    check_destinations(runtime, [("party_a", req.party_a), ("party_b", req.party_b)])
+def create_session(req: control.MaskingSessionRequest, services: Services) -> dict[str, Any]:
+    check_destinations(services, [("party_a", req.party_a), ("party_b", req.party_b)])
     session = new_session(
         str(uuid.uuid4()), req.masked_number, req.party_a, req.party_b, req.ttl_minutes, datetime.now(UTC)
     )
     try:
-        store(runtime).create(session)
+        services.masking.create(session)
     except MaskingConflict as exc:
         raise RequestError(
             f"{exc.party} is already in another masking session on {session.masked_number}",
@@ -44,10 +40,10 @@ def create_session(req: control.MaskingSessionRequest, runtime: Runtime) -> dict
 
 
 def route_masked(
-    action: MaskAction, to: str, caller: str, runtime: Runtime
+    action: MaskAction, to: str, caller: str, services: Services
 ) -> tuple[AnswerAction | RejectAction, dict[str, str]]:
     """The answer (with the call variables) or rejection a mask rule gives this caller."""
-    session = store(runtime).find(to, caller)
+    session = services.masking.find(to, caller)
     peer = session.peer_of(caller[2:] if caller.startswith("4:") else caller) if session else None
     if session is None:
         log.info("no masking session on %s for this caller", mask_id(to))

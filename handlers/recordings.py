@@ -40,11 +40,11 @@ def server_call_id_of(subject: str) -> str:
     return m.group(1) if m else ""
 
 
-def handle_recording_file_status(
-    status: RecordingFileStatus, copier: Any, store: Any, events: Any | None = None, *, in_place: bool = False
-) -> RecordingReport:
+def handle_recording_file_status(status: RecordingFileStatus, services: Any) -> RecordingReport:
     """Copy every chunk (or, with bring-your-own-storage, verify and index it where ACS wrote it);
-    ``events`` (the duplicate filter) keeps a duplicate delivery from working at the same time as the first."""
+    ``services.events`` (the duplicate filter) keeps a duplicate delivery from working at the same time as the first."""
+    copier, store, events = services.copier, services.store, services.events
+    in_place = services.settings.recording.storage == "byos"
     server_call_id = server_call_id_of(status.subject)
     claim = events.try_claim("recordings", status.event_id) if events is not None else "claimed"
     if claim == "done":

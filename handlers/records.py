@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core import clients
 from core.control import RequestError
-from core.records import CallRecordEvent, RecordStore, flow_outcome
-from core.settings import Settings, get_settings
+from core.records import CallRecordEvent, flow_outcome
+from core.services import Services
 from core.state import CallState
 
 log = logging.getLogger("handlers.records")
@@ -17,17 +16,9 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-def _store(settings: Settings | None = None) -> RecordStore:
-    settings = settings or get_settings()
-    from core.observability import configure
-
-    configure(settings.log_level, settings.appinsights_connection_string)
-    return clients.call_records(settings)
-
-
-def handle_call_record_event(event: CallRecordEvent, store: RecordStore | None = None) -> dict[str, Any]:
+def handle_call_record_event(event: CallRecordEvent, services: Services) -> dict[str, Any]:
     """CallStarted, CallEnded, CallParticipantAdded or CallParticipantRemoved: into the call's record."""
-    record = (store or _store()).add_event(event)
+    record = services.records.add_event(event)
     log.info(
         "%s %s recorded: call %s, %d participant(s)",
         event.type,
@@ -38,13 +29,13 @@ def handle_call_record_event(event: CallRecordEvent, store: RecordStore | None =
     return record
 
 
-def record_flow_outcome(state: CallState, runtime: Any) -> None:
-    """When a call ends for the app (a call-ended hook, ``core.runtime``): its flow's outcome into the call's record
+def record_flow_outcome(state: CallState, services: Services) -> None:
+    """When a call ends for the app (a call-ended hook, ``core.services``): its flow's outcome into the call's record
     (rerun: same row)."""
     if not state.server_call_id:
         log.info("call %s ended with no server call id: no record to add its outcome to", state.call_ref)
         return
-    _store(runtime.settings).add_flow(state.server_call_id, flow_outcome(state))
+    services.records.add_flow(state.server_call_id, flow_outcome(state))
     log.info("flow outcome of %s recorded", state.call_ref)
 
 
@@ -63,14 +54,14 @@ def parse_limit(value: str | None) -> int:
     return limit
 
 
-def list_records(limit: str | None, store: RecordStore | None = None) -> dict[str, Any]:
+def list_records(limit: str | None, services: Services) -> dict[str, Any]:
     """GET /api/records?limit=N: the latest calls, newest first."""
-    return {"records": (store or _store()).recent(parse_limit(limit))}
+    return {"records": services.records.recent(parse_limit(limit))}
 
 
-def get_record(server_call_id: str, store: RecordStore | None = None) -> dict[str, Any]:
+def get_record(server_call_id: str, services: Services) -> dict[str, Any]:
     """GET /api/records/{server_call_id}: one call's full record."""
-    record = (store or _store()).get(server_call_id)
+    record = services.records.get(server_call_id)
     if record is None:
         raise RequestError(f"no record of call {server_call_id!r}", status=404)
     return record

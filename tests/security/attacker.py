@@ -385,6 +385,14 @@ class NoState:
         return type("State", (), {"recording_id": self.recording_id, "caller": CALLER, "call_connection_id": "cc"})()
 
 
+def services_for(copier: Any, state: Any = None, *, in_place: bool = False) -> Any:
+    """What the recordings handler reaches: the copier, the call-state store, no duplicate filter, the storage mode."""
+    from types import SimpleNamespace
+
+    settings = SimpleNamespace(recording=SimpleNamespace(storage="byos" if in_place else "copy"))
+    return SimpleNamespace(copier=copier, store=state or NoState(), events=None, settings=settings)
+
+
 def recording_event(
     *,
     content: Any,

@@ -47,6 +47,7 @@ from tests.security.attacker import (
     app_session,
     make_certificates,
     recording_event,
+    services_for,
 )
 
 RESOURCE = "https://contoso.communication.azure.com"
@@ -99,7 +100,7 @@ def copier_for(account: Account, store: Store) -> RecordingCopier:
 
 def handle(status: Any, copier: Any, state: Any = None, *, in_place: bool = False) -> Any:
     try:
-        return handle_recording_file_status(status, copier, state or NoState(), in_place=in_place)
+        return handle_recording_file_status(status, services_for(copier, state, in_place=in_place))
     except Exception as exc:  # a crash is not a refusal: Event Grid would redeliver it 30 times
         return exc
 

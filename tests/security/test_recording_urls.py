@@ -40,7 +40,14 @@ from core.recordings.auth import RecordingAuth
 from core.recordings.copier import RecordingCopier
 from core.recordings.urls import HostAllowList
 from handlers.recordings import handle_recording_file_status
-from tests.security.attacker import Account, Endpoint, NoState, app_session, closed_network, make_certificates
+from tests.security.attacker import (
+    Account,
+    Endpoint,
+    app_session,
+    closed_network,
+    make_certificates,
+    services_for,
+)
 from tests.security.attacker import recording_event as make_event
 
 ALLOWED = ["*.asm.skype.com", "127.0.0.1"]  # ACS's recording hosts, and the loopback store as the simulator runs
@@ -274,7 +281,7 @@ def run(net: Net, slot: str, url: Any, *, auth: str = "hmac", allowed: list[str]
         delete_after_copy=True,
     )
     try:
-        outcome: Any = handle_recording_file_status(event, copier, NoState())
+        outcome: Any = handle_recording_file_status(event, services_for(copier))
     except Exception as exc:  # a crash is not a refusal: Event Grid would redeliver it 30 times
         outcome = exc
     return outcome, account

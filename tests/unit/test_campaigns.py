@@ -263,11 +263,9 @@ def http_error(status: int) -> HttpResponseError:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+def world() -> SimpleNamespace:
     outbound = CampaignStore(FakeTable())
-    monkeypatch.setattr(handler, "store", lambda runtime: outbound)
     cap = DialCap(FakeTable(), 1000)
-    monkeypatch.setattr(handler, "dial_cap", lambda runtime: cap)
     client = FakeClient()
     runtime = SimpleNamespace(
         settings=SimpleNamespace(
@@ -278,6 +276,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
             dialing=DialingSettings(),
         ),
         store=StateStore(FakeTable()),
+        campaigns=outbound,
+        dial_cap=cap,
         executor=Executor(client),  # type: ignore[arg-type]
         callback_url=lambda call_ref: f"https://app/api/callbacks/{call_ref}",
     )

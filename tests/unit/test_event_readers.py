@@ -270,7 +270,7 @@ def test_the_callback_endpoint_refuses_a_declared_oversized_body_without_reading
         return b"[]"
 
     headers = {"Content-Length": str(MAX_BODY_BYTES + 1), "Content-Type": "application/json"}
-    reply = handle_callback("ref", "sig", headers, body, runtime=None)
+    reply = handle_callback("ref", "sig", headers, body, services=None)
     assert reply.status == 413 and read == []
 
 

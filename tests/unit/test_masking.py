@@ -149,10 +149,9 @@ def test_a_concurrent_change_between_read_and_write_is_a_conflict() -> None:
         store.create(new_session("s2", MASKED, BUYER, SELLER, 60, NOW), NOW)
 
 
-def test_the_handler_routes_by_the_stored_session(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_handler_routes_by_the_stored_session() -> None:
     store = MaskingStore(TransactionTable())
-    monkeypatch.setattr(handler, "store", lambda runtime: store)
-    runtime = SimpleNamespace(settings=SimpleNamespace(dialing=DialingSettings()))
+    runtime = SimpleNamespace(settings=SimpleNamespace(dialing=DialingSettings()), masking=store)
     req = control.MaskingSessionRequest(masked_number=MASKED, party_a=BUYER, party_b=SELLER)
     created = handler.create_session(req, runtime)
     assert created["party_a"] == BUYER and MaskingSession.model_validate(created).peer_of(SELLER) == BUYER
@@ -177,11 +176,10 @@ def test_the_handler_routes_by_the_stored_session(monkeypatch: pytest.MonkeyPatc
     ],
 )
 def test_a_session_with_a_party_the_policy_refuses_is_refused_and_stores_nothing(
-    monkeypatch: pytest.MonkeyPatch, party_a: str, party_b: str, fields: list[str]
+    party_a: str, party_b: str, fields: list[str]
 ) -> None:
     table = TransactionTable()
-    monkeypatch.setattr(handler, "store", lambda runtime: MaskingStore(table))
-    runtime = SimpleNamespace(settings=SimpleNamespace(dialing=DialingSettings()))
+    runtime = SimpleNamespace(settings=SimpleNamespace(dialing=DialingSettings()), masking=MaskingStore(table))
     req = control.MaskingSessionRequest(masked_number=MASKED, party_a=party_a, party_b=party_b)
     with pytest.raises(RequestError) as refused:
         handler.create_session(req, runtime)

@@ -533,17 +533,16 @@ def test_recent_lists_newest_first_and_skips_leftover_index_rows():
     assert all(q == f"PartitionKey eq '{LIST_PARTITION}'" or q.startswith("PartitionKey eq 'c") for q in table.queries)
 
 
-def test_a_flow_outcome_is_rewritten_not_added_when_the_hook_runs_again(monkeypatch):
+def test_a_flow_outcome_is_rewritten_not_added_when_the_hook_runs_again():
     table = FakeTable()
     store = RecordStore(table)
-    monkeypatch.setattr(handlers, "_store", lambda settings=None: store)
-    state, runtime = transferred_state(), SimpleNamespace(settings=None)
-    handlers.record_flow_outcome(state, runtime)
-    handlers.record_flow_outcome(state, runtime)
+    state, services = transferred_state(), SimpleNamespace(records=store)
+    handlers.record_flow_outcome(state, services)
+    handlers.record_flow_outcome(state, services)
     record = store.get(SERVER_CALL)
     assert len(record["flows"]) == 1 and record["flows"][0]["transfer_result"] == "accepted"
     # A call that never got a server call id has no record to join.
-    handlers.record_flow_outcome(CallState(call_ref="ref-2", status="ended"), runtime)
+    handlers.record_flow_outcome(CallState(call_ref="ref-2", status="ended"), services)
     assert len(table.rows) == 2  # the summary (which holds the flow outcome), the index row
 
 
@@ -861,7 +860,7 @@ def test_limit_defaults_to_twenty():
 
 def test_an_unknown_call_is_a_404():
     with pytest.raises(RequestError) as caught:
-        handlers.get_record("nope", store=RecordStore(FakeTable()))
+        handlers.get_record("nope", SimpleNamespace(records=RecordStore(FakeTable())))
     assert caught.value.status == 404
 
 

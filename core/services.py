@@ -1,4 +1,7 @@
-"""The app's moving parts (settings, stores, flow engine, executor, authenticator), assembled once per process.
+"""The app's dependencies (settings, stores, flow engine, executor, authenticator), built once per process.
+
+Every handler gets them with its input (``handler(input, services)``): the one way code reaches a store or a
+client, so that a test hands in its own and nothing reaches for a global.
 
 The write-ahead path a mid-call event takes (plan, store, act, record) is ``core.ledger.CallLedger``; the table of
 mid-call events and the hooks of a call's end are wired in ``handlers.callbacks``.
@@ -9,37 +12,53 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from . import clients
 from .callback_auth import CallbackAuthenticator, callback_url
+from .campaigns import CampaignStore
+from .dial_cap import DialCap
 from .executor import Executor
 from .flows.engine import FlowEngine, RecordingOptions
 from .ledger import LEASE_SECONDS, CallLedger
+from .masking import MaskingStore
+from .records import RecordStore
 from .settings import Settings, get_settings
 from .state import EventFilter, StateStore
 
-log = logging.getLogger("core.runtime")
+log = logging.getLogger("core.services")
 
 
 @dataclass
-class Runtime:
+class Services:
     settings: Settings
-    store: StateStore
-    events: EventFilter
+    store: StateStore  # the calls' state (and the mid-call duplicate filter)
+    events: EventFilter  # Event Grid's duplicate filter (recording events)
     engine: FlowEngine
     executor: Executor
     auth: CallbackAuthenticator
+    records: RecordStore | None = None
+    campaigns: CampaignStore | None = None
+    masking: MaskingStore | None = None
+    dial_cap: DialCap | None = None
     lease_seconds: float = LEASE_SECONDS
     ledger: CallLedger = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = CallLedger(self.store, self.engine, self.executor, self.lease_seconds)
 
+    @cached_property
+    def copier(self) -> Any:
+        """The recording copier (core.recordings.copier), made on first use: only the recordings function needs it,
+        and its imports (Blob Storage, requests) would slow every other function's cold start."""
+        return clients.recording_copier(self.settings)
+
     def callback_url(self, call_ref: str) -> str:
         return callback_url(self.settings.callback_base_url, self.settings.callback_secret, call_ref)
 
 
-_runtime: Runtime | None = None
+_services: Services | None = None
 _lock = threading.Lock()
 
 
@@ -56,7 +75,7 @@ def byos_container_url(settings: Settings) -> str | None:
     return container.url
 
 
-def build(settings: Settings) -> Runtime:
+def build(settings: Settings) -> Services:
     flows_engine = FlowEngine(
         settings.flows,
         RecordingOptions(
@@ -67,10 +86,15 @@ def build(settings: Settings) -> Runtime:
             container_url=byos_container_url(settings),
         ),
     )
-    return Runtime(
+    return Services(
         settings=settings,
         store=clients.state_store(settings),
         events=clients.event_filter(settings),
+        records=clients.call_records(settings),
+        campaigns=clients.campaign_store(settings),
+        masking=clients.masking_store(settings),
+        dial_cap=clients.dial_cap(settings),
+
         engine=flows_engine,
         executor=Executor(clients.call_automation(settings)),
         auth=CallbackAuthenticator(
@@ -83,22 +107,22 @@ def build(settings: Settings) -> Runtime:
     )
 
 
-def get_runtime() -> Runtime:
-    """The process's runtime, built on first use from the app settings."""
-    global _runtime
-    if _runtime is None:
+def get_services() -> Services:
+    """The process's services, built on first use from the app settings."""
+    global _services
+    if _services is None:
         with _lock:
-            if _runtime is None:
+            if _services is None:
                 from .observability import configure
 
                 settings = get_settings()
                 configure(settings.log_level, settings.appinsights_connection_string)
-                _runtime = build(settings)
+                _services = build(settings)
                 clients.settle()
-    return _runtime
+    return _services
 
 
 def reset() -> None:
-    global _runtime
-    _runtime = None
+    global _services
+    _services = None
     clients.reset()
