@@ -1,7 +1,7 @@
 """JSON in and out for the control API's HTTP triggers: one way to answer, one way to refuse.
 
 A body is refused before it is parsed when its declared size is over ``MAX_BODY_BYTES`` (413; pass ``req``), and
-a body nested too deeply is a 400 with the reason, never a 500 (``core/jsonsafe.py``)."""
+a body nested too deeply is a 400 with the reason, never a 500 (``core/platform/jsonsafe.py``)."""
 
 import json
 import logging
@@ -10,8 +10,8 @@ from typing import Any
 
 import azure.functions as func
 
-from core.control import RequestError
-from core.jsonsafe import MAX_DEPTH, JsonError, check_length
+from core.outbound.control import RequestError
+from core.platform.jsonsafe import MAX_DEPTH, JsonError, check_length
 
 log = logging.getLogger("blueprints.api")
 MAX_BODY_BYTES = 256 * 1024  # the control API's largest body (a campaign of 1,000 targets) is under 100 KiB
@@ -37,5 +37,5 @@ def answer(success: int, work: Callable[[], Any], req: func.HttpRequest | None =
         return json_response(exc.status, exc.body(), getattr(exc, "headers", None) or None)
     except JsonError as exc:
         return _refusal(exc.status, exc.reason)
-    except RecursionError:  # json.loads on a body nested thousands deep (core.control.parse before jsonsafe)
+    except RecursionError:  # json.loads on a body nested thousands deep (core.outbound.control.parse before jsonsafe)
         return _refusal(400, f"JSON nested deeper than {MAX_DEPTH} levels")

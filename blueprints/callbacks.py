@@ -5,8 +5,8 @@ import time
 
 import azure.functions as func
 
-from core.dispatch import handle_callback
-from core.observability import server_timing, timings
+from core.calls.dispatch import handle_callback
+from core.platform.observability import server_timing, timings
 from core.services import get_services
 from handlers.callbacks import MID_CALL_EVENTS
 

@@ -3,7 +3,7 @@
 import azure.functions as func
 
 from blueprints._json_api import answer
-from core import control
+from core.outbound import control
 from core.services import get_services
 from handlers import campaigns, masking
 

@@ -1,9 +1,9 @@
-"""The control API: HTTP triggers with function-key auth, JSON in and out (see core/control.py)."""
+"""The control API: HTTP triggers with function-key auth, JSON in and out (see core/outbound/control.py)."""
 
 import azure.functions as func
 
 from blueprints._json_api import answer, json_response
-from core import control
+from core.outbound import control
 from core.services import get_services
 from handlers import control as ops
 

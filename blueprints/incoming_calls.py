@@ -4,8 +4,8 @@ import logging
 
 import azure.functions as func
 
-from core.events import EventFormatError, IncomingCall, read_event
-from core.observability import call_scope
+from core.calls.events import EventFormatError, IncomingCall, read_event
+from core.platform.observability import call_scope
 from core.services import get_services
 from handlers.incoming_call import handle_incoming_call
 

@@ -7,9 +7,9 @@ from urllib.parse import unquote
 import azure.functions as func
 
 from blueprints._json_api import answer
-from core.events import EventFormatError, read_event
-from core.observability import call_scope
-from core.records import EVENT_TYPES, CallRecordEvent
+from core.calls.events import EventFormatError, read_event
+from core.platform.observability import call_scope
+from core.records.store import EVENT_TYPES, CallRecordEvent
 from core.services import get_services
 from handlers import records
 

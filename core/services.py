@@ -3,7 +3,7 @@
 Every handler gets them with its input (``handler(input, services)``): the one way code reaches a store or a
 client, so that a test hands in its own and nothing reaches for a global.
 
-The write-ahead path a mid-call event takes (plan, store, act, record) is ``core.ledger.CallLedger``; the table of
+The write-ahead path a mid-call event takes (plan, store, act, record) is ``core.calls.ledger.CallLedger``; the table of
 mid-call events and the hooks of a call's end are wired in ``handlers.callbacks``.
 """
 
@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from . import clients
-from .callback_auth import CallbackAuthenticator, callback_url
-from .campaigns import CampaignStore
-from .dial_cap import DialCap
-from .executor import Executor
+from core.calls.callback_auth import CallbackAuthenticator, callback_url
+from core.calls.executor import Executor
+from core.calls.ledger import LEASE_SECONDS, CallLedger
+from core.calls.state import EventFilter, StateStore
+from core.outbound.campaigns import CampaignStore
+from core.outbound.dial_cap import DialCap
+from core.outbound.masking import MaskingStore
+from core.platform import clients
+from core.platform.settings import Settings, get_settings
+from core.records.store import RecordStore
+
 from .flows.engine import FlowEngine, RecordingOptions
-from .ledger import LEASE_SECONDS, CallLedger
-from .masking import MaskingStore
-from .records import RecordStore
-from .settings import Settings, get_settings
-from .state import EventFilter, StateStore
 
 log = logging.getLogger("core.services")
 
@@ -113,7 +114,7 @@ def get_services() -> Services:
     if _services is None:
         with _lock:
             if _services is None:
-                from .observability import configure
+                from core.platform.observability import configure
 
                 settings = get_settings()
                 configure(settings.log_level, settings.appinsights_connection_string)

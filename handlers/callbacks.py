@@ -3,22 +3,22 @@
 The flow engine (through ``CallLedger.advance``) decides what an event does to the call; the table only says what
 is logged of it and which events only log (``changes_state=False``: not deduplicated, they leave no trace) or end
 the call (the call-ended hooks run). The table and the hooks are wired together here, once (``MID_CALL_EVENTS``),
-and the callback blueprint hands them to the pipeline (``core.dispatch``): nothing registers itself on import.
+and the callback blueprint hands them to the pipeline (``core.calls.dispatch``): nothing registers itself on import.
 
 What a caller keyed or said never reaches a log line, at any level: not a tone, not the digits of a
 recognition, not recognized speech (a card number may be any of them), nor the call's outcome (which may
 hold the results of API recognitions). So a line may say only the values below (``Said``): none reads a tone,
 speech or the outcome's values; participants are masked (``4:+*******1234``). The redaction filter of
-``core.observability`` is a second net under these lines.
+``core.platform.observability`` is a second net under these lines.
 """
 
 from __future__ import annotations
 
 import logging
 
-from core.dispatch import EventRule, MidCallEvents, Said
-from core.events import CallEvent, raw_id
-from core.observability import mask_id
+from core.calls.dispatch import EventRule, MidCallEvents, Said
+from core.calls.events import CallEvent, raw_id
+from core.platform.observability import mask_id
 from handlers.campaigns import campaign_call_ended
 from handlers.records import record_flow_outcome
 

@@ -2,7 +2,7 @@
 
 The first ``concurrency`` numbers are called when the campaign starts; each call's end (a
 call-ended hook, wired in ``core.services``) records its result and claims the next numbers in one compare-and-swap
-on the campaign's row (``core.campaigns``), then places them. Placing is idempotent (the call
+on the campaign's row (``core.outbound.campaigns``), then places them. Placing is idempotent (the call
 reference and the CreateCall repeatability id derive from the campaign and the number's
 position): a redelivered event, a repeated request or another call's end places again only what
 is still unplaced, and a number is never called twice.
@@ -21,16 +21,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from core import control
-from core.campaigns import Campaign, CampaignCall, CampaignNotFound, CampaignStore, call_result, missing_vars
-from core.control import RequestError
-from core.destinations import phone_of
-from core.dial_cap import DialCap, DialCapReached, Taken, seconds_to_midnight
-from core.executor import is_permanent
-from core.observability import mask_id
-from core.repeatability import derived_id, http_date
+from core.calls.executor import is_permanent
+from core.calls.repeatability import derived_id, http_date
+from core.calls.state import CallState, StateNotFound
+from core.outbound import control
+from core.outbound.campaigns import Campaign, CampaignCall, CampaignNotFound, CampaignStore, call_result, missing_vars
+from core.outbound.control import RequestError
+from core.outbound.destinations import phone_of
+from core.outbound.dial_cap import DialCap, DialCapReached, Taken, seconds_to_midnight
+from core.platform.observability import mask_id
 from core.services import Services
-from core.state import CallState, StateNotFound
 from handlers.control import check_destinations, check_flow_targets, raw_id_of
 
 log = logging.getLogger("handlers.campaigns")

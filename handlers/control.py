@@ -4,11 +4,11 @@ Actions on a call go through the same executor the flows use, with an operation 
 ``api:<id>`` (so the flow engine leaves their events alone and keeps their results) and, when
 the call is one of the app's, an operation callback URL back to the app.
 
-Against toll fraud (``core.destinations``, ``core.dial_cap``): every destination a request would ring (the
-targets of a call, of an add-participant or a transfer, and the flow targets its call variables fill in) passes
-the dialing policy first (403 naming the field otherwise), each phone number dialed counts against the day's
-cap (429 with Retry-After once reached; given back when the service refuses the call), and ``connect`` joins
-only calls the app placed, answered or was told about by Event Grid, and rooms listed in a setting (403).
+Against toll fraud (``core.outbound.destinations``, ``core.outbound.dial_cap``): every destination a request would
+ring (the targets of a call, of an add-participant or a transfer, and the flow targets its call variables fill in)
+passes the dialing policy first (403 naming the field otherwise), each phone number dialed counts against the day's
+cap (429 with Retry-After once reached; given back when the service refuses the call), and ``connect`` joins only
+calls the app placed, answered or was told about by Event Grid, and rooms listed in a setting (403).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import logging
 import uuid
 from typing import Any
 
-from core import control
-from core.control import RequestError
-from core.destinations import DestinationPolicy, DestinationRefused, fill_targets, flow_targets, phone_of
-from core.dial_cap import DialCapBusy, DialCapReached, Taken
+from core.calls.state import CallState, StateNotFound
 from core.flows import actions as act
 from core.flows.engine import API_CONTEXT
+from core.outbound import control
+from core.outbound.control import RequestError
+from core.outbound.destinations import DestinationPolicy, DestinationRefused, fill_targets, flow_targets, phone_of
+from core.outbound.dial_cap import DialCapBusy, DialCapReached, Taken
 from core.services import Services
-from core.state import CallState, StateNotFound
 
 log = logging.getLogger("handlers.control")
 

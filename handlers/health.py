@@ -1,7 +1,7 @@
 """The health endpoints.
 
 - ``GET /api/health`` (anonymous): liveness. The function answered, so the host and the worker are up and the
-  app loaded (under a host, bad settings stop the app before any function is served: ``core/startup.py``). It
+  app loaded (under a host, bad settings stop the app before any function is served: ``core/platform/startup.py``). It
   says nothing else: no versions, no settings, no endpoints, no error text, and it calls nothing, so anyone can
   poll it and learn nothing, and a flood of it costs no outbound request.
 - ``GET /api/health/details`` (function key): the settings as loaded (no secrets), the versions, and whether
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
-from core.settings import Settings, SettingsError, get_settings
+from core.platform.settings import Settings, SettingsError, get_settings
 
 PROBE_TTL_SECONDS = 30.0
 LIVENESS: dict[str, str] = {"status": "ok"}
@@ -48,7 +48,7 @@ def _http_reachable(url: str) -> None:
 
 
 def dependency_checks(settings: Settings) -> dict[str, Callable[[], object]]:
-    from core import clients
+    from core.platform import clients
 
     return {
         "acs": lambda: _http_reachable(settings.acs_endpoint),

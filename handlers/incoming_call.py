@@ -6,7 +6,7 @@ event, so a redelivered IncomingCall finds the same state and gets the service's
 back instead of answering twice.
 
 Redirect and sim-ring targets come from the routing rules, whose targets passed the dialing policy at start-up
-(``core.settings.check_destinations``); they are checked again here before the service is asked to ring them
+(``core.platform.settings.check_destinations``); they are checked again here before the service is asked to ring them
 (a refused one rejects the call: the app never rings a number its policy refuses).
 """
 
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from core.destinations import DestinationRefused
-from core.events import IncomingCall
-from core.executor import is_permanent
-from core.observability import mask_id
-from core.repeatability import derived_id
-from core.routing import AnswerAction, CallFacts, MaskAction, RedirectAction, RejectAction, route
+from core.calls.events import IncomingCall
+from core.calls.executor import is_permanent
+from core.calls.repeatability import derived_id
+from core.calls.routing import AnswerAction, CallFacts, MaskAction, RedirectAction, RejectAction, route
+from core.calls.state import CallState
+from core.outbound.destinations import DestinationRefused
+from core.platform.observability import mask_id
 from core.services import Services
-from core.state import CallState
 
 log = logging.getLogger("handlers.incoming_call")
 

@@ -11,11 +11,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from core import control
-from core.control import RequestError
-from core.masking import MaskingConflict, new_session
-from core.observability import mask_id
-from core.routing import AnswerAction, MaskAction, RejectAction, resolve_mask
+from core.calls.routing import AnswerAction, MaskAction, RejectAction, resolve_mask
+from core.outbound import control
+from core.outbound.control import RequestError
+from core.outbound.masking import MaskingConflict, new_session
+from core.platform.observability import mask_id
 from core.services import Services
 from handlers.control import check_destinations
 

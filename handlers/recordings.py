@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.events import RecordingFileStatus
+from core.calls.events import RecordingFileStatus
 from core.recordings.copier import CallInfo, ChunkResult
 from core.recordings.errors import Refused
 

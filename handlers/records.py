@@ -1,15 +1,15 @@
 """Call records: Event Grid's calling events and the flows' outcomes into one record per call,
-and the two reads of the records API (recent calls, one call). See core/records.py."""
+and the two reads of the records API (recent calls, one call). See core/records/store.py."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from core.control import RequestError
-from core.records import CallRecordEvent, flow_outcome
+from core.calls.state import CallState
+from core.outbound.control import RequestError
+from core.records.store import CallRecordEvent, flow_outcome
 from core.services import Services
-from core.state import CallState
 
 log = logging.getLogger("handlers.records")
 DEFAULT_LIMIT = 20

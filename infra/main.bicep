@@ -125,7 +125,7 @@ var tags = {
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var rotatingCallbackSecret = !empty(callbackSecretPrevious)
 
-// Names the code expects by default (core/settings.py): the settings are set to these anyway.
+// Names the code expects by default (core/platform/settings.py): the settings are set to these anyway.
 var stateTableName = 'callstate'
 var eventsTableName = 'callevents'
 var recordsTableName = 'callrecords'

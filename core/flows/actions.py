@@ -1,7 +1,7 @@
 """What the flow engine asks to be done on a call: plain data, carried out by the executor (one method per ``kind``).
 
 Keeping actions as data lets the engine be a pure function (state, event) -> (state, actions),
-tested without the SDK, and lets the ledger (``core.ledger``) store pending actions with the state so an
+tested without the SDK, and lets the ledger (``core.calls.ledger``) store pending actions with the state so an
 action interrupted by a crash is carried out on redelivery instead of being lost.
 """
 

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import CallEvent
-from ..state import CallState
+from core.calls.events import CallEvent
+from core.calls.state import CallState
+
 from .actions import (
     Action,
     AddParticipant,

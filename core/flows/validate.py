@@ -25,7 +25,7 @@ NODE_TYPES = frozenset(get_args(cls.model_fields["type"].annotation)[0] for cls 
 
 
 def default_file() -> Path:
-    from ..settings import SETTINGS
+    from core.platform.settings import SETTINGS
 
     spec = next(s for s in SETTINGS if s.name == "FLOWS_FILE")
     return APP_ROOT / (spec.default or "flows/default.json")

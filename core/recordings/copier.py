@@ -199,7 +199,7 @@ class RecordingCopier:
 
     def _ensure_container(self) -> None:
         if not self._ensured:
-            from ..tables import provisioned
+            from core.platform.tables import provisioned
 
             try:
                 self.container.create_container()

@@ -1,6 +1,6 @@
 // The Function App on the Flex Consumption plan (FC1, Linux, Python 3.11) with its two
 // user-assigned identities, and its app settings: exactly the settings the code reads
-// (core/settings.py SETTINGS, checked by tests/infra/test_app_settings.py) plus the
+// (core/platform/settings.py SETTINGS, checked by tests/infra/test_app_settings.py) plus the
 // platform's own (identity-based AzureWebJobsStorage, Application Insights, AZURE_CLIENT_ID).
 //
 // Two identities, two storage accounts:
@@ -74,7 +74,7 @@ param zoneRedundant bool = false
 @description('Send host telemetry with Microsoft Entra ID (APPLICATIONINSIGHTS_AUTHENTICATION_STRING).')
 param appInsightsEntraAuth bool = false
 
-// ---- the app's settings (core/settings.py) ----
+// ---- the app's settings (core/platform/settings.py) ----
 @description('JSON routing rules for IncomingCall (ROUTING_RULES).')
 param routingRules object
 
@@ -286,14 +286,14 @@ resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-
   }
 }
 
-// Platform settings: not read by core/settings.py, read by the Functions host or the SDKs.
+// Platform settings: not read by core/platform/settings.py, read by the Functions host or the SDKs.
 // AzureWebJobsStorage is blob only: the app has no queue, Durable or table-based triggers (the
 // host's keys and timer/singleton leases are blobs).
 var platformSettings = {
   AzureWebJobsStorage__blobServiceUri: hostStorage.properties.primaryEndpoints.blob
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: hostIdentityClientId
-  // DefaultAzureCredential (core/clients.py, core/state.py) picks the app identity by this.
+  // DefaultAzureCredential (core/platform/clients.py, core/platform/tables.py) picks the app identity by this.
   AZURE_CLIENT_ID: identityClientId
 }
 
@@ -301,7 +301,7 @@ var entraTelemetrySettings = appInsightsEntraAuth ? {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${hostIdentityClientId};Authorization=AAD'
 } : {}
 
-// The app's settings: one entry per core/settings.py SETTINGS name that is set in Azure.
+// The app's settings: one entry per core/platform/settings.py SETTINGS name that is set in Azure.
 var appSettings = {
   ACS_ENDPOINT: 'https://${acs.properties.hostName}'
   ACS_RESOURCE_ID: acs.properties.immutableResourceId

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from core.callback_auth import sign_call_ref
-from core.events import WEBHOOK_EVENTS
+from core.calls.callback_auth import sign_call_ref
+from core.calls.events import WEBHOOK_EVENTS
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:

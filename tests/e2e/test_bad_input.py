@@ -24,7 +24,7 @@ from azure.data.tables import TableServiceClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.events import EXTRA_WEBHOOK_EVENTS, WEBHOOK_EVENTS
+from core.calls.events import EXTRA_WEBHOOK_EVENTS, WEBHOOK_EVENTS
 from simulator.engine import Config
 from simulator.runner import SimulatorThread
 from tests.e2e.conftest import AppStack

@@ -19,7 +19,7 @@ import pytest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
 
-from core.records import (
+from core.records.store import (
     INLINE_LIMIT,
     LIST_PARTITION,
     RECORD_ROW,
@@ -362,7 +362,7 @@ def at_once(actions: list[Any]) -> list[BaseException]:
 
 @pytest.mark.parametrize("inline_limit", [INLINE_LIMIT, 0], ids=["rows in the summary", "rows by query"])
 def test_concurrent_deliveries_of_one_calls_events_lose_nothing(azurite, caplog, inline_limit):
-    caplog.set_level(logging.INFO, logger="core.records")
+    caplog.set_level(logging.INFO, logger="core.records.store")
     name = new_table()
     client = table_client(azurite, name)
     client.create_table()

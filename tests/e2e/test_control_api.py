@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 from azure.data.tables import TableClient
 
-from core import control
+from core.outbound import control
 from tests.e2e.conftest import AppStack, _stack
 from tests.support.calls import until
 from tools.apphost import DEFAULT_ROUTING

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from core.events import CallEvent, ResultInfo
+from core.calls.events import CallEvent, ResultInfo
+from core.calls.ledger import CallLedger
+from core.calls.state import AlreadyHandled, CallState, HandledElsewhere, StateStore
 from core.flows.actions import CancelMedia, ContinuousDtmf, Hangup, Mute, Play
 from core.flows.model import Prompt
-from core.ledger import CallLedger
-from core.state import AlreadyHandled, CallState, HandledElsewhere, StateStore
 
 
 class CountingPolicy(SansIOHTTPPolicy):
@@ -219,7 +219,7 @@ def test_a_dead_deliverys_lease_lapses_and_is_taken_over(store):
     def plan_then_die(state: CallState) -> None:  # what a host killed right after the plan's write leaves
         state.pending = [a.model_copy(update={"origin": e.id, "request_id": a.context}) for a in PLANS[e.type]]
         state.mark_handled(e.id)
-        from core.state import Lease
+        from core.calls.state import Lease
 
         state.leases[e.id] = Lease(owner="dead", until=time.time() + 0.6)
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from core.state import CallState, EventFilter, StateConflict, StateNotFound, StateStore
+from core.calls.state import CallState, EventFilter, StateConflict, StateNotFound, StateStore
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_replayable_event_ids_beyond_the_latest_ride_in_the_row_and_come_back(st
     """The ids a call must still remember (until their tokens expire) beyond the latest ``HANDLED_LIMIT`` are kept in
     binary properties of the state's row: 6,000 (72 KB, two properties) round-trip through Table Storage, through
     this process's remembered copy and through another process's read, and a write that forgets some drops them."""
-    from core.state import HANDLED_LIMIT
+    from core.calls.state import HANDLED_LIMIT
 
     store.create(CallState(call_ref="r9"))
     until = time.time() + 600

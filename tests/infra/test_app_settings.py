@@ -1,5 +1,5 @@
 """The Function App's app settings in Bicep are exactly the settings the code reads
-(core.settings.SETTINGS), plus the platform's own; their values are the code's defaults or
+(core.platform.settings.SETTINGS), plus the platform's own; their values are the code's defaults or
 wired to the resources they name; and together they make a configuration the app loads."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from core.settings import SETTINGS, SettingsError, load
+from core.platform.settings import SETTINGS, SettingsError, load
 from tests.infra import bicep
 
 # Read by the code, deliberately not set in Azure (with the reason).
@@ -19,14 +19,14 @@ NOT_SET_IN_AZURE = {
     "APP_STORAGE__blobServiceUri with its managed identity",
 }
 
-# Not read by core/settings.py, read by the Functions platform or the Azure SDKs.
+# Not read by core/platform/settings.py, read by the Functions platform or the Azure SDKs.
 PLATFORM = {
     "AzureWebJobsStorage__blobServiceUri": "Functions host storage (the host account), identity-based. Blob only: "
     "no queue, Durable or table-based trigger needs the queue or table endpoint",
     "AzureWebJobsStorage__credential": "Functions host storage: use a managed identity",
     "AzureWebJobsStorage__clientId": "Functions host storage: which (user-assigned) identity: the host identity",
-    "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential (core/clients.py, core/state.py) picks the "
-    "app identity by it; without it the app has no identity on a site with no system-assigned one",
+    "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential (core/platform/clients.py, core/platform/tables.py) "
+    "picks the app identity by it; without it the app has no identity on a site with no system-assigned one",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "optional (appInsightsEntraAuth): Entra ID for the host's telemetry",
 }
 
@@ -86,7 +86,7 @@ def test_bicep_sets_exactly_the_settings_the_code_reads_plus_the_platforms():
     app_part = in_bicep - set(PLATFORM)
     missing = expected_app - app_part
     unknown = app_part - expected_app
-    assert not missing, f"read by the code (core/settings.py) but not set in Bicep: {sorted(missing)}"
+    assert not missing, f"read by the code (core/platform/settings.py) but not set in Bicep: {sorted(missing)}"
     assert not unknown, f"set in Bicep but not read by the code nor a known platform setting: {sorted(unknown)}"
     assert set(PLATFORM) <= in_bicep, f"platform settings missing: {sorted(set(PLATFORM) - in_bicep)}"
 
@@ -265,7 +265,7 @@ def test_no_setting_carries_a_key_or_connection_string():
 
 def test_the_settings_bicep_sets_are_a_configuration_the_app_loads():
     """Evaluate every setting as deployed (parameter defaults); runtime values (host names,
-    the resource id, the secret) get stand-ins of the right shape. core.settings.load must accept it."""
+    the resource id, the secret) get stand-ins of the right shape. core.platform.settings.load must accept it."""
     stand_ins = {
         "ACS_ENDPOINT": "https://acs-x.communication.azure.com",
         "ACS_RESOURCE_ID": "00000000-0000-0000-0000-000000000001",

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from core.settings import SETTINGS
+from core.platform.settings import SETTINGS
 from tests.infra import bicep
 
 MAIN = bicep.template("main.bicep")

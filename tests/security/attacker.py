@@ -361,8 +361,8 @@ class Blob:
 
 
 def app_session(ca: Path) -> Any:
-    """The requests session exactly as the app makes it (core/clients.py), trusting the suite's CA."""
-    from core import clients
+    """The requests session exactly as the app makes it (core/platform/clients.py), trusting the suite's CA."""
+    from core.platform import clients
 
     clients.reset()
     try:
@@ -406,9 +406,9 @@ def recording_event(
     start_time: Any = "2024-05-01T10:00:00Z",
 ) -> Any:
     """A RecordingFileStatusUpdated event as the handler receives it, built field by field (not through the
-    reader in core/events.py, so that whatever the reader lets through, the copier's own checks are what is
+    reader in core/calls/events.py, so that whatever the reader lets through, the copier's own checks are what is
     tested: a value the reader would drop is still a value the copier must not trip on)."""
-    from core.events import RecordingChunk, RecordingFileStatus
+    from core.calls.events import RecordingChunk, RecordingFileStatus
 
     chunk = RecordingChunk(document_id=document_id, index=index, content_location=content,
                            metadata_location=metadata, delete_location=delete, end_reason="SessionEnded")

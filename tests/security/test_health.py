@@ -221,13 +221,13 @@ def test_liveness_loads_no_settings_and_shows_no_settings_error(monkeypatch: pyt
 
     import azure.functions as func
 
-    import core.settings
+    import core.platform.settings
     import handlers.health
 
     def broken() -> Any:
-        raise core.settings.SettingsError("setting CALLBACK_SECRET: secret-looking text")
+        raise core.platform.settings.SettingsError("setting CALLBACK_SECRET: secret-looking text")
 
-    monkeypatch.setattr(core.settings, "get_settings", broken)
+    monkeypatch.setattr(core.platform.settings, "get_settings", broken)
     monkeypatch.setattr(handlers.health, "get_settings", broken)
     monkeypatch.setattr(handlers.health, "dependency_checks", lambda settings: pytest.fail("liveness probed"))
     app = runpy.run_path(str(Path(__file__).resolve().parents[2] / "function_app.py"), run_name="function_app")["app"]
@@ -238,7 +238,7 @@ def test_liveness_loads_no_settings_and_shows_no_settings_error(monkeypatch: pyt
 
 
 def test_details_name_a_settings_error_behind_the_key() -> None:
-    from core.settings import SettingsError
+    from core.platform.settings import SettingsError
     from handlers.health import ProbeCache, health_report
 
     def broken() -> Any:

@@ -3,7 +3,7 @@
 Each attack is a RecordingFileStatusUpdated event whose contentLocation, metadataLocation or deleteLocation
 is crafted so that a check and an HTTP client could read different hosts. The event goes through the app's
 real path: ``handle_recording_file_status`` -> ``RecordingCopier`` -> the app's requests session (as
-core/clients.py makes it) with ACS's HMAC signature (access key) or an Entra token. The network is closed
+core/platform/clients.py makes it) with ACS's HMAC signature (access key) or an Entra token. The network is closed
 (tests/security/attacker.py): ACS's recording store answers for ``*.asm.skype.com`` on 443 and for the
 allowed loopback store, every other name, address or port is the attacker's TLS/HTTP server on 127.0.0.2,
 which counts every connection, every request and every credential header. Blobs go to an in-memory account.
@@ -385,7 +385,7 @@ def test_the_checked_url_is_the_url_sent():
 
 def test_default_hosts_do_not_include_loopback():
     """With ACS's own hosts (the default setting), the simulator's loopback URLs are refused."""
-    from core.settings import DEFAULT_RECORDING_HOSTS
+    from core.platform.settings import DEFAULT_RECORDING_HOSTS
 
     allow = HostAllowList([h for h in DEFAULT_RECORDING_HOSTS.split(",")])
     assert allow.allows("https://westus-storage.asm.skype.com/v1/objects/a/content/audio")

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from core.callback_auth import AuthError, CallbackAuthenticator, sign_call_ref
-from core.settings import SettingsError, load
+from core.calls.callback_auth import AuthError, CallbackAuthenticator, sign_call_ref
+from core.platform.settings import SettingsError, load
 from tests.unit.test_settings import base_env
 
 OLD, NEW, OTHER = b"o" * 32, b"n" * 32, b"x" * 32

@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from core import control
-from core.campaigns import (
+from core.calls.executor import Executor
+from core.calls.state import CallState, StateStore
+from core.flows.model import Flow
+from core.outbound import control
+from core.outbound.campaigns import (
     Campaign,
     CampaignCall,
     CampaignNotFound,
@@ -21,13 +24,10 @@ from core.campaigns import (
     call_result,
     missing_vars,
 )
-from core.control import RequestError
-from core.destinations import DestinationPolicy
-from core.dial_cap import DialCap
-from core.executor import Executor
-from core.flows.model import Flow
-from core.settings import DialingSettings
-from core.state import CallState, StateStore
+from core.outbound.control import RequestError
+from core.outbound.destinations import DestinationPolicy
+from core.outbound.dial_cap import DialCap
+from core.platform.settings import DialingSettings
 from handlers import campaigns as handler
 
 NOW = "2026-01-01T00:00:00+00:00"

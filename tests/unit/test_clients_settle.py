@@ -1,10 +1,10 @@
-"""Long-lived objects are put out of the garbage collector's way once made (``core.clients.settle``)."""
+"""Long-lived objects are put out of the garbage collector's way once made (``core.platform.clients.settle``)."""
 
 from __future__ import annotations
 
 import gc
 
-from core import clients
+from core.platform import clients
 
 
 def test_making_a_process_wide_client_freezes_what_exists(monkeypatch):

@@ -14,7 +14,7 @@ import azure.functions as func
 import pytest
 from jsonschema import Draft202012Validator
 
-from core import control
+from core.outbound import control
 from devhost.host import HttpFunction, index
 
 ROOT = Path(__file__).resolve().parents[2]

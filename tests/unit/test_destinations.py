@@ -1,5 +1,5 @@
-"""The dialing policy (core/destinations.py), the executor's check of every ring (core/executor.py) and the daily
-cap's store (core/dial_cap.py, with an in-memory table): pure, no service."""
+"""The dialing policy (core/outbound/destinations.py), the executor's check of every ring (core/calls/executor.py)
+and the daily cap's store (core/outbound/dial_cap.py, with an in-memory table): pure, no service."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from core.destinations import (
+from core.calls.executor import Executor
+from core.flows.actions import AddParticipant, Mute, Transfer
+from core.flows.model import Flow, Target
+from core.outbound.destinations import (
     DEFAULT_DENIED,
     DEFAULT_POLICY,
     DestinationPolicy,
@@ -19,10 +22,7 @@ from core.destinations import (
     parse_prefixes,
     phone_of,
 )
-from core.dial_cap import DialCap, DialCapReached, seconds_to_midnight
-from core.executor import Executor
-from core.flows.actions import AddParticipant, Mute, Transfer
-from core.flows.model import Flow, Target
+from core.outbound.dial_cap import DialCap, DialCapReached, seconds_to_midnight
 from tests.unit.test_campaigns import FakeTable
 
 ALLOWED = [

@@ -1,6 +1,6 @@
-"""The readers of what ACS and Event Grid post (core/events.py, the call records' reader), the depth-safe JSON parse
-(core/jsonsafe.py), the checks of targets (core/identifiers.py), and the memory of replayable event ids a call's
-state keeps (core/state.py), without a host.
+"""The readers of what ACS and Event Grid post (core/calls/events.py, the call records' reader), the depth-safe JSON
+parse (core/platform/jsonsafe.py), the checks of targets (core/calls/identifiers.py), and the memory of replayable
+event ids a call's state keeps (core/calls/state.py), without a host.
 
 Every reader failure is an ``EventFormatError`` (acknowledged by the Event Grid triggers, 400 on the callback
 endpoint): a malformed shape is never an AttributeError or a ValueError that Event Grid would redeliver 30 times.
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from core.callback_auth import LEEWAY_SECONDS, MAX_TOKEN_LIFETIME_SECONDS, AuthError, CallbackAuthenticator
-from core.dispatch import MAX_BODY_BYTES, handle_callback
-from core.events import (
+from core.calls.callback_auth import LEEWAY_SECONDS, MAX_TOKEN_LIFETIME_SECONDS, AuthError, CallbackAuthenticator
+from core.calls.dispatch import MAX_BODY_BYTES, handle_callback
+from core.calls.events import (
     SIP_HEADERS,
     VOIP_HEADERS,
     EventFormatError,
@@ -31,10 +31,10 @@ from core.events import (
     raw_id,
     read_event,
 )
-from core.identifiers import InvalidIdentifier, check_target, phone_number
-from core.jsonsafe import JsonError, check_length, depth, parse_json
-from core.records import CallRecordEvent
-from core.state import HANDLED_LIMIT, REMEMBERED_CAPACITY, CallState, TooManyEvents
+from core.calls.identifiers import InvalidIdentifier, check_target, phone_number
+from core.calls.state import HANDLED_LIMIT, REMEMBERED_CAPACITY, CallState, TooManyEvents
+from core.platform.jsonsafe import JsonError, check_length, depth, parse_json
+from core.records.store import CallRecordEvent
 
 CALLER = {"rawId": "4:+14255550100", "phoneNumber": {"value": "+14255550100"}}
 NUMBER = {"rawId": "4:+18005550123", "phoneNumber": {"value": "+18005550123"}}

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from core.events import CallEvent, parse_call_event
+from core.calls.events import CallEvent, parse_call_event
+from core.calls.state import CallState
 from core.flows.actions import (
     Action,
     AddParticipant,
@@ -28,7 +29,6 @@ from core.flows.actions import (
 )
 from core.flows.engine import KEY_TONES, FlowEngine, RecordingOptions, context, parse_context
 from core.flows.model import Flow, FlowSet, Prompt, Target
-from core.state import CallState
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLER = "4:+14255551234"

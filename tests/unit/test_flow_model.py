@@ -281,7 +281,7 @@ def test_http_audio_in_hold_music_is_refused() -> None:
 
 def test_the_app_does_not_load_a_flow_with_http_audio() -> None:
     """At load (the FLOWS setting), the error names the flow and the node."""
-    from core.settings import SettingsError, load_flows
+    from core.platform.settings import SettingsError, load_flows
 
     data = with_change("nodes.welcome.prompt", {"audio": "http://media.example/a.wav"})
     with pytest.raises(SettingsError) as raised:

@@ -1,4 +1,4 @@
-"""Loading the app imports no SDK: each is imported where it is first used (core/clients.py and the
+"""Loading the app imports no SDK: each is imported where it is first used (core/platform/clients.py and the
 functions that call it), so a cold start pays only for what its first invocation needs.
 
 Each case imports function_app in a fresh interpreter (this one has imported everything already), as

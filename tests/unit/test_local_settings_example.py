@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from core import settings
+from core.platform import settings
 from tools.azurite import ACCOUNT, ACCOUNT_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

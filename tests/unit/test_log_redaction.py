@@ -1,4 +1,4 @@
-"""The log redaction filter (core/observability.py): phone and card numbers masked in every record's rendered
+"""The log redaction filter (core/platform/observability.py): phone and card numbers masked in every record's rendered
 text (message with its arguments, tracebacks, stacks), whatever shape they come in, on every root handler."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import observability
-from core.observability import CallIdsFilter, RedactFilter, call_scope, install_redaction, mask_id, redact
+from core.platform import observability
+from core.platform.observability import CallIdsFilter, RedactFilter, call_scope, install_redaction, mask_id, redact
 
 NUMBER = "+14255550123"
 MASKED = "+*******0123"
@@ -53,7 +53,7 @@ def test_numbers_are_masked_but_their_last_four_digits(text: str, expected: str)
     "text",
     [
         "2026-03-12T10:11:12.123456+00:00",  # times and offsets
-        "2026-03-12 10:11:12,345 INFO core.state state of call-1 changed concurrently; retrying (2)",
+        "2026-03-12 10:11:12,345 INFO core.calls.state state of call-1 changed concurrently; retrying (2)",
         "aHR0cHM6Ly9hcGkuZXhh+1234567890bXBsZS5jb20=",  # a base64 id with "+digits" inside a word
         "8:acs:00000000-0000-4000-8000-000000000001_00000025-1234-5678",
         "4111111111111112",  # not Luhn-valid: an id, not a card

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
-from core import control
-from core.control import RequestError
-from core.masking import MaskingConflict, MaskingSession, MaskingStore, new_session, plain
-from core.routing import AnswerAction, CallFacts, MaskAction, RejectAction, RoutingRules, resolve_mask, route
-from core.settings import DialingSettings, SettingsError, load
+from core.calls.routing import AnswerAction, CallFacts, MaskAction, RejectAction, RoutingRules, resolve_mask, route
+from core.outbound import control
+from core.outbound.control import RequestError
+from core.outbound.masking import MaskingConflict, MaskingSession, MaskingStore, new_session, plain
+from core.platform.settings import DialingSettings, SettingsError, load
 from handlers import masking as handler
 from tests.unit.test_campaigns import FakeTable
 from tests.unit.test_settings import base_env

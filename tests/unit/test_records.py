@@ -15,11 +15,13 @@ import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 
-from core import control
-from core.control import RequestError
-from core.events import CallEvent, EventFormatError, parse_call_event
+from core.calls.events import CallEvent, EventFormatError, parse_call_event
+from core.calls.state import CallState
 from core.flows.engine import FlowEngine, RecordingOptions
-from core.records import (
+from core.outbound import control
+from core.outbound.control import RequestError
+from core.platform.tables import row_key as safe_key
+from core.records.store import (
     INLINE_CHUNK,
     INLINE_LIMIT,
     LIST_PARTITION,
@@ -40,8 +42,6 @@ from core.records import (
     summary_entity,
     unpack_rows,
 )
-from core.state import CallState
-from core.tables import row_key as safe_key
 from handlers import records as handlers
 from tests.support.spec import definition_errors
 
@@ -478,13 +478,13 @@ def test_a_concurrent_change_is_folded_in_not_lost():
 
 
 def handlers_summary(store: RecordStore) -> dict[str, Any]:
-    from core.records import summarize
+    from core.records.store import summarize
 
     return summarize(store.get(SERVER_CALL))
 
 
 def test_conflicts_that_never_stop_fail_the_delivery():
-    from core.records import RecordConflict
+    from core.records.store import RecordConflict
 
     table = FakeTable()
     store = RecordStore(table, attempts=3)
@@ -882,7 +882,7 @@ def test_openapi_lists_the_records_routes():
 
 
 def test_the_records_table_is_a_setting_of_its_own():
-    from core.settings import load
+    from core.platform.settings import load
     from tests.unit.test_settings import base_env
 
     assert load(base_env()).storage.records_table == "callrecords"

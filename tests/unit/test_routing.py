@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.routing import AnswerAction, CallFacts, Hours, RedirectAction, RejectAction, RoutingRules, route
+from core.calls.routing import AnswerAction, CallFacts, Hours, RedirectAction, RejectAction, RoutingRules, route
 
 MONDAY_NOON_UTC = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)  # a Monday
 
@@ -428,7 +428,7 @@ def test_a_catastrophic_pattern_runs_in_linear_time_on_10_kb(pattern: str) -> No
 
     probe = textwrap.dedent(f"""
         import time
-        from core.routing import StringMatch
+        from core.calls.routing import StringMatch
         match = StringMatch(pattern={pattern!r})
         started = time.perf_counter()
         for value in ("a" * 10_000 + "!", "1" * 10_000 + "x"):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core import settings as settings_module
-from core.settings import SETTING_NAMES, SETTINGS, SettingsError, load, load_flows, parse_connection_string
+from core.platform import settings as settings_module
+from core.platform.settings import SETTING_NAMES, SETTINGS, SettingsError, load, load_flows, parse_connection_string
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = base64.b64encode(b"k" * 32).decode()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
+from core.platform.tables import TableBacked
 from core.recordings.copier import RecordingCopier
-from core.tables import TableBacked
 
 
 class Creator:

@@ -1,4 +1,4 @@
-"""The table layer's one compare-and-swap (``core.tables.mutate``) and its row helpers, against Table Storage
+"""The table layer's one compare-and-swap (``core.platform.tables.mutate``) and its row helpers, against Table Storage
 (Azurite): a lost write is redone on a fresh read, a row created by someone else in between is updated instead,
 and a row that keeps changing ends in the caller's error after the attempts allowed."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from core import tables
+from core.platform import tables
 
 
 class Counting(SansIOHTTPPolicy):

@@ -1,9 +1,10 @@
 """One Table Storage layer for every store: the table client, safe keys, a table made on first use, and one ETag
 compare-and-swap.
 
-The stores (``core.state``, ``core.records``, ``core.campaigns``, ``core.masking``, ``core.dial_cap``) say what a
-row holds; how a row is read, written only if unchanged, and written again after a conflict is said here once.
-The SDK is imported on first use, not at module import (a cold start pays for what it uses).
+The stores (``core.calls.state``, ``core.records.store``, ``core.outbound.campaigns``, ``core.outbound.masking``,
+``core.outbound.dial_cap``) say what a row holds; how a row is read, written only if unchanged, and written again
+after a conflict is said here once. The SDK is imported on first use, not at module import (a cold start pays for
+what it uses).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Self, TypeVar
 
-from .transport import transport
+from core.platform.transport import transport
 
-log = logging.getLogger("core.tables")
+log = logging.getLogger("core.platform.tables")
 V = TypeVar("V")
 R = TypeVar("R")
 UNSAFE_KEY_CHARS = frozenset("/\\#?")

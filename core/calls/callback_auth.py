@@ -9,7 +9,7 @@ depends on the host name the request arrived at, so both work behind a proxy or 
 
 The token does not cover the body: a captured callback (token and URL) can be sent again until the
 token expires. ``verify`` therefore says until when the delivery could be replayed (``exp`` plus the
-leeway), and the app remembers its event ids that long (``core.state``). ACS documents a lifetime of
+leeway), and the app remembers its event ids that long (``core.calls.state``). ACS documents a lifetime of
 5 minutes and a new token for every callback; a token valid for longer than ``MAX_TOKEN_LIFETIME_SECONDS``
 from now is refused, so that this memory stays bounded.
 """
@@ -30,7 +30,7 @@ from urllib.parse import quote
 if TYPE_CHECKING:  # PyJWT (and cryptography under it) is imported on the first callback, not at start-up
     import jwt
 
-log = logging.getLogger("core.callback_auth")
+log = logging.getLogger("core.calls.callback_auth")
 LEEWAY_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 3600  # 12 times the lifetime ACS documents (300 s)
 CONFIG_TTL_SECONDS = 24 * 3600

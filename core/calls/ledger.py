@@ -17,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .callback_auth import LEEWAY_SECONDS
-from .events import CallEvent, ResultInfo
-from .executor import is_permanent
-from .flows.actions import Action
-from .repeatability import derived_id, http_date
-from .state import (
+from core.calls.callback_auth import LEEWAY_SECONDS
+from core.calls.events import CallEvent, ResultInfo
+from core.calls.executor import is_permanent
+from core.calls.repeatability import derived_id, http_date
+from core.calls.state import (
     AlreadyHandled,
     CallState,
     HandledElsewhere,
@@ -32,8 +31,9 @@ from .state import (
     StateNotFound,
     StateStore,
 )
+from core.flows.actions import Action
 
-log = logging.getLogger("core.ledger")
+log = logging.getLogger("core.calls.ledger")
 # An invitation refused for good when asked for (the dialing policy, or the service's 4xx) brings no failure event
 # from ACS: the ledger gives the flow the one ACS would have sent had the invitation failed later, so the flow
 # takes its failure path instead of leaving the caller waiting.

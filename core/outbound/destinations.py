@@ -28,7 +28,7 @@ that range through. Defaults (sources: docs/security.md and docs/control-api.md)
   +888, +979, +991). US territories (Puerto Rico +1 787/939, USVI +1 340, Guam +1 671, CNMI +1 670, American
   Samoa +1 684) are domestic-rate and stay allowed.
 
-Pure: no SDK, no storage. The daily cap on calls placed is ``core.dial_cap``.
+Pure: no SDK, no storage. The daily cap on calls placed is ``core.outbound.dial_cap``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .identifiers import PHONE_PREFIX, InvalidIdentifier, phone_number
+from core.calls.identifiers import PHONE_PREFIX, InvalidIdentifier, phone_number
 
 MIN_DIGITS = 7  # the shortest number dialable across countries (E.164 allows shorter country codes alone)
 NANP = re.compile(r"\+1[2-9]\d{2}[2-9]\d{6}")
@@ -174,7 +174,7 @@ DEFAULT_POLICY = DestinationPolicy()
 def fill_targets(targets: list[tuple[str, str]], values: dict[str, str]) -> list[tuple[str, str]]:
     """``(where, to)`` pairs with the call variables filled in; a target still naming an unknown variable is left
     out (it is known only once the call sets it, and is checked then, by the executor)."""
-    from .flows.engine import fill
+    from core.flows.engine import fill
 
     out = []
     for where, to in targets:

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import tables
-from .tables import TableBacked
+from core.platform import tables
+from core.platform.tables import TableBacked
 
 PREFIX = "mask-"
 

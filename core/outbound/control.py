@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .flows import actions as act
-from .flows.model import KEYS, Prompt, Target
+from core.flows import actions as act
+from core.flows.model import KEYS, Prompt, Target
 
 PHONE = r"^\+[1-9]\d{6,14}$"  # E.164: + and 7 to 15 digits
 # A raw id: a phone number (+E.164, or 4:+E.164: a raw id of kind 4 is a phone number and nothing else), or an id
@@ -488,8 +488,8 @@ class RequestError(ValueError):
 
 
 def parse(model: type[BaseModel], body: bytes) -> Any:
-    """Validate a JSON body (depth-safe: ``core.jsonsafe``); errors name each faulty field."""
-    from .jsonsafe import JsonError, parse_json
+    """Validate a JSON body (depth-safe: ``core.platform.jsonsafe``); errors name each faulty field."""
+    from core.platform.jsonsafe import JsonError, parse_json
 
     try:
         data = parse_json(body or b"{}")

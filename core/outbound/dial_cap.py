@@ -1,5 +1,5 @@
 """The daily cap on calls the app places (setting ``DIAL_DAILY_CAP``): a second line against toll fraud and
-runaway dialing, behind the destination policy (``core.destinations``).
+runaway dialing, behind the destination policy (``core.outbound.destinations``).
 
 What counts: every phone number (PSTN leg) the app dials at a caller's request: each phone target of a call
 placed through the control API, each number a campaign calls, each phone added or transferred to through the
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import tables
-from .tables import TableBacked
+from core.platform import tables
+from core.platform.tables import TableBacked
 
-log = logging.getLogger("core.dial_cap")
+log = logging.getLogger("core.outbound.dial_cap")
 PARTITION = "dialcap"
 
 

@@ -7,7 +7,7 @@ Patterns run on what callers control (their number, their custom headers), so th
 linear-time engine: no pattern can backtrack catastrophically, and one RE2 cannot run (backreferences,
 lookaround) is refused at start-up with the rest of the rules. The values are capped before matching
 too: a number or raw id of more than ``MAX_ID`` characters, and a header beyond ACS's documented
-limits (``core.events``), are not matched at all (as if absent). Its action answers into a flow,
+limits (``core.calls.events``), are not matched at all (as if absent). Its action answers into a flow,
 redirects (forward to one target; sim-ring to several, done by answering and inviting all of
 them at once, since ACS redirects to one target only), rejects with ACS's reasons, or masks
 (connects the caller to the other party of a number-masking session).
@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from .events import MAX_RAW_ID, SIP_HEADERS, VOIP_HEADERS
-from .identifiers import InvalidIdentifier, check_target
+from core.calls.events import MAX_RAW_ID, SIP_HEADERS, VOIP_HEADERS
+from core.calls.identifiers import InvalidIdentifier, check_target
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_ID = MAX_RAW_ID  # the longest number or raw id routing looks at

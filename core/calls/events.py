@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-log = logging.getLogger("core.events")
+log = logging.getLogger("core.calls.events")
 R = TypeVar("R")
 
 # Limits of what is read (longer is read as absent, or refused where a handler needs it).
@@ -107,7 +107,7 @@ def _id_text(value: Any) -> str | None:
 def raw_id(identifier: Any) -> str | None:
     """The raw id of a CommunicationIdentifierModel, from rawId or the kind-specific part (None when neither is
     a plausible id: another JSON type, too long, not printable ASCII). A ``4:`` id is not checked as a phone number
-    here (a reader takes what ACS reports); turning one into a target does that (``core.identifiers``)."""
+    here (a reader takes what ACS reports); turning one into a target does that (``core.calls.identifiers``)."""
     if not isinstance(identifier, dict):
         return None
     found = _id_text(identifier.get("rawId"))

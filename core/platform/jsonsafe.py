@@ -7,8 +7,8 @@ nesting deeper than ``max_depth``, with ``JsonError`` (400 and the reason), as i
 is not JSON. Depth is only measured when the body holds more brackets than the limit, so a usual body
 costs two ``bytes.count`` more than ``json.loads``.
 
-Every JSON entry point of the app goes through here: the callback endpoint (``core/dispatch.py``) and
-the control API (``core.control.parse``). Event Grid triggers get events the host has parsed already.
+Every JSON entry point of the app goes through here: the callback endpoint (``core/calls/dispatch.py``) and
+the control API (``core.outbound.control.parse``). Event Grid triggers get events the host has parsed already.
 """
 
 from __future__ import annotations

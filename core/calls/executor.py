@@ -1,11 +1,11 @@
 """Every request to Call Automation: one method per action kind, and one per operation that sets a call up.
 
-Why one place: the dialing policy and the repeatability headers then apply to every request, whoever asks for it.
-An action that rings someone (transfer, add participant: a flow's, a sim-ring's, the control API's) passes the
-policy first (``core.destinations``): a refused destination raises ``DestinationRefused`` (403, a refusal for good
+Why one place: the dialing policy and the repeatability headers then apply to every request, whoever asks for it. An
+action that rings someone (transfer, add participant: a flow's, a sim-ring's, the control API's) passes the policy
+first (``core.outbound.destinations``): a refused destination raises ``DestinationRefused`` (403, a refusal for good
 that the ledger records instead of retrying) and the service is never asked. Repeatable operations carry the
-action's ``Repeatability-*`` headers (``core.repeatability``): a redelivered event re-sends the same request, and
-the service acts once.
+action's ``Repeatability-*`` headers (``core.calls.repeatability``): a redelivered event re-sends the same request,
+and the service acts once.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .destinations import DEFAULT_POLICY, DestinationPolicy
-from .flows import actions as act
-from .flows.engine import KEY_TONES
-from .flows.model import Prompt
-from .identifiers import check_target
-from .observability import timed
-from .repeatability import REPEATABILITY_WINDOW, repeatability
+from core.calls.identifiers import check_target
+from core.calls.repeatability import REPEATABILITY_WINDOW, repeatability
+from core.flows import actions as act
+from core.flows.engine import KEY_TONES
+from core.flows.model import Prompt
+from core.outbound.destinations import DEFAULT_POLICY, DestinationPolicy
+from core.platform.observability import timed
 
 if TYPE_CHECKING:
     from azure.communication.callautomation import CallAutomationClient
@@ -69,7 +69,7 @@ def operation_callback(action: act.Action) -> dict[str, Any]:
 
 def settings_policy() -> DestinationPolicy:
     """The dialing policy of this process's settings (the safe defaults where there are none, as in a test)."""
-    from .settings import SettingsError, get_settings
+    from core.platform.settings import SettingsError, get_settings
 
     try:
         return get_settings().dialing.policy

@@ -19,12 +19,12 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from . import tables
-from .flows.model import CollectDigitsNode, Flow, MenuNode, Prompt
-from .state import CallState
-from .tables import TableBacked
+from core.calls.state import CallState
+from core.flows.model import CollectDigitsNode, Flow, MenuNode, Prompt
+from core.platform import tables
+from core.platform.tables import TableBacked
 
-log = logging.getLogger("core.campaigns")
+log = logging.getLogger("core.outbound.campaigns")
 T = TypeVar("T")
 PARTITION = "campaign"
 CHUNK = 30_000  # characters per string property (Table Storage allows 64 KiB of UTF-16)

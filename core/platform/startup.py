@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import os
 
-from .settings import SettingsError, get_settings
+from core.platform.settings import SettingsError, get_settings
 
-log = logging.getLogger("core.startup")
+log = logging.getLogger("core.platform.startup")
 
 
 def check_on_host_start() -> None:

@@ -5,7 +5,7 @@ A phone number comes in two spellings: ``+14255550100`` and its raw id ``4:+1425
 checked the same way, or a policy on numbers (allowed countries, denied premium ranges) is skipped by the
 second (``4:+1900...``): ``phone_number`` gives the E.164 number of either, and refuses a phone target that
 is not one. ``check_target`` checks any target before the app turns it into an identifier
-(``core.executor.identifier``, routing's redirect targets, the control API's targets).
+(``core.calls.executor.identifier``, routing's redirect targets, the control API's targets).
 """
 
 from __future__ import annotations

@@ -9,17 +9,17 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .settings import Settings
-from .transport import transport
+from core.platform.settings import Settings
+from core.platform.transport import transport
 
 if TYPE_CHECKING:
     from azure.communication.callautomation import CallAutomationClient
 
-    from .campaigns import CampaignStore
-    from .dial_cap import DialCap
-    from .masking import MaskingStore
-    from .records import RecordStore
-    from .state import EventFilter, StateStore
+    from core.calls.state import EventFilter, StateStore
+    from core.outbound.campaigns import CampaignStore
+    from core.outbound.dial_cap import DialCap
+    from core.outbound.masking import MaskingStore
+    from core.records.store import RecordStore
 
 _lock = threading.RLock()  # factories call each other (the copier makes a blob client)
 _cache: dict[str, Any] = {}
@@ -72,14 +72,14 @@ def call_automation(settings: Settings) -> CallAutomationClient:
 
 
 def state_store(settings: Settings) -> StateStore:
-    from .state import StateStore
+    from core.calls.state import StateStore
 
     s = settings.storage
     return _once("state", lambda: StateStore.connect(s.connection_string, s.table_endpoint, s.state_table))
 
 
 def event_filter(settings: Settings) -> EventFilter:
-    from .state import EventFilter
+    from core.calls.state import EventFilter
 
     s = settings.storage
     return _once("events", lambda: EventFilter.connect(s.connection_string, s.table_endpoint, s.events_table))
@@ -101,7 +101,7 @@ def http_session() -> Any:
     """One requests session (the HTTP library the SDKs use), pooling connections to ACS's recording hosts."""
 
     def make() -> Any:
-        from .recordings.urls import recording_session
+        from core.recordings.urls import recording_session
 
         return recording_session()  # no proxies from the environment, never a redirect
 
@@ -110,9 +110,9 @@ def http_session() -> Any:
 
 def recording_copier(settings: Settings) -> Any:
     def make() -> Any:
-        from .recordings.auth import RecordingAuth
-        from .recordings.copier import RecordingCopier
-        from .recordings.urls import HostAllowList
+        from core.recordings.auth import RecordingAuth
+        from core.recordings.copier import RecordingCopier
+        from core.recordings.urls import HostAllowList
 
         rec = settings.recording
         auth = RecordingAuth(settings.acs_endpoint, settings.acs_access_key,
@@ -127,34 +127,34 @@ def recording_copier(settings: Settings) -> Any:
 
 def outbound_table(settings: Settings) -> Any:
     """The table of campaigns, number-masking sessions and the daily dial count (OUTBOUND_TABLE)."""
-    from .tables import table_client
+    from core.platform.tables import table_client
 
     s = settings.storage
     return _once("outbound", lambda: table_client(s.connection_string, s.table_endpoint, s.outbound_table))
 
 
 def campaign_store(settings: Settings) -> CampaignStore:
-    from .campaigns import CampaignStore
+    from core.outbound.campaigns import CampaignStore
 
     return _once("campaigns", lambda: CampaignStore(outbound_table(settings)))
 
 
 def masking_store(settings: Settings) -> MaskingStore:
-    from .masking import MaskingStore
+    from core.outbound.masking import MaskingStore
 
     return _once("masking", lambda: MaskingStore(outbound_table(settings)))
 
 
 def dial_cap(settings: Settings) -> DialCap:
     """The daily cap on calls placed (DIAL_DAILY_CAP), one per process and cap."""
-    from .dial_cap import DialCap
+    from core.outbound.dial_cap import DialCap
 
     cap = settings.dialing.daily_cap
     return _once(f"dial_cap:{cap}", lambda: DialCap(outbound_table(settings), cap))
 
 
 def call_records(settings: Settings) -> RecordStore:
-    from .records import RecordStore
+    from core.records.store import RecordStore
 
     s = settings.storage
     return _once("records", lambda: RecordStore.connect(s.connection_string, s.table_endpoint, s.records_table))

@@ -18,12 +18,18 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from .destinations import DEFAULT_ALLOWED, DEFAULT_DENIED, DestinationPolicy, DestinationRefused, flow_targets
-from .destinations import parse_prefixes as _parse_prefixes
-from .flows.model import Flow, FlowSet
-from .routing import RedirectAction, RoutingRules
+from core.calls.routing import RedirectAction, RoutingRules
+from core.flows.model import Flow, FlowSet
+from core.outbound.destinations import (
+    DEFAULT_ALLOWED,
+    DEFAULT_DENIED,
+    DestinationPolicy,
+    DestinationRefused,
+    flow_targets,
+)
+from core.outbound.destinations import parse_prefixes as _parse_prefixes
 
-APP_ROOT = Path(__file__).resolve().parents[1]
+APP_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_JWT_ISSUER = "https://acscallautomation.communication.azure.com"
 DEFAULT_OPENID_CONFIG = "https://acscallautomation.communication.azure.com/calling/.well-known/acsopenidconfiguration"
 DEFAULT_RECORDING_HOSTS = "*.asm.skype.com,*.asyncgw.teams.microsoft.com,*.ams.gov.teams.microsoft.us"

@@ -9,7 +9,7 @@ if another instance changed the row meanwhile, the write fails on the ETag and t
 redone on a fresh read.
 
 A mid-call callback is deduplicated in its call's own row (``handled`` and ``leases``, see
-``core.ledger.CallLedger.advance``), so that marking it planned, and later done, joins the writes the
+``core.calls.ledger.CallLedger.advance``), so that marking it planned, and later done, joins the writes the
 call's state needs anyway: a separate filter row would add two round trips to every callback.
 
 An ACS token does not cover the body of its callback, so a captured callback can be replayed for as long as
@@ -43,12 +43,12 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from . import tables
-from .flows.actions import Action
-from .observability import timed
-from .tables import TableBacked, row_key
+from core.flows.actions import Action
+from core.platform import tables
+from core.platform.observability import timed
+from core.platform.tables import TableBacked, row_key
 
-log = logging.getLogger("core.state")
+log = logging.getLogger("core.calls.state")
 T = TypeVar("T")
 KNOWN_STATES = 4096  # calls whose last known state (and ETag) a process keeps, least recently used dropped
 HISTORY_LIMIT = 60

@@ -18,13 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .callback_auth import AuthError
-from .events import CallEvent, EventFormatError, parse_call_event
-from .jsonsafe import JsonError, check_length, parse_json
-from .observability import annotate, call_scope
-from .state import AlreadyHandled, CallState, HandledElsewhere, StateNotFound, TooManyEvents
+from core.calls.callback_auth import AuthError
+from core.calls.events import CallEvent, EventFormatError, parse_call_event
+from core.calls.state import AlreadyHandled, CallState, HandledElsewhere, StateNotFound, TooManyEvents
+from core.platform.jsonsafe import JsonError, check_length, parse_json
+from core.platform.observability import annotate, call_scope
 
-log = logging.getLogger("core.dispatch")
+log = logging.getLogger("core.calls.dispatch")
 MAX_BODY_BYTES = 1024 * 1024
 JSON_TYPES = ("application/json", "application/cloudevents-batch+json", "application/cloudevents+json")
 

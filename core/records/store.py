@@ -49,12 +49,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import tables
-from .events import MAX_DISPLAY_NAME, MAX_RAW_ID, MAX_TEXT, PREFIX, EventFormatError, aware_time, parse_time, raw_id
-from .state import CallState
-from .tables import TableBacked, row_key
+from core.calls.events import (
+    MAX_DISPLAY_NAME,
+    MAX_RAW_ID,
+    MAX_TEXT,
+    PREFIX,
+    EventFormatError,
+    aware_time,
+    parse_time,
+    raw_id,
+)
+from core.calls.state import CallState
+from core.platform import tables
+from core.platform.tables import TableBacked, row_key
 
-log = logging.getLogger("core.records")
+log = logging.getLogger("core.records.store")
 
 EVENT_TYPES = ("CallStarted", "CallEnded", "CallParticipantAdded", "CallParticipantRemoved")
 EVENT_ROW = "ev-"
