@@ -27,7 +27,7 @@ def peak_rss_mib() -> float:
 def main() -> None:
     mode, event_json, endpoint, key, storage = sys.argv[1:6]
     event = json.loads(event_json)
-    from core.events import RecordingFileStatus
+    from core.calls.events import RecordingFileStatus
     from core.recordings.auth import RecordingAuth
     from core.recordings.copier import RecordingCopier
     from core.recordings.urls import HostAllowList

@@ -438,7 +438,7 @@ class Suite:
         return len([d for d in documents if d["documentId"] not in verified])
 
     def count(self, results: list[CallResult]) -> None:
-        from core.repeatability import derived_id
+        from core.calls.repeatability import derived_id
         from handlers.callbacks import EVENTS
 
         # Events that change nothing (only logged) leave no trace: no "done" mark to look for.
