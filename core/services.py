@@ -119,7 +119,7 @@ def get_services() -> Services:
                 settings = get_settings()
                 configure(settings.log_level, settings.appinsights_connection_string)
                 _services = build(settings)
-                clients.settle()
+                clients.freeze_long_lived_objects()
     return _services
 
 

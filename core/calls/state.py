@@ -198,16 +198,16 @@ class StateNotFound(Exception):
     """No state for this call: the callback is for a call this app did not set up (yet)."""
 
 
-class Recheck(Exception):
+class SeenBefore(Exception):
     """Raised by a change that refuses to go on given the state it saw: if that state was this process's
     remembered copy, ``StateStore.mutate`` reads the row and tries again before letting it through."""
 
 
-class AlreadyHandled(Recheck):
+class AlreadyHandled(SeenBefore):
     """A duplicate: this event was handled to the end before."""
 
 
-class HandledElsewhere(Recheck):
+class HandledElsewhere(SeenBefore):
     """Another delivery of this event holds a live lease on it (or its process died less than a lease ago)."""
 
 
@@ -312,7 +312,7 @@ class StateStore(TableBacked):
             gave_up=StateConflict,
             pause=tables.jitter(0.005, 0.005),
             recall=lambda: self._recall(call_ref),
-            recheck=Recheck,
+            recheck=SeenBefore,
             lock=self._writer(call_ref),
             logger=log,
         )

@@ -32,11 +32,11 @@ def _once(key: str, make: Any) -> Any:
             value = _cache.get(key)
             if value is None:
                 value = _cache[key] = make()
-                settle()
+                freeze_long_lived_objects()
     return value
 
 
-def settle() -> None:
+def freeze_long_lived_objects() -> None:
     """Put what the process holds now (modules, SDK clients and their imports, settings, flows: kept for its
     life) out of the garbage collector's way. A full collection otherwise walks all of it while every request
     in flight waits: about 30 ms each time, found in the tail of bench/callback_latency.py. Called when such

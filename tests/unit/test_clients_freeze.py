@@ -1,4 +1,4 @@
-"""Long-lived objects are put out of the garbage collector's way once made (``core.platform.clients.settle``)."""
+"""Long-lived objects are put out of the garbage collector's way once made (``clients.freeze_long_lived_objects``)."""
 
 from __future__ import annotations
 
