@@ -9,7 +9,7 @@ import azure.functions as func
 from blueprints._json_api import answer
 from core.calls.events import EventFormatError, read_event
 from core.platform.observability import call_scope
-from core.records.store import EVENT_TYPES, CallRecordEvent
+from core.records.events import EVENT_TYPES, CallRecordEvent
 from core.services import get_services
 from handlers import records
 

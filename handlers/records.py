@@ -1,5 +1,5 @@
 """Call records: Event Grid's calling events and the flows' outcomes into one record per call,
-and the two reads of the records API (recent calls, one call). See core/records/store.py."""
+and the two reads of the records API (recent calls, one call). See core/records/."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from core.calls.state import CallState
 from core.outbound.control import RequestError
-from core.records.store import CallRecordEvent, flow_outcome
+from core.records.events import CallRecordEvent, flow_outcome
 from core.services import Services
 
 log = logging.getLogger("handlers.records")

@@ -19,22 +19,19 @@ import pytest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
 
-from core.records.store import (
+from core.records.events import CallRecordEvent, flow_outcome, iso
+from core.records.fold import build_record, summarize
+from core.records.layout import (
     INLINE_LIMIT,
     LIST_PARTITION,
     RECORD_ROW,
-    CallRecordEvent,
-    RecordStore,
-    build_record,
     call_key,
     flow_entry,
-    flow_outcome,
     index_key,
     index_pending,
-    iso,
-    summarize,
     unpack_rows,
 )
+from core.records.store import RecordStore
 from tests.unit import test_records as unit
 
 CALL_EVENTS = ("CallStarted", "CallEnded", "CallParticipantAdded", "CallParticipantRemoved")

@@ -34,7 +34,7 @@ from core.calls.events import (
 from core.calls.identifiers import InvalidIdentifier, check_target, phone_number
 from core.calls.state import HANDLED_LIMIT, REMEMBERED_CAPACITY, CallState, TooManyEvents
 from core.platform.jsonsafe import JsonError, check_length, depth, parse_json
-from core.records.store import CallRecordEvent
+from core.records.events import CallRecordEvent
 
 CALLER = {"rawId": "4:+14255550100", "phoneNumber": {"value": "+14255550100"}}
 NUMBER = {"rawId": "4:+18005550123", "phoneNumber": {"value": "+18005550123"}}

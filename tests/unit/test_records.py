@@ -15,33 +15,29 @@ import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 
-from core.calls.events import CallEvent, EventFormatError, parse_call_event
+from core.calls.events import CallEvent, EventFormatError, parse_call_event, parse_time
 from core.calls.state import CallState
 from core.flows.engine import FlowEngine, RecordingOptions
 from core.outbound import control
 from core.outbound.control import RequestError
 from core.platform.tables import row_key as safe_key
-from core.records.store import (
+from core.records.events import CallRecordEvent, flow_outcome, iso
+from core.records.fold import build_record, summarize
+from core.records.layout import (
     INLINE_CHUNK,
     INLINE_LIMIT,
     LIST_PARTITION,
     RECORD_ROW,
-    CallRecordEvent,
-    RecordStore,
-    build_record,
     call_key,
     flow_entry,
-    flow_outcome,
     flows_of,
     index_key,
     index_pending,
-    iso,
     pack_rows,
-    parse_time,
-    summarize,
     summary_entity,
     unpack_rows,
 )
+from core.records.store import RecordStore
 from handlers import records as handlers
 from tests.support.spec import definition_errors
 
@@ -478,7 +474,7 @@ def test_a_concurrent_change_is_folded_in_not_lost():
 
 
 def handlers_summary(store: RecordStore) -> dict[str, Any]:
-    from core.records.store import summarize
+    from core.records.fold import summarize
 
     return summarize(store.get(SERVER_CALL))
 
