@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,13 +329,19 @@ def _count(name: str, value: str) -> int:
     return number
 
 
-def dialing(env: Mapping[str, str]) -> DialingSettings:
-    """The dialing policy, the daily cap and the rooms the API may join, from the settings."""
+def _reader(env: Mapping[str, str]) -> Callable[[str], str]:
+    """A setting's value, or its declared default when it is unset or empty."""
 
     def get(name: str) -> str:
         spec = next(s for s in SETTINGS if s.name == name)
         return env.get(name) or spec.default or ""
 
+    return get
+
+
+def dialing(env: Mapping[str, str]) -> DialingSettings:
+    """The dialing policy, the daily cap and the rooms the API may join, from the settings."""
+    get = _reader(env)
     policy = DestinationPolicy(
         allowed=_prefixes("DIAL_ALLOWED_PREFIXES", get("DIAL_ALLOWED_PREFIXES")),
         denied=_prefixes("DIAL_DENIED_PREFIXES", get("DIAL_DENIED_PREFIXES")),
@@ -395,31 +401,34 @@ def load_flows(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Flow]
     return dict(flows.root)
 
 
-def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Settings:
-    env = dict(os.environ if env is None else env)
+def _required(env: Mapping[str, str]) -> None:
     for spec in SETTINGS:
         if spec.required and not env.get(spec.name):
             raise SettingsError(f"setting {spec.name} is required: {spec.description}")
 
-    def get(name: str) -> str:
-        spec = next(s for s in SETTINGS if s.name == name)
-        return env.get(name) or spec.default or ""
 
-    access_key: str | None = None
+def _acs(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The ACS endpoint and, with a connection string, its access key (None: managed identity)."""
     if env.get("ACS_CONNECTION_STRING"):
-        endpoint, access_key = parse_connection_string(env["ACS_CONNECTION_STRING"])
-    elif env.get("ACS_ENDPOINT"):
-        endpoint = _url("ACS_ENDPOINT", env["ACS_ENDPOINT"])
-    else:
-        raise SettingsError("setting ACS_ENDPOINT (managed identity) or ACS_CONNECTION_STRING is required")
+        return parse_connection_string(env["ACS_CONNECTION_STRING"])
+    if env.get("ACS_ENDPOINT"):
+        return _url("ACS_ENDPOINT", env["ACS_ENDPOINT"]), None
+    raise SettingsError("setting ACS_ENDPOINT (managed identity) or ACS_CONNECTION_STRING is required")
 
+
+def _callback_keys(env: Mapping[str, str]) -> tuple[bytes, bytes | None]:
+    """The key that signs callback URLs, and the one before it while a rotation is under way."""
     secret = _secret_key("CALLBACK_SECRET", env["CALLBACK_SECRET"])
     previous = (
         _secret_key("CALLBACK_SECRET_PREVIOUS", env["CALLBACK_SECRET_PREVIOUS"])
         if env.get("CALLBACK_SECRET_PREVIOUS")
         else None
     )
+    return secret, previous
 
+
+def _routing_and_flows(env: Mapping[str, str], root: Path) -> tuple[RoutingRules, dict[str, Flow]]:
+    """The routing rules and the flows, each flow a rule answers into known."""
     try:
         routing = RoutingRules.model_validate(_json("ROUTING_RULES", env["ROUTING_RULES"]))
     except ValidationError as exc:
@@ -432,10 +441,18 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
                     f"setting ROUTING_RULES: rule {rule.name!r} answers into unknown flow {flow!r} "
                     f"(flows: {', '.join(sorted(flows))})"
                 )
+    return routing, flows
 
+
+def _dialing(env: Mapping[str, str], routing: RoutingRules, flows: dict[str, Flow]) -> DialingSettings:
+    """The dialing settings, with every target the routing rules and flows name checked against its policy."""
     dial = dialing(env)
     check_destinations(dial.policy, routing, flows, "FLOWS" if env.get("FLOWS") else "FLOWS_FILE")
+    return dial
 
+
+def _cognitive(env: Mapping[str, str], flows: dict[str, Flow]) -> str | None:
+    """The AI services endpoint: required when a flow speaks text or recognizes speech."""
     cognitive = (
         _url("COGNITIVE_SERVICES_ENDPOINT", env["COGNITIVE_SERVICES_ENDPOINT"])
         if env.get("COGNITIVE_SERVICES_ENDPOINT")
@@ -447,14 +464,30 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
             f"setting COGNITIVE_SERVICES_ENDPOINT is required: flows {', '.join(needs_ai)} use "
             "text-to-speech or speech recognition"
         )
+    return cognitive
 
+
+def _storage(env: Mapping[str, str], get: Callable[[str], str]) -> StorageSettings:
+    """The app's storage account (a connection string or, with managed identity, its endpoints) and its tables."""
     connection = env.get("APP_STORAGE") or None
     table_endpoint = env.get("APP_STORAGE__tableServiceUri") or None
     blob_endpoint = env.get("APP_STORAGE__blobServiceUri") or None
     if not connection and not table_endpoint:
         raise SettingsError("setting APP_STORAGE (connection string) or APP_STORAGE__tableServiceUri is required")
+    return StorageSettings(
+        connection,
+        table_endpoint,
+        blob_endpoint,
+        get("STATE_TABLE"),
+        get("EVENTS_TABLE"),
+        records_table=get("RECORDS_TABLE"),
+        outbound_table=get("OUTBOUND_TABLE"),
+    )
 
-    recording = RecordingSettings(
+
+def _recording(get: Callable[[str], str]) -> RecordingSettings:
+    """How calls are recorded and where the recordings go."""
+    return RecordingSettings(
         mode=_choice("RECORDING_MODE", get("RECORDING_MODE"), ("off", "on_connect")),
         channel=_choice("RECORDING_CHANNEL", get("RECORDING_CHANNEL"), ("unmixed", "mixed")),
         content=_choice("RECORDING_CONTENT", get("RECORDING_CONTENT"), ("audio", "audioVideo")),
@@ -465,8 +498,21 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         split_participants=_bool("RECORDING_SPLIT_PARTICIPANTS", get("RECORDING_SPLIT_PARTICIPANTS")),
         storage=_choice("RECORDING_STORAGE", get("RECORDING_STORAGE"), ("copy", "byos")),
     )
-    log_level = get("LOG_LEVEL").upper()
-    _choice("LOG_LEVEL", log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Settings:
+    """The settings from ``env`` (the process's environment by default), checked in the order the steps run."""
+    env = dict(os.environ if env is None else env)
+    _required(env)
+    get = _reader(env)
+    endpoint, access_key = _acs(env)
+    secret, previous = _callback_keys(env)
+    routing, flows = _routing_and_flows(env, root)
+    dial = _dialing(env, routing, flows)
+    cognitive = _cognitive(env, flows)
+    storage = _storage(env, get)
+    recording = _recording(get)
+    log_level = _choice("LOG_LEVEL", get("LOG_LEVEL").upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))
     return Settings(
         acs_endpoint=endpoint,
         acs_access_key=access_key,
@@ -478,15 +524,7 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
         cognitive_services_endpoint=cognitive,
         routing=routing,
         flows=flows,
-        storage=StorageSettings(
-            connection,
-            table_endpoint,
-            blob_endpoint,
-            get("STATE_TABLE"),
-            get("EVENTS_TABLE"),
-            records_table=get("RECORDS_TABLE"),
-            outbound_table=get("OUTBOUND_TABLE"),
-        ),
+        storage=storage,
         recording=recording,
         log_level=log_level,
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
