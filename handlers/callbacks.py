@@ -4,12 +4,6 @@ The flow engine (through ``CallLedger.advance``) decides what an event does to t
 is logged of it and which events only log (``changes_state=False``: not deduplicated, they leave no trace) or end
 the call (the call-ended hooks run). The table and the hooks are wired together here, once (``MID_CALL_EVENTS``),
 and the callback blueprint hands them to the pipeline (``core.calls.dispatch``): nothing registers itself on import.
-
-What a caller keyed or said never reaches a log line, at any level: not a tone, not the digits of a
-recognition, not recognized speech (a card number may be any of them), nor the call's outcome (which may
-hold the results of API recognitions). So a line may say only the values below (``Said``): none reads a tone,
-speech or the outcome's values; participants are masked (``4:+*******1234``). The redaction filter of
-``core.platform.observability`` is a second net under these lines.
 """
 
 from __future__ import annotations
@@ -36,6 +30,12 @@ def _recognition(event: CallEvent) -> str:
 
 
 # -- what a log line may say -----------------------------------------------------------------------------------
+
+# What a caller keyed or said never reaches a log line, at any level: not a tone, not the digits of a recognition, not
+# recognized speech (a card number may be any of them), nor the call's outcome (which may hold the results of API
+# recognitions). So a line may say only the values below (``Said``): none reads a tone, speech or the outcome's
+# values; participants are masked (``4:+*******1234``). The redaction filter of ``core.platform.observability`` is
+# a second net under these lines.
 
 TYPE = Said(lambda e: e.type)
 MESSAGE = Said(lambda e: e.result.message)

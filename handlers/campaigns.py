@@ -1,17 +1,10 @@
 """Campaigns: start one, report on it, and place the next call whenever one of its calls ends.
 
-The first ``concurrency`` numbers are called when the campaign starts; each call's end (a
-call-ended hook, wired in ``core.services``) records its result and claims the next numbers in one compare-and-swap
-on the campaign's row (``core.outbound.campaigns``), then places them. Placing is idempotent (the call
-reference and the CreateCall repeatability id derive from the campaign and the number's
-position): a redelivered event, a repeated request or another call's end places again only what
-is still unplaced, and a number is never called twice.
-
-Against toll fraud: every number passes the dialing policy when the campaign is requested (403 naming each
-refused number) and again when it is dialed (a number refused then fails), and each number dialed counts
-against the day's cap (``DIAL_DAILY_CAP``). When the cap is reached the campaign is ``held``: the numbers not
-yet called wait as ``pending`` (their detail says why) until the campaign is requested again with the same id
-after the cap resets at 00:00 UTC; a request while the cap is reached is answered 429.
+The first ``concurrency`` numbers are called when the campaign starts; each call's end (a call-ended hook, wired in
+``core.services``) records its result and claims the next numbers in one compare-and-swap on the campaign's row
+(``core.outbound.campaigns``), then places them. Placing is idempotent (the call reference and the CreateCall
+repeatability id derive from the campaign and the number's position): a redelivered event, a repeated request or
+another call's end places again only what is still unplaced, and a number is never called twice.
 """
 
 from __future__ import annotations
@@ -106,6 +99,11 @@ def _exists(campaigns: CampaignStore, campaign_id: str | None) -> bool:
     return True
 
 
+# Against toll fraud: every number passes the dialing policy when the campaign is requested (403 naming each refused
+# number) and again when it is dialed (a number refused then fails), and each number dialed counts against the day's
+# cap (``DIAL_DAILY_CAP``). When the cap is reached the campaign is ``held``: the numbers not yet called wait as
+# ``pending`` (their detail says why) until the campaign is requested again with the same id after the cap resets
+# at 00:00 UTC; a request while the cap is reached is answered 429.
 def _cap_reached(cap: int) -> RequestError:
     retry = seconds_to_midnight(datetime.now(UTC))
     return RequestError(

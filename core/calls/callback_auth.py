@@ -1,17 +1,10 @@
 """Authentication of mid-call callbacks: the JWT ACS signs each one with, and a per-call token.
 
-ACS puts ``Authorization: Bearer <JWT>`` on every webhook: RS256, signed with keys listed at the
-``jwks_uri`` of its OpenID configuration, issuer ``https://acscallautomation.communication.azure.com``,
-audience = the ACS resource's immutable id. The keys are cached and fetched again when a token
-names a key not seen yet. Each callback URL also carries ``sig``, an HMAC of the call's
-reference under the app's secret: a URL for one call cannot be reused for another. Neither
-depends on the host name the request arrived at, so both work behind a proxy or a tunnel.
-
-The token does not cover the body: a captured callback (token and URL) can be sent again until the
-token expires. ``verify`` therefore says until when the delivery could be replayed (``exp`` plus the
-leeway), and the app remembers its event ids that long (``core.calls.state``). ACS documents a lifetime of
-5 minutes and a new token for every callback; a token valid for longer than ``MAX_TOKEN_LIFETIME_SECONDS``
-from now is refused, so that this memory stays bounded.
+ACS puts ``Authorization: Bearer <JWT>`` on every webhook: RS256, signed with keys listed at the ``jwks_uri`` of its
+OpenID configuration, issuer ``https://acscallautomation.communication.azure.com``, audience = the ACS resource's
+immutable id (keys cached, fetched again for a key not seen yet). Each callback URL also carries ``sig``, an HMAC of
+the call's reference under the app's secret: a URL for one call cannot be reused for another. Neither depends on
+the host name the request arrived at, so both work behind a proxy or a tunnel.
 """
 
 from __future__ import annotations
@@ -32,6 +25,11 @@ if TYPE_CHECKING:  # PyJWT (and cryptography under it) is imported on the first 
 
 log = logging.getLogger("core.calls.callback_auth")
 LEEWAY_SECONDS = 60
+# The token does not cover the body: a captured callback (token and URL) can be sent again until the token expires.
+# ``verify`` therefore says until when the delivery could be replayed (``exp`` plus the leeway), and the app
+# remembers its event ids that long (``core.calls.state``). ACS documents a lifetime of 5 minutes and a new token
+# for every callback; a token valid for longer than ``MAX_TOKEN_LIFETIME_SECONDS`` from now is refused, so that this
+# memory stays bounded.
 MAX_TOKEN_LIFETIME_SECONDS = 3600  # 12 times the lifetime ACS documents (300 s)
 CONFIG_TTL_SECONDS = 24 * 3600
 

@@ -1,16 +1,9 @@
 """Routing of IncomingCall: the first rule whose conditions all hold decides; else the default.
 
-A rule matches on the called number, the caller (exact, prefix or regular expression), business
-hours in a named time zone, and custom SIP/VoIP headers.
-
-Patterns run on what callers control (their number, their custom headers), so they run on RE2, a
-linear-time engine: no pattern can backtrack catastrophically, and one RE2 cannot run (backreferences,
-lookaround) is refused at start-up with the rest of the rules. The values are capped before matching
-too: a number or raw id of more than ``MAX_ID`` characters, and a header beyond ACS's documented
-limits (``core.calls.events``), are not matched at all (as if absent). Its action answers into a flow,
-redirects (forward to one target; sim-ring to several, done by answering and inviting all of
-them at once, since ACS redirects to one target only), rejects with ACS's reasons, or masks
-(connects the caller to the other party of a number-masking session).
+A rule matches on the called number, the caller (exact, prefix or regular expression), business hours in a named
+time zone, and custom SIP/VoIP headers. Its action answers into a flow, redirects (forward to one target; sim-ring
+to several, done by answering and inviting all of them at once, since ACS redirects to one target only), rejects
+with ACS's reasons, or masks (connects the caller to the other party of a number-masking session).
 """
 
 from __future__ import annotations
@@ -24,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from core.calls.events import MAX_RAW_ID, SIP_HEADERS, VOIP_HEADERS
 from core.calls.identifiers import InvalidIdentifier, check_target
 
+# Patterns run on what callers control (their number, their custom headers), so they run on RE2, a linear-time
+# engine: no pattern can backtrack catastrophically, and one RE2 cannot run (backreferences, lookaround) is refused
+# at start-up with the rest of the rules. The values are capped before matching too: a number or raw id of more
+# than ``MAX_ID`` characters, and a header beyond ACS's documented limits (``core.calls.events``), are not matched
+# at all (as if absent).
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_ID = MAX_RAW_ID  # the longest number or raw id routing looks at
 MAX_PATTERN = 1000  # characters of a pattern

@@ -1,31 +1,9 @@
-"""Per-call state, which is also the mid-call callbacks' duplicate filter, and the duplicate filter of
-Event Grid events, in Azure Table Storage.
+"""Per-call state in Azure Table Storage, which is also the mid-call callbacks' duplicate filter; and the duplicate
+filter of Event Grid events.
 
-State is one entity per call (partition = the call's reference from its callback URL), stored
-as JSON with the entity's ETag: every change is a compare-and-swap, so two callbacks that race
-cannot corrupt it, and any instance of a scaled-out app can take the next callback. A change starts
-from the state this process last read or wrote (with its ETag) instead of reading the row again;
-if another instance changed the row meanwhile, the write fails on the ETag and the change is
-redone on a fresh read.
-
-A mid-call callback is deduplicated in its call's own row (``handled`` and ``leases``, see
-``core.calls.ledger.CallLedger.advance``), so that marking it planned, and later done, joins the writes the
-call's state needs anyway: a separate filter row would add two round trips to every callback.
-
-An ACS token does not cover the body of its callback, so a captured callback can be replayed for as long as
-its token is accepted (its ``exp`` plus the verifier's leeway). An event id is therefore remembered until the
-latest token it came with can no longer be replayed, however many events the call has had since: the latest
-``HANDLED_LIMIT`` ids in ``handled`` (with ``handled_until``, readable as they always were), older ids that are
-still replayable as 8-byte digests with their time in binary properties of the same row (``handled0``...,
-``remembered`` in the model): no extra round trip, and a row that stays within Table Storage's limits
-(``REMEMBERED_CAPACITY``). A call with that many replayable ids (only a sender holding valid tokens flooding
-it) gets new events refused for a while (``TooManyEvents``: retried by the sender), never an id forgotten early.
-
-The event filter (for Event Grid events, which have no call state of their own) claims an event
-id before its handler runs and marks it done after; a failed handler releases the claim, so the
-redelivery is processed rather than swallowed. A claim is a lease, renewed while its handler runs:
-one left by a process that died expires within the lease, and until then a redelivery is told to
-come back later (``busy``), never that it is done.
+State is one entity per call (partition = the call's reference from its callback URL), stored as JSON with the
+entity's ETag: every change is a compare-and-swap, so two callbacks that race cannot corrupt it, and any instance of
+a scaled-out app can take the next callback.
 """
 
 from __future__ import annotations
@@ -52,6 +30,18 @@ log = logging.getLogger("core.calls.state")
 T = TypeVar("T")
 KNOWN_STATES = 4096  # calls whose last known state (and ETag) a process keeps, least recently used dropped
 HISTORY_LIMIT = 60
+# A mid-call callback is deduplicated in its call's own row (``handled`` and ``leases``, see
+# ``core.calls.ledger.CallLedger.advance``), so that marking it planned, and later done, joins the writes the call's
+# state needs anyway: a separate filter row would add two round trips to every callback.
+#
+# An ACS token does not cover the body of its callback, so a captured callback can be replayed for as long as its
+# token is accepted (its ``exp`` plus the verifier's leeway). An event id is therefore remembered until the latest
+# token it came with can no longer be replayed, however many events the call has had since: the latest
+# ``HANDLED_LIMIT`` ids in ``handled`` (with ``handled_until``), older ids that are still replayable as 8-byte
+# digests with their time in binary properties of the same row (``handled0``..., ``remembered`` in the model): no
+# extra round trip, and a row that stays within Table Storage's limits (``REMEMBERED_CAPACITY``). A call with that
+# many replayable ids (only a sender holding valid tokens flooding it) gets new events refused for a while
+# (``TooManyEvents``: retried by the sender), never an id forgotten early.
 HANDLED_LIMIT = 100  # event ids a call keeps in the clear (at least this many, whatever their age)
 REMEMBERED_ENTRY = struct.Struct("<8sI")  # an older id still replayable: its digest, and until when (epoch s)
 REMEMBERED_PER_PROPERTY = 65_532 // REMEMBERED_ENTRY.size  # a binary property holds 64 KiB
@@ -211,6 +201,8 @@ class HandledElsewhere(SeenBefore):
     """Another delivery of this event holds a live lease on it (or its process died less than a lease ago)."""
 
 
+# A change starts from the state this process last read or wrote (with its ETag) instead of reading the row again;
+# if another instance changed the row meanwhile, the write fails on the ETag and the change is redone on a fresh read.
 class StateStore(TableBacked):
     """CallState rows keyed by call reference, updated with ETag concurrency."""
 
@@ -452,6 +444,10 @@ class LeaseKeeper(Renewer):
         return owner if ours else None
 
 
+# The event filter (for Event Grid events, which have no call state of their own) claims an event id before its
+# handler runs and marks it done after; a failed handler releases the claim, so the redelivery is processed rather
+# than swallowed. Until a claim left by a process that died expires, a redelivery is told to come back later
+# (``busy``), never that it is done.
 class EventFilter(TableBacked, Renewer):
     """Drops events already handled; lets a redelivery of a failed event through.
 

@@ -1,15 +1,8 @@
 """The flow engine: (state, event) -> actions. Pure: no SDK, no storage, no clock.
 
-Every action the engine asks for carries an operation context ``"<node>#<seq>"`` (``seq``
-grows each time a node is entered). An event whose context names an older ``seq`` is stale (a
-late or out-of-order delivery) and is ignored, so it can never move the call twice.
-
-Sensitive digits (a ``collect_digits`` node with ``sensitive``, e.g. a card number) are kept out of
-the state, the call's history and its record: continuous DTMF (a flow's ``on_tone``) is stopped
-before the node's recognize starts and started again once the call leaves it, and a continuous-DTMF
-tone that reaches the app meanwhile (late, or sent anyway) is dropped unseen; the digits collected
-are stored as a mask. The inputs of recognitions asked through the control API (tones, speech) are
-kept for ``GET /api/calls/{id}`` while the call lasts and dropped when it ends.
+Every action the engine asks for carries an operation context ``"<node>#<seq>"`` (``seq`` grows each time a node is
+entered). An event whose context names an older ``seq`` is stale (a late or out-of-order delivery) and is ignored,
+so it can never move the call twice.
 """
 
 from __future__ import annotations
@@ -375,6 +368,12 @@ class FlowEngine:
         state.recording_state = event.recording_state or state.recording_state
         return []
 
+    # Sensitive digits (a ``collect_digits`` node with ``sensitive``, e.g. a card number) are kept out of the state,
+    # the call's history and its record: continuous DTMF (a flow's ``on_tone``) is stopped before the node's
+    # recognize starts and started again once the call leaves it, and a continuous-DTMF tone that reaches the app
+    # meanwhile (late, or sent anyway) is dropped unseen; the digits collected are stored as a mask. The inputs of
+    # recognitions asked through the control API (tones, speech) are kept for ``GET /api/calls/{id}`` while the
+    # call lasts and dropped when it ends.
     def _in_sensitive_node(self, state: CallState) -> bool:
         """Whether the call is at a node that collects sensitive digits (a card number...)."""
         flow = self.flows.get(state.flow)

@@ -1,15 +1,13 @@
 """The published JSON Schema of flow files, generated from the pydantic models.
 
-``flows/schema.json`` is this module's output, committed so editors can validate flow files as
-they are written (``"$schema": "./schema.json"`` is not needed: point the editor at the file).
-A unit test regenerates it and fails when it is out of date; refresh it with::
+``flows/schema.json`` is this module's output, committed so editors can validate flow files as they are written
+(point the editor at the file); a unit test fails when it is out of date. Refresh it with::
 
     python -m core.flows.schema            # writes flows/schema.json
     python -m core.flows.schema --check    # exit 1 when flows/schema.json is stale
 
-The schema covers the shape of a flow (node types, fields, limits) and the rules of a prompt
-that JSON Schema can state. The graph rules (every ``next`` names a node, no unreachable node,
-menu keys unique, ...) live in ``Flow.check()``: run ``python -m core.flows.validate`` for both.
+The graph rules JSON Schema cannot state (every ``next`` names a node, no unreachable node, menu keys unique, ...)
+live in ``Flow.check()``: run ``python -m core.flows.validate`` for both.
 """
 
 from __future__ import annotations

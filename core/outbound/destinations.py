@@ -1,34 +1,11 @@
 """Where the app may make ACS ring someone: the dialing policy, the defence against toll fraud.
 
-Whoever holds a function key can place calls, start campaigns, add participants and transfer, and a flow may
-take its target from a call variable: without a policy, that is a way to call premium-rate and international
-numbers at the resource owner's expense (International Revenue Share Fraud). ``DestinationPolicy.check`` is
-applied on every path that rings someone: the control API (place a call, add a participant, transfer), campaigns
-(at the request and again at each dial), masking sessions (both parties), the routing rules' redirect and
-sim-ring targets and the flows' targets (at start-up), and the executor (every Transfer and AddParticipant,
-whatever asked for it, so a target filled in from a call variable at run time is checked too).
-
-What is a phone number: ``+`` and 7 to 15 digits (E.164), or the raw id ``4:`` of one; a ``4:`` id that is
-not ``4:+E.164`` is refused (it must never pass as "not a phone"). A ``+1`` number must be a North American
-number (10 digits: area code and exchange not starting with 0 or 1). ACS and Teams identities (``8:acs:``,
-``8:orgid:``, ...) reach no phone network and cost nothing per minute: they are allowed. Any other raw id is
-refused, since the service might read it as something that rings.
-
-Which numbers: the longest prefix of ``DIAL_ALLOWED_PREFIXES`` or ``DIAL_DENIED_PREFIXES`` that a number
-starts with decides; a number neither list covers is refused, and a tie goes to the denial. So the default,
-``+1`` allowed and ``+1900`` denied, refuses +1 900 numbers; adding ``+1900555`` to the allowed list would let
-that range through. Defaults (sources: docs/security.md and docs/control-api.md):
-
-- allowed: ``+1`` (North America: the countries of the numbers ACS sells in the US and Canada);
-- denied: NANP premium rate (+1 900), the NANP area codes of other countries in the Caribbean and the Atlantic,
-  which are charged as international calls and are the classic targets of "one ring" and IRSF fraud (FCC
-  consumer alert on one-ring scams; NANPA's list of NANP countries), and, for deployments that widen the
-  allowed list, the ITU's international premium-rate and shared-cost codes and the satellite and
-  international-network codes (ITU-T E.164 list of assigned country codes: +808, +870, +881, +882, +883,
-  +888, +979, +991). US territories (Puerto Rico +1 787/939, USVI +1 340, Guam +1 671, CNMI +1 670, American
-  Samoa +1 684) are domestic-rate and stay allowed.
-
-Pure: no SDK, no storage. The daily cap on calls placed is ``core.outbound.dial_cap``.
+Whoever holds a function key can place calls, and a flow may take its target from a call variable: without a
+policy, that rings premium-rate and international numbers at the owner's expense (International Revenue Share
+Fraud). ``DestinationPolicy.check`` runs on every path that rings someone: the control API (call, add participant,
+transfer), campaigns (at the request and at each dial), masking sessions (both parties), the routing rules' and
+flows' targets (at start-up) and the executor (every Transfer and AddParticipant, so a target filled in from a call
+variable is checked too). Pure: no SDK, no storage. The daily cap on calls placed is ``core.outbound.dial_cap``.
 """
 
 from __future__ import annotations
@@ -56,6 +33,14 @@ NON_PHONE_KINDS = (
     "28:gcch:",
 )
 
+# The defaults (sources: docs/security.md and docs/control-api.md):
+# - allowed: ``+1`` (North America: the countries of the numbers ACS sells in the US and Canada);
+# - denied: NANP premium rate (+1 900), the NANP area codes of other countries in the Caribbean and the Atlantic,
+#   which are charged as international calls and are the classic targets of "one ring" and IRSF fraud (FCC
+#   consumer alert on one-ring scams; NANPA's list of NANP countries), and, for deployments that widen the
+#   allowed list, the ITU's international premium-rate and shared-cost codes and the satellite and
+#   international-network codes (ITU-T E.164 list of assigned country codes). US territories (Puerto Rico
+#   +1 787/939, USVI +1 340, Guam +1 671, CNMI +1 670, American Samoa +1 684) are domestic-rate and stay allowed.
 NANP_PREMIUM = ("+1900",)
 # Countries in the North American Numbering Plan outside the US and Canada: international rates from a US number.
 NANP_INTERNATIONAL = (
@@ -129,6 +114,16 @@ def _longest(number: str, prefixes: tuple[str, ...]) -> str | None:
     return max(matching, key=len) if matching else None
 
 
+# What is a phone number: ``+`` and 7 to 15 digits (E.164), or the raw id ``4:`` of one; a ``4:`` id that is not
+# ``4:+E.164`` is refused (it must never pass as "not a phone"). A ``+1`` number must be a North American number
+# (10 digits: area code and exchange not starting with 0 or 1). ACS and Teams identities (``8:acs:``,
+# ``8:orgid:``, ...) reach no phone network and cost nothing per minute: they are allowed. Any other raw id is
+# refused, since the service might read it as something that rings.
+#
+# Which numbers: the longest prefix of ``DIAL_ALLOWED_PREFIXES`` or ``DIAL_DENIED_PREFIXES`` that a number starts
+# with decides; a number neither list covers is refused, and a tie goes to the denial. So the default, ``+1``
+# allowed and ``+1900`` denied, refuses +1 900 numbers; adding ``+1900555`` to the allowed list would let that
+# range through.
 @dataclass(frozen=True)
 class DestinationPolicy:
     allowed: tuple[str, ...] = DEFAULT_ALLOWED

@@ -1,17 +1,9 @@
 """The daily cap on calls the app places (setting ``DIAL_DAILY_CAP``): a second line against toll fraud and
 runaway dialing, behind the destination policy (``core.outbound.destinations``).
 
-What counts: every phone number (PSTN leg) the app dials at a caller's request: each phone target of a call
-placed through the control API, each number a campaign calls, each phone added or transferred to through the
-control API. ACS and Teams identities cost nothing per minute and do not count; neither do the flows' own
-transfers and invitations, whose targets are fixed by the app's settings or vetted when the call variables
-that fill them are given (they are checked by the destination policy all the same).
-
-One row per UTC day in the outbound table (``OUTBOUND_TABLE``, partition ``dialcap``), changed only by ETag
-compare-and-swap, so instances of a scaled-out app share one count and never pass the cap together. A number is
-counted before the service is asked to ring it; when the service refuses (a 4xx: nothing rang), it is given
-back, and a row given back to zero is removed (a refused request leaves no row behind). A placement retried after
-a failure may count twice: the cap errs on the side of fewer calls.
+What counts: every phone number (PSTN leg) the app dials at a caller's request (the control API's calls, additions
+and transfers, each number a campaign calls). ACS and Teams identities cost nothing per minute and do not count;
+neither do the flows' own transfers and invitations, whose targets are fixed by the settings or vetted when given.
 """
 
 from __future__ import annotations
@@ -64,6 +56,11 @@ class _Gone(Exception):
     """The day's row is not there: nothing to give back."""
 
 
+# One row per UTC day in the outbound table (``OUTBOUND_TABLE``, partition ``dialcap``), changed only by ETag
+# compare-and-swap, so instances of a scaled-out app share one count and never pass the cap together. A number is
+# counted before the service is asked to ring it; when the service refuses (a 4xx: nothing rang), it is given back,
+# and a row given back to zero is removed (a refused request leaves no row behind). A placement retried after a
+# failure may count twice: the cap errs on the side of fewer calls.
 class DialCap(TableBacked):
     def __init__(self, table: Any, cap: int, attempts: int = 30) -> None:
         super().__init__(table)

@@ -1,17 +1,9 @@
 """Logs and traces that carry the call's ids, across every trigger, and never a caller's number.
 
-A context variable holds the current call's ids (call connection id, server call id,
-correlation id, call reference); a logging filter stamps them on every record, and spans get
-them as attributes. With APPLICATIONINSIGHTS_CONNECTION_STRING set, OpenTelemetry exports both
-to Application Insights (the exporter is imported only then).
-
-A second filter, on every handler of the root logger (installed when this module is imported and
-again by ``configure``), masks what must not reach a log in the rendered text of every record
-(message with its arguments, traceback, stack): phone numbers (``+14255550123``, raw ids
-``4:+14255550123``, percent-encoded ``%2B14255550123``) keep their last four digits
-(``+*******0123``), and a run of 13 to 19 digits that passes the Luhn check (a card number) keeps
-its last four. It is a net under the log calls, which carry no tone, digit or speech content in
-the first place (``handlers/callbacks.py``).
+A context variable holds the current call's ids; a logging filter stamps them on every record and spans get them as
+attributes, so one call's lines can be found across triggers and instances. With
+APPLICATIONINSIGHTS_CONNECTION_STRING set, OpenTelemetry exports both to Application Insights (the exporter is
+imported only then). A second filter masks phone and card numbers in every record (see the redaction below).
 """
 
 from __future__ import annotations
@@ -138,6 +130,13 @@ def server_timing(spent: dict[str, float]) -> str:
 
 
 # -- redaction --------------------------------------------------------------------------------
+
+# A filter on every handler of the root logger (installed when this module is imported and again by ``configure``)
+# masks what must not reach a log in the rendered text of every record (message with its arguments, traceback,
+# stack): phone numbers (``+14255550123``, raw ids ``4:+14255550123``, percent-encoded ``%2B14255550123``) keep
+# their last four digits (``+*******0123``), and a run of 13 to 19 digits that passes the Luhn check (a card number)
+# keeps its last four. It is a net under the log calls, which carry no tone, digit or speech content in the first
+# place (``handlers/callbacks.py``).
 
 # A phone number: "+" (or its percent-encoding, or a raw id's "4:"), then 7 to 15 digits, which may be
 # grouped by spaces, dots, dashes or parentheses. Not inside a word (a base64 id may hold "+123...").
