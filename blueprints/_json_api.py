@@ -11,7 +11,7 @@ from typing import Any
 import azure.functions as func
 
 from core.outbound.control import RequestError
-from core.platform.jsonsafe import MAX_DEPTH, JsonError, check_length
+from core.platform.jsonsafe import JsonError, check_length
 
 log = logging.getLogger("blueprints.api")
 MAX_BODY_BYTES = 256 * 1024  # the control API's largest body (a campaign of 1,000 targets) is under 100 KiB
@@ -37,5 +37,3 @@ def answer(success: int, work: Callable[[], Any], req: func.HttpRequest | None =
         return json_response(exc.status, exc.body(), getattr(exc, "headers", None) or None)
     except JsonError as exc:
         return _refusal(exc.status, exc.reason)
-    except RecursionError:  # json.loads on a body nested thousands deep (core.outbound.control.parse before jsonsafe)
-        return _refusal(400, f"JSON nested deeper than {MAX_DEPTH} levels")

@@ -97,7 +97,7 @@ def build(settings: Settings) -> Services:
         dial_cap=clients.dial_cap(settings),
 
         engine=flows_engine,
-        executor=Executor(clients.call_automation(settings)),
+        executor=Executor(clients.call_automation(settings), policy=settings.dialing.policy),
         auth=CallbackAuthenticator(
             openid_config_url=settings.openid_config_url,
             issuer=settings.jwt_issuer,

@@ -131,7 +131,7 @@ def campaign_call_ended(state: CallState, services: Services) -> None:
     def change(campaign: Campaign) -> list[CampaignCall]:
         status, detail, results = call_result(state, campaign.vars)
         if campaign.finish(state.call_ref, status, detail, results, _now()):
-            log.info("campaign %s: %s -> %s %s", campaign.id, mask_id(state.caller), status, detail)
+            log.info("campaign %s: %s -> %s %s", campaign.id, mask_id(state.caller), status, mask_id(detail))
         return _claim(campaign, state.call_ref)
 
     try:
@@ -170,7 +170,7 @@ def _place_claimed(services: Services, campaign_id: str, by: str) -> Campaign:
                     transient = exc  # the request (or the event) fails and is retried: nothing is lost
                     break
                 refused[entry.call_ref] = str(getattr(exc, "message", exc)).splitlines()[0]
-                log.warning("campaign %s: a number refused: %s", campaign_id, refused[entry.call_ref])
+                log.warning("campaign %s: a number refused: %s", campaign_id, mask_id(refused[entry.call_ref]))
 
         def record(
             c: Campaign,

@@ -234,12 +234,17 @@ def restart_app(app: AppProcess, *, kill: bool = True, down_for: float = 0.0, ti
             time.sleep(0.05)
 
 
-def subscribe_eventgrid(sim: Any, app: AppProcess) -> None:
-    for function, types in (
-        ("incoming_call", ["Microsoft.Communication.IncomingCall"]),
-        ("recording_file_status", ["Microsoft.Communication.RecordingFileStatusUpdated"]),
-        ("call_records", [f"Microsoft.Communication.{t}" for t in CALL_RECORD_EVENTS]),
-    ):
+EVENTGRID_FUNCTIONS = {
+    "incoming_call": ["Microsoft.Communication.IncomingCall"],
+    "recording_file_status": ["Microsoft.Communication.RecordingFileStatusUpdated"],
+    "call_records": [f"Microsoft.Communication.{t}" for t in CALL_RECORD_EVENTS],
+}
+
+
+def subscribe_eventgrid(sim: Any, app: AppProcess, functions: tuple[str, ...] = tuple(EVENTGRID_FUNCTIONS)) -> None:
+    """Subscribe the simulator's Event Grid to the app's Event Grid functions (all of them, or ``functions``)."""
+    for function in functions:
+        types = EVENTGRID_FUNCTIONS[function]
         body = json.dumps({"endpoint": app.eventgrid_url(function), "eventTypes": types, "name": function}).encode()
         request = urllib.request.Request(
             sim.endpoint + "/__sim/eventgrid/subscriptions",

@@ -67,16 +67,6 @@ def operation_callback(action: act.Action) -> dict[str, Any]:
     return {"operation_callback_url": action.callback_url} if action.callback_url else {}
 
 
-def settings_policy() -> DestinationPolicy:
-    """The dialing policy of this process's settings (the safe defaults where there are none, as in a test)."""
-    from core.platform.settings import SettingsError, get_settings
-
-    try:
-        return get_settings().dialing.policy
-    except SettingsError:
-        return DEFAULT_POLICY
-
-
 def check_destination(action: act.Action, policy: DestinationPolicy) -> None:
     """Raise ``DestinationRefused`` if the action would ring someone the policy does not allow."""
     if action.kind in RINGING_KINDS:
@@ -86,7 +76,7 @@ def check_destination(action: act.Action, policy: DestinationPolicy) -> None:
 class Executor:
     def __init__(self, client: CallAutomationClient, *, policy: DestinationPolicy | None = None) -> None:
         self.client = client
-        self._policy = policy
+        self.policy = policy or DEFAULT_POLICY  # the app's comes from its settings (core.services.build)
         # One method per action kind: (the call's connection, the action, its server call id) -> result or None.
         self._actions: dict[str, Callable[[Any, Any, str], Result | None]] = {
             "play": self._play,
@@ -104,12 +94,6 @@ class Executor:
             "cancel_media": self._cancel_media,
             "hangup": self._hangup,
         }
-
-    @property
-    def policy(self) -> DestinationPolicy:
-        if self._policy is None:
-            self._policy = settings_policy()
-        return self._policy
 
     # -- actions on a call -----------------------------------------------------------------------------------
 

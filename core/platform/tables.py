@@ -52,6 +52,15 @@ def provisioned(exc: Exception) -> bool:
     return isinstance(exc, ResourceExistsError) or getattr(exc, "status_code", None) == 403
 
 
+def create_if_missing(create: Callable[[], Any]) -> None:
+    """Create a table or container; one that is there already, or that the deployment made, is no failure."""
+    try:
+        create()
+    except Exception as exc:
+        if not provisioned(exc):
+            raise
+
+
 class TableBacked:
     """A store over one Table Storage table, which it creates on first use (locally; Azure's is deployed)."""
 
@@ -68,11 +77,7 @@ class TableBacked:
 
     def _ensure(self) -> None:
         if not self._ensured:
-            try:
-                self._table.create_table()
-            except Exception as exc:
-                if not provisioned(exc):
-                    raise
+            create_if_missing(self._table.create_table)
             self._ensured = True
 
 

@@ -199,13 +199,9 @@ class RecordingCopier:
 
     def _ensure_container(self) -> None:
         if not self._ensured:
-            from core.platform.tables import provisioned
+            from core.platform.tables import create_if_missing
 
-            try:
-                self.container.create_container()
-            except Exception as exc:
-                if not provisioned(exc):
-                    raise
+            create_if_missing(self.container.create_container)
             self._ensured = True
 
     def _get_json(self, url: SafeUrl) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from azure.data.tables import TableClient
 from simulator.engine import Config
 from simulator.runner import SimulatorThread
 from tests.e2e.conftest import AppStack
-from tools.apphost import DEFAULT_ROUTING, start_app
+from tools.apphost import DEFAULT_ROUTING, start_app, subscribe_eventgrid
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLER_ID = "+18005550100"  # one of the app's numbers: the caller id of outbound calls
@@ -100,21 +100,7 @@ def tables() -> dict[str, str]:
 def subscribe_incoming_calls_only(sim: Any, app: Any) -> None:
     """Event Grid delivers IncomingCall, not the call events: the app hears of no call it is not part of, so a
     group call made in the simulator is one it knows nothing about (the connect attack)."""
-    body = json.dumps(
-        {
-            "endpoint": app.eventgrid_url("incoming_call"),
-            "eventTypes": ["Microsoft.Communication.IncomingCall"],
-            "name": "incoming_call",
-        }
-    ).encode()
-    request = urllib.request.Request(
-        sim.endpoint + "/__sim/eventgrid/subscriptions",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert json.loads(response.read())["provisioningState"] == "Succeeded"
+    subscribe_eventgrid(sim, app, ("incoming_call",))
 
 
 def make_stack(azurite: Any, **settings: str) -> Iterator[AppStack]:

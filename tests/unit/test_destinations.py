@@ -151,7 +151,7 @@ def test_the_executor_lets_allowed_rings_and_other_actions_through() -> None:
     assert client.calls == ["ccid", "transfer", "ccid", "add", "ccid", "mute"]
 
 
-def test_the_executor_uses_the_settings_policy_or_the_safe_default() -> None:
+def test_the_executor_uses_the_given_policy_or_the_safe_default() -> None:
     assert Executor(Client()).policy == DEFAULT_POLICY  # type: ignore[arg-type]  # no settings here
 
 
