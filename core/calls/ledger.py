@@ -32,6 +32,7 @@ from core.calls.state import (
     StateStore,
 )
 from core.flows.actions import Action
+from core.platform.observability import mask_id
 
 log = logging.getLogger("core.calls.ledger")
 # An invitation refused for good when asked for (the dialing policy, or the service's 4xx) brings no failure event
@@ -171,7 +172,7 @@ class CallLedger:
             if not is_permanent(exc):
                 raise
             error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-            log.warning("%s refused for good, skipped: %s", action.kind, error)
+            log.warning("%s refused for good, skipped: %s", action.kind, mask_id(error))
             return {}, error
 
     def _refused_invitation(self, call_ref: str, cause: CallEvent, action: Action, error: str) -> CallState | None:
