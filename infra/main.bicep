@@ -21,8 +21,9 @@ param acsDataLocation string = 'United States'
 @description('true (the default): only Microsoft Entra ID can call ACS, access keys are refused. The app never uses keys in Azure.')
 param acsDisableLocalAuth bool = true
 
-@description('CALLBACK_SECRET: base64 of 32+ random bytes, set once in the azd environment (the preprovision hook makes it when unset) and kept across deployments (see infra/README.md, Callback secret).')
+@description('CALLBACK_SECRET: base64 of 32+ random bytes, set once in the azd environment (the preprovision hook makes it when unset) and kept across deployments (see infra/README.md, Callback secret). 44 characters at least (32 bytes in base64): an empty or short value fails validation before anything is deployed.')
 @secure()
+@minLength(44)
 param callbackSecret string
 
 @description('CALLBACK_SECRET_PREVIOUS: during a rotation, the key being rotated out (callback URLs signed with it stay valid); empty otherwise (see infra/README.md, Rotating the callback secret).')

@@ -14,8 +14,9 @@ param location string
 @description('Tags for the resources.')
 param tags object
 
-@description('Value of the callback secret: base64 of 32 or more random bytes.')
+@description('Value of the callback secret: base64 of 32 or more random bytes (44 characters or more).')
 @secure()
+@minLength(44)
 param callbackSecret string
 
 @description('The key being rotated out (CALLBACK_SECRET_PREVIOUS): callback URLs signed with it stay valid. Empty (the default): no rotation in progress, and no such secret is written.')

@@ -516,3 +516,27 @@ def resource_of(ctx: Context, expr: Any) -> tuple[Context, Decl, tuple[str, ...]
     if not isinstance(root, Ref) or root.name not in ctx.template.resources:
         raise Unknown(ctx, expr)
     return ctx, ctx.template.resources[root.name], props
+
+
+def param_errors(decl: Decl, value: Any) -> list[str]:
+    """What ARM's parameter validation says of a value for a parameter (before deploying anything):
+    its type and its @allowed, @minLength/@maxLength and @minValue/@maxValue decorators."""
+    assert decl.kind == "param"
+    kinds = {"string": str, "int": int, "bool": bool, "object": dict, "array": list}
+    expected = kinds.get(decl.type)
+    if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+        return [f"{decl.name}: {value!r} is not of type {decl.type}"]
+    errors: list[str] = []
+    if "allowed" in decl.decorators:
+        [allowed] = decl.decorators["allowed"]
+        if value not in allowed:
+            errors.append(f"{decl.name}: {value!r} is not one of the allowed values")
+    if "minLength" in decl.decorators and len(value) < decl.decorators["minLength"][0]:
+        errors.append(f"{decl.name}: shorter than {decl.decorators['minLength'][0]}")
+    if "maxLength" in decl.decorators and len(value) > decl.decorators["maxLength"][0]:
+        errors.append(f"{decl.name}: longer than {decl.decorators['maxLength'][0]}")
+    if "minValue" in decl.decorators and value < decl.decorators["minValue"][0]:
+        errors.append(f"{decl.name}: less than {decl.decorators['minValue'][0]}")
+    if "maxValue" in decl.decorators and value > decl.decorators["maxValue"][0]:
+        errors.append(f"{decl.name}: more than {decl.decorators['maxValue'][0]}")
+    return errors

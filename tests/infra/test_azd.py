@@ -60,6 +60,35 @@ def test_hook_reads_only_outputs_of_main_or_documented_options():
         assert option in readme, f"infra/README.md does not document {option}"
 
 
+def test_azd_is_new_enough_to_leave_an_unset_value_out():
+    """azd 1.14 and older pass `${CALLBACK_SECRET}` as an empty string when the environment has no
+    such value; azure.yaml refuses those versions."""
+    constraint = AZURE_YAML["requiredVersions"]["azd"]
+    found = re.fullmatch(r">=\s*(\d+)\.(\d+)\.(\d+)", constraint)
+    assert found, f"requiredVersions.azd: {constraint!r} is not a lower bound"
+    assert tuple(map(int, found.groups())) >= (1, 15, 0)
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme.split("\n## Deploy", 1)[1].split("\n## ", 1)[0]
+    assert "1.15.0" in deploy, "the README's Deploy section names the minimum azd version"
+
+
+def test_an_empty_or_short_callback_secret_fails_validation():
+    """Whatever passes an empty CALLBACK_SECRET (an old azd, a hand-run deployment), ARM refuses it
+    before deploying anything, instead of an app that cannot start. The minimum refuses no key the
+    app accepts: its shortest, 32 bytes, is 44 base64 characters."""
+    shortest = base64.b64encode(bytes(32)).decode()
+    assert len(shortest) == 44
+    keyvault = bicep.template("modules/keyvault.bicep")
+    for template in (MAIN, keyvault):
+        decl = template.params["callbackSecret"]
+        assert "secure" in decl.decorators and not decl.has_default
+        assert decl.decorators["minLength"] == (44,), template.rel
+        assert bicep.param_errors(decl, ""), f"{template.rel}: an empty secret passes validation"
+        assert bicep.param_errors(decl, shortest[:-1])
+        assert not bicep.param_errors(decl, shortest)
+        assert not bicep.param_errors(decl, base64.b64encode(bytes(48)).decode()), "what the hook makes"
+
+
 def test_main_parameters_match_main_bicep():
     assert set(PARAMETERS) <= set(MAIN.params), sorted(set(PARAMETERS) - set(MAIN.params))
     required = {n for n, d in MAIN.params.items() if not d.has_default}
