@@ -1,7 +1,6 @@
-"""`azd up` wiring: azure.yaml, main.parameters.json, the preprovision hook that makes
-CALLBACK_SECRET once, the postdeploy hook that deploys the Event Grid subscriptions after the code,
-the package's .funcignore, the workflow for users with internet, and `make test` running the infra
-checks."""
+"""`azd up` wiring: azure.yaml (and the azd version it needs), main.parameters.json, the
+preprovision hook that makes CALLBACK_SECRET once, the package's .funcignore, the workflow for users
+with internet, and `make test` running the infra checks. The postdeploy hook: test_postdeploy.py."""
 
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ from tests.infra import bicep
 
 ROOT = bicep.ROOT
 MAIN = bicep.template("main.bicep")
-EG = bicep.template("eventgrid.bicep")
 AZURE_YAML = yaml.safe_load((ROOT / "azure.yaml").read_text())
 PARAMETERS = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
 
@@ -31,33 +29,6 @@ def test_azure_yaml_provisions_main_and_deploys_the_function_app():
     [(name, service)] = AZURE_YAML["services"].items()
     assert service == {"project": ".", "language": "python", "host": "function"}
     assert name == "api"  # the azd-service-name tag on the site (test_resources)
-
-
-def test_postdeploy_hook_runs_the_event_grid_deployment():
-    hook = AZURE_YAML["hooks"]["postdeploy"]
-    for platform, script in (("posix", "infra/hooks/postdeploy.sh"), ("windows", "infra/hooks/postdeploy.ps1")):
-        assert hook[platform]["run"] == f"./{script}"
-        assert hook[platform]["continueOnError"] is False
-        text = (ROOT / script).read_text()
-        assert "--template-file infra/eventgrid.bicep" in text
-        for param in EG.params:
-            if not EG.params[param].has_default or param in (
-                "incomingCallNumbers",
-                "deployCallRecordsSubscription",
-                "deadLetterContainerName",
-            ):
-                assert re.search(rf"\b{param}\b", text), f"{script} does not pass {param}"
-    assert os.access(ROOT / "infra/hooks/postdeploy.sh", os.X_OK)
-
-
-def test_hook_reads_only_outputs_of_main_or_documented_options():
-    text = (ROOT / "infra/hooks/postdeploy.sh").read_text()
-    used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", text))
-    options = {"INCOMING_CALL_NUMBERS", "DEPLOY_CALL_RECORDS_SUBSCRIPTION"}
-    assert used - options <= set(MAIN.outputs), sorted(used - options - set(MAIN.outputs))
-    readme = (ROOT / "infra" / "README.md").read_text()
-    for option in options:
-        assert option in readme, f"infra/README.md does not document {option}"
 
 
 def test_azd_is_new_enough_to_leave_an_unset_value_out():
@@ -110,73 +81,6 @@ def test_main_parameters_match_main_bicep():
 def test_every_main_output_is_a_plain_name_or_endpoint():
     for name in MAIN.outputs:
         assert re.fullmatch(r"[A-Z][A-Z0-9_]+", name), f"azd env names are UPPER_CASE: {name}"
-
-
-@pytest.fixture
-def fake_az(tmp_path: Path) -> Path:
-    log = tmp_path / "az.log"
-    script = tmp_path / "bin" / "az"
-    script.parent.mkdir()
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexit 0\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return tmp_path
-
-
-def run_hook(fake_az: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": f"{fake_az / 'bin'}:{os.environ['PATH']}",
-        "AZURE_RESOURCE_GROUP": "rg-test",
-        "AZURE_FUNCTION_APP_NAME": "func-test",
-        "AZURE_STORAGE_ACCOUNT_NAME": "sttest",
-        "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt-test",
-        "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletter",
-        **extra,
-    }
-    return subprocess.run(
-        ["sh", str(ROOT / "infra/hooks/postdeploy.sh")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
-def test_hook_waits_for_the_functions_then_deploys_the_subscriptions(fake_az: Path):
-    result = run_hook(fake_az)
-    assert result.returncode == 0, result.stderr
-    calls = (fake_az / "az.log").read_text().splitlines()
-    shown = [c for c in calls if c.startswith("functionapp function show")]
-    assert [re.search(r"--function-name (\S+)", c).group(1) for c in shown] == [
-        "incoming_call",
-        "recording_file_status",
-        "call_records",
-    ]
-    [deploy] = [c for c in calls if c.startswith("deployment group create")]
-    assert "--resource-group rg-test" in deploy and "--template-file infra/eventgrid.bicep" in deploy
-    for expected in (
-        "systemTopicName=evgt-test",
-        "functionAppName=func-test",
-        "storageAccountName=sttest",
-        "deadLetterContainerName=eventgrid-deadletter",
-        "incomingCallNumbers=[]",
-        "deployCallRecordsSubscription=true",
-    ):
-        assert expected in deploy
-    assert calls.index(deploy) > calls.index(shown[-1]), "subscriptions only once the functions exist"
-
-
-@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
-def test_hook_passes_the_number_filter_and_the_call_records_switch(fake_az: Path):
-    result = run_hook(fake_az, INCOMING_CALL_NUMBERS='["+14255550100"]', DEPLOY_CALL_RECORDS_SUBSCRIPTION="false")
-    assert result.returncode == 0, result.stderr
-    calls = (fake_az / "az.log").read_text().splitlines()
-    assert not any("--function-name call_records" in c for c in calls)
-    [deploy] = [c for c in calls if c.startswith("deployment group create")]
-    assert 'incomingCallNumbers=["+14255550100"]' in deploy and "deployCallRecordsSubscription=false" in deploy
-
-
-@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
-def test_hook_refuses_to_run_outside_azd(fake_az: Path):
-    result = run_hook(fake_az, AZURE_FUNCTION_APP_NAME="")
-    assert result.returncode != 0 and "AZURE_FUNCTION_APP_NAME" in result.stderr
-    assert not (fake_az / "az.log").exists()
 
 
 def test_funcignore_keeps_the_app_and_drops_the_tools():
