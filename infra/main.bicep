@@ -86,7 +86,7 @@ param recordingsCoolAfterDays int = 30
 @minValue(0)
 param recordingsDeleteAfterDays int = 365
 
-@description('Redundancy of both storage accounts (host and app data). Geo-redundant by default: the app-data account holds the QA recordings.')
+@description('Redundancy of both storage accounts (host and app data). Geo-redundant by default: the app-data account holds the QA recordings. With zoneRedundant: Standard_ZRS, Standard_GZRS or Standard_RAGZRS.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -106,7 +106,7 @@ param maximumInstanceCount int = 40
 @minValue(0)
 param alwaysReadyInstances int = 0
 
-@description('Spread the Function App across availability zones (regions where Flex Consumption offers it).')
+@description('Spread the Function App across availability zones (regions where Flex Consumption offers it). Not free while idle: the platform then keeps at least 2 always-ready instances in each of the app\'s scale groups (4 groups: 8 instances), billed continuously. Needs a zone-redundant storageSkuName. See infra/README.md, Cost notes.')
 param zoneRedundant bool = false
 
 @description('Send Functions host telemetry with Microsoft Entra ID (APPLICATIONINSIGHTS_AUTHENTICATION_STRING).')
@@ -123,6 +123,18 @@ param keyVaultPurgeProtection bool = true
 var tags = {
   'azd-env-name': environmentName
 }
+
+// A zone-redundant Flex Consumption app needs zone-redundant storage: the host's storage (package,
+// AzureWebJobsStorage) in one zone would take the app down with that zone. With zoneRedundant,
+// storageSkuName must be a key of this table: any other SKU fails the deployment at validation,
+// before anything is created ("property 'Standard_GRS' doesn't exist, available properties are ...").
+var zoneRedundantStorageSkus = {
+  Standard_ZRS: 'Standard_ZRS'
+  Standard_GZRS: 'Standard_GZRS'
+  Standard_RAGZRS: 'Standard_RAGZRS'
+}
+var storageSku = zoneRedundant ? zoneRedundantStorageSkus[storageSkuName] : storageSkuName
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var rotatingCallbackSecret = !empty(callbackSecretPrevious)
 
@@ -184,7 +196,7 @@ module hostStorage 'modules/hoststorage.bicep' = {
     name: 'sthost${resourceToken}'
     location: location
     tags: tags
-    redundancy: storageSkuName
+    redundancy: storageSku
     deploymentContainerName: deploymentContainerName
   }
 }
@@ -197,7 +209,7 @@ module storage 'modules/storage.bicep' = {
     name: 'st${resourceToken}'
     location: location
     tags: tags
-    redundancy: storageSkuName
+    redundancy: storageSku
     recordingsContainerName: recordingsContainerName
     deadLetterContainerName: deadLetterContainerName
     stateTableName: stateTableName

@@ -368,6 +368,10 @@ def template(rel: str) -> Template:
 # ---- following values across templates ------------------------------------------------------------
 
 
+class Invalid(Exception):
+    """The deployment would fail on this expression (a property or index that does not exist)."""
+
+
 class Unknown(Exception):
     """The expression has no value at deployment-planning time (a runtime property, a newGuid())."""
 
@@ -451,6 +455,16 @@ def evaluate(ctx: Context, expr: Any) -> Any:
         return "".join(p if isinstance(p, str) else str(evaluate(ctx, p)) for p in expr.parts)
     if isinstance(expr, Cond):
         return evaluate(ctx, expr.yes) if evaluate(ctx, expr.test) else evaluate(ctx, expr.no)
+    if isinstance(expr, Index):
+        container, key = evaluate(ctx, expr.obj), evaluate(ctx, expr.index)
+        if isinstance(container, dict) and isinstance(key, str):
+            if key not in container:
+                raise Invalid(f"{ctx.template.rel}: {src(expr)}: property {key!r} doesn't exist")
+            return container[key]
+        if isinstance(container, list) and isinstance(key, int) and not isinstance(key, bool):
+            if not 0 <= key < len(container):
+                raise Invalid(f"{ctx.template.rel}: {src(expr)}: index {key} is out of range")
+            return container[key]
     if isinstance(expr, Op):
         values = [evaluate(ctx, o) for o in expr.operands]
         ops = {
@@ -477,6 +491,13 @@ def evaluate(ctx: Context, expr: Any) -> Any:
         if expr.name in functions:
             return functions[expr.name](*(evaluate(ctx, a) for a in expr.args))
     raise Unknown(ctx, expr)
+
+
+def with_params(template: Template, **values: Any) -> Context:
+    """The template deployed with these parameter values (the others keep their defaults)."""
+    unknown = set(values) - set(template.params)
+    assert not unknown, f"{template.rel} has no parameters {sorted(unknown)}"
+    return Context(template, tuple(values.items()), Context(template))
 
 
 def object_entries(ctx: Context, expr: Any) -> dict[str, list[tuple[Context, Any, bool]]]:

@@ -150,12 +150,71 @@ def test_site_is_tagged_for_azd_and_azure_yaml_names_that_service():
     assert azure_yaml["services"]["api"]["host"] == "function"
 
 
+def scale_groups() -> set[str]:
+    """The app's Flex Consumption scale groups: every HTTP trigger in `http`, Event Grid-based blob
+    triggers in `blob`, Durable Functions in `durable`, every other function alone (`function:<name>`)."""
+    groups = set()
+    for name, function in bicep.app_functions().items():
+        trigger = function.get_trigger()
+        if trigger.type == "httpTrigger":
+            groups.add("http")
+        elif trigger.type == "blobTrigger" and getattr(trigger, "source", None) == "EventGrid":
+            groups.add("blob")
+        elif trigger.type in ("orchestrationTrigger", "activityTrigger", "entityTrigger"):
+            groups.add("durable")
+        else:
+            groups.add(f"function:{name}")
+    return groups
+
+
 def test_always_ready_names_the_real_function_groups():
     always_ready = ev(FA, bicep.Ref("alwaysReady"))
     assert always_ready == [], "no always-ready instances by default (billed while idle)"
     expr = FA.template.variables["alwaysReady"].value
     names = {item["name"] for item in expr.yes}
     assert names == {"http", "function:incoming_call"}
+    assert names <= scale_groups()
+
+
+ZONE_REDUNDANT_SKUS = {"Standard_ZRS", "Standard_GZRS", "Standard_RAGZRS"}
+
+
+def test_zone_redundancy_requires_zone_redundant_storage():
+    """zoneRedundant=true with LRS or GRS storage fails the deployment at validation: a zone-redundant
+    app whose host storage one zone can take down is not zone-redundant."""
+    [allowed] = MAIN.params["storageSkuName"].decorators["allowed"]
+    assert ZONE_REDUNDANT_SKUS < set(allowed)
+    for sku in allowed:
+        off = bicep.with_params(MAIN, zoneRedundant=False, storageSkuName=sku)
+        assert ev(off, bicep.Ref("storageSku")) == sku
+        on = bicep.with_params(MAIN, zoneRedundant=True, storageSkuName=sku)
+        if sku in ZONE_REDUNDANT_SKUS:
+            assert ev(on, bicep.Ref("storageSku")) == sku
+        else:
+            with pytest.raises(bicep.Invalid, match=sku):
+                ev(on, bicep.Ref("storageSku"))
+    # Both accounts take that checked SKU; the plan takes the parameter.
+    for name in ("hostStorage", "storage"):
+        assert MAIN.modules[name].body["params"]["redundancy"] == bicep.Ref("storageSku"), name
+    assert MAIN.modules["functionApp"].body["params"]["zoneRedundant"] == bicep.Ref("zoneRedundant")
+    assert PLAN.body["properties"]["zoneRedundant"] == bicep.Ref("zoneRedundant")
+    assert ev(ROOT_CTX, bicep.Ref("zoneRedundant")) is False, "off by default: it is billed while idle"
+
+
+def test_the_docs_say_what_zone_redundancy_costs():
+    """With zone redundancy the platform keeps at least two always-ready instances in every scale
+    group, billed while idle: the docs name the groups and the count."""
+    groups = scale_groups()
+    assert groups == {"http", "function:incoming_call", "function:recording_file_status", "function:call_records"}
+    words = {4: "four", 8: "eight"}
+    infra_readme = (bicep.ROOT / "infra" / "README.md").read_text()
+    costs = infra_readme.split("## Cost notes", 1)[1].split("\n## ", 1)[0]
+    for group in groups:
+        assert f"`{group}`" in costs, f"infra/README.md Cost notes do not name the scale group {group}"
+    assert f"{words[len(groups)]} scale groups" in costs and f"{2 * len(groups)} instances" in costs
+    readme = (bicep.ROOT / "README.md").read_text()
+    deploy = readme.split("\n## Deploy", 1)[1].split("\n## ", 1)[0]
+    assert "zoneRedundant" in deploy and f"{2 * len(groups)} always-ready instances" in deploy
 
 
 # ---- storage -----------------------------------------------------------------------------------------
