@@ -8,8 +8,47 @@ targetScope = 'subscription'
 @maxLength(64)
 param environmentName string
 
-@description('Region of the resource group and regional resources. Pick one that offers the Flex Consumption plan.')
+@description('Region of the resource group and regional resources: one that offers the Flex Consumption plan (the list of the official Flex Consumption azd quickstart, see infra/README.md). azd offers only these.')
 @minLength(1)
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'eastus2euap'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
 param location string
 
 @description('Region of Azure AI services (TTS and speech recognition); defaults to location.')

@@ -60,6 +60,35 @@ def test_an_empty_or_short_callback_secret_fails_validation():
         assert not bicep.param_errors(decl, base64.b64encode(bytes(48)).decode()), "what the hook makes"
 
 
+# The regions of the official Flex Consumption azd quickstart (Azure-Samples/functions-quickstart-python-http-azd,
+# infra/main.bicep, commit 7ed4638bc03858a3b2657f0dbbdd1db0af103ebb). Refresh: copy its @allowed list, or
+# compare with `az functionapp list-flexconsumption-locations`.
+FLEX_CONSUMPTION_REGIONS = {
+    "australiaeast", "australiasoutheast", "brazilsouth", "canadacentral", "centralindia", "centralus",
+    "eastasia", "eastus", "eastus2", "eastus2euap", "francecentral", "germanywestcentral", "italynorth",
+    "japaneast", "koreacentral", "northcentralus", "northeurope", "norwayeast", "southafricanorth",
+    "southcentralus", "southeastasia", "southindia", "spaincentral", "swedencentral", "uaenorth", "uksouth",
+    "ukwest", "westcentralus", "westeurope", "westus", "westus2", "westus3",
+}
+
+
+def test_location_is_a_flex_consumption_region_and_azd_offers_only_those():
+    decl = MAIN.params["location"]
+    assert decl.decorators["metadata"] == ({"azd": {"type": "location"}},), "azd's region prompt"
+    [allowed] = decl.decorators["allowed"]
+    assert set(allowed) == FLEX_CONSUMPTION_REGIONS and sorted(allowed) == allowed == sorted(set(allowed))
+    assert bicep.param_errors(decl, "japanwest"), "a region without Flex Consumption fails at validation"
+    assert not bicep.param_errors(decl, "swedencentral")
+    # The regions the docs and the workflow's what-if use are among them.
+    readme = (ROOT / "infra" / "README.md").read_text()
+    for region in re.findall(r"azd env set AZURE_LOCATION (\S+)", readme):
+        assert region in allowed, region
+    workflow = (ROOT / ".github/workflows/infra.yml").read_text()
+    for region in re.findall(r"AZURE_LOCATION \|\| '([a-z0-9]+)'", workflow):
+        assert region in allowed, region
+    assert "functions-quickstart-python-http-azd" in readme, "infra/README.md names the list's source"
+
+
 def test_main_parameters_match_main_bicep():
     assert set(PARAMETERS) <= set(MAIN.params), sorted(set(PARAMETERS) - set(MAIN.params))
     required = {n for n, d in MAIN.params.items() if not d.has_default}
