@@ -3,7 +3,8 @@
 //                           secrets (Key Vault references), optional Entra telemetry
 //   the app identity     -> the QA container and the four tables of the app-data account (never the
 //                           account), ACS (Call Automation)
-//   the ACS identity     -> Azure AI services; the QA container with bring your own storage
+//   the ACS identity     -> Azure AI services; with bring your own storage, the app-data account
+//                           (the scope Microsoft's guide names; it holds no package)
 //   the Event Grid topic -> the dead-letter container
 // The app's code runs with the app identity (AZURE_CLIENT_ID): it has no role on the host storage
 // account, so no blob name, URL or event it handles can reach the deployment package.
@@ -254,10 +255,14 @@ resource acsCognitiveServicesUser 'Microsoft.Authorization/roleAssignments@2022-
   }
 }
 
-// Bring your own storage (RECORDING_STORAGE=byos): ACS writes recordings into the QA container with its identity.
+// Bring your own storage (RECORDING_STORAGE=byos): ACS writes recordings into the QA container with its
+// identity. Scoped to the app-data storage account, as Microsoft's guide does ("Call recording: Bring
+// your own Azure storage", learn.microsoft.com/azure/communication-services/quickstarts/call-automation/
+// call-recording/bring-your-own-storage: scope Storage, resource: your storage account): a container
+// scope is untested with ACS. The account holds the app's data only (no package: hoststorage.bicep).
 resource acsRecordingWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (recordingStorage == 'byos') {
-  name: guid(recordingsContainer.id, acsPrincipalId, roles.storageBlobDataContributor)
-  scope: recordingsContainer
+  name: guid(storage.id, acsPrincipalId, roles.storageBlobDataContributor)
+  scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: acsPrincipalId

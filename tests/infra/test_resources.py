@@ -475,8 +475,8 @@ def test_every_data_plane_access_has_its_role():
         ("app", "Contributor", "Microsoft.Communication/communicationServices", False),  # Call Automation
         ("Microsoft.Communication/communicationServices", "Cognitive Services User",
          "Microsoft.CognitiveServices/accounts", False),  # TTS, STT
-        # RECORDING_STORAGE=byos: ACS writes recordings into the QA container
-        ("Microsoft.Communication/communicationServices", "Storage Blob Data Contributor", CONTAINERS, True),
+        # RECORDING_STORAGE=byos: ACS writes recordings into the QA container (account scope: the guide's)
+        ("Microsoft.Communication/communicationServices", "Storage Blob Data Contributor", ACCOUNT, True),
         ("Microsoft.EventGrid/systemTopics", "Storage Blob Data Contributor", CONTAINERS, False),  # dead-letters
     }
     assert len(ROLE_ASSIGNMENTS) == 13
@@ -546,8 +546,11 @@ def test_only_the_host_identity_has_a_role_on_the_host_account():
     assert not [a for a in ROLE_ASSIGNMENTS if a["who"] == "host" and on_account(a, DATA_ACCOUNT_NAME)]
 
 
-def test_nothing_has_a_role_on_the_whole_data_account():
-    assert not [a for a in ROLE_ASSIGNMENTS if a["chain"] == [(ACCOUNT, DATA_ACCOUNT_NAME)]]
+def test_nothing_has_a_role_on_the_whole_data_account_but_acs_with_bring_your_own_storage():
+    on_account = [a for a in ROLE_ASSIGNMENTS if a["chain"] == [(ACCOUNT, DATA_ACCOUNT_NAME)]]
+    assert [(a["principal"], a["role"], a["conditional"]) for a in on_account] == [
+        (ACS_IDENTITY, "Storage Blob Data Contributor", True)
+    ]
 
 
 def test_dead_letter_role_is_scoped_to_the_dead_letter_container():
@@ -565,14 +568,22 @@ def test_dead_letter_role_is_scoped_to_the_dead_letter_container():
     )[1]
 
 
-def test_acs_byos_role_is_scoped_to_the_qa_container_only():
-    [assignment] = [a for a in ROLE_ASSIGNMENTS if a["principal"] == ACS_IDENTITY and a["scope"] == CONTAINERS]
+def test_acs_byos_role_is_at_the_scope_microsofts_guide_names_and_only_with_byos():
+    """Bring your own storage: Microsoft's guide grants ACS's identity Storage Blob Data Contributor
+    on the storage account. A container scope is not proven to work with ACS, so the guide's scope is
+    used, on the app-data account (which holds no deployment package), and only in byos mode."""
+    [assignment] = [a for a in ROLE_ASSIGNMENTS if a["principal"] == ACS_IDENTITY and a["scope"] == ACCOUNT]
     assert assignment["conditional"] and assignment["role"] == "Storage Blob Data Contributor"
-    assert assignment["chain"][0] == (ACCOUNT, DATA_ACCOUNT_NAME)
-    assert assignment["chain"][-1] == (CONTAINERS, DEFAULTS["RECORDINGS_CONTAINER"])
+    assert assignment["chain"] == [(ACCOUNT, DATA_ACCOUNT_NAME)], "the app-data account, never the host's"
     decl = ROLES.template.resources[assignment["name"]]
     assert bicep.src(decl.condition) == "recordingStorage == 'byos'"
     assert ev(ROLES, decl.condition) is False, "copy mode by default: ACS has no storage role"
+    byos = bicep.with_params(MAIN, recordingStorage="byos").module("roles")
+    assert ev(byos, decl.condition) is True
+    # The QA container ACS writes to is in that account.
+    assert DEFAULTS["RECORDINGS_CONTAINER"] in container_names(ST)
+    readme = (bicep.ROOT / "infra" / "README.md").read_text()
+    assert "bring-your-own-storage" in readme, "infra/README.md names the guide the scope comes from"
 
 
 def test_secret_roles_are_scoped_to_one_secret_each():
