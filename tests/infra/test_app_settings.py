@@ -211,6 +211,16 @@ def test_storage_settings_are_identity_based_endpoints_of_the_right_account():
     assert account_of("AzureWebJobsStorage__blobServiceUri") == host
     for unused in ("AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri"):
         assert unused not in SETTINGS_IN_BICEP, f"{unused}: the host has no queue or table role"
+    # Nothing of the host's storage but the blob endpoint and the identity: no queue or table URI
+    # that no trigger uses (the app has no queue, Durable or table-based trigger).
+    host_storage = {name for name in SETTINGS_IN_BICEP if name.startswith("AzureWebJobsStorage")}
+    assert host_storage == {
+        "AzureWebJobsStorage__blobServiceUri",
+        "AzureWebJobsStorage__credential",
+        "AzureWebJobsStorage__clientId",
+    }
+    triggers = {f.get_trigger().type for f in bicep.app_functions().values()}
+    assert triggers <= {"httpTrigger", "eventGridTrigger"}, f"a trigger may need queues or tables: {triggers}"
     assert value("AzureWebJobsStorage__credential") == "managedidentity"
 
 

@@ -482,6 +482,42 @@ def test_every_data_plane_access_has_its_role():
     assert len(ROLE_ASSIGNMENTS) == 13
 
 
+# Built-in roles whose permissions include another's (the data actions of the second are a subset).
+INCLUDES = {
+    "Storage Blob Data Owner": {"Storage Blob Data Contributor", "Storage Blob Data Reader"},
+    "Storage Blob Data Contributor": {"Storage Blob Data Reader"},
+    "Storage Table Data Contributor": {"Storage Table Data Reader"},
+}
+
+
+def redundant(assignments: list[dict[str, object]]) -> list[str]:
+    """Assignments another assignment of the same principal already covers: the same or an including
+    role at the same or an enclosing scope."""
+    found = []
+    for a in assignments:
+        for b in assignments:
+            if a is b or a["who"] != b["who"] or a["principal"] != b["principal"]:
+                continue
+            encloses = a["chain"] == b["chain"][: len(a["chain"])]
+            covers = a["role"] == b["role"] or b["role"] in INCLUDES.get(a["role"], set())
+            if encloses and covers and (a["chain"], a["role"]) != (b["chain"], b["role"]):
+                found.append(f"{b['name']} ({b['role']}) is covered by {a['name']} ({a['role']})")
+    return found
+
+
+def test_no_role_assignment_is_covered_by_another():
+    """E.g. Storage Blob Data Contributor beside Storage Blob Data Owner on the host account: the
+    Owner already has every permission of the Contributor."""
+    assert redundant(ROLE_ASSIGNMENTS) == []
+    host_owner = next(a for a in ROLE_ASSIGNMENTS if a["who"] == "host" and a["role"] == "Storage Blob Data Owner")
+    extra = {**host_owner, "name": "hostBlobContributor", "role": "Storage Blob Data Contributor"}
+    assert redundant([host_owner, extra]) == [
+        "hostBlobContributor (Storage Blob Data Contributor) is covered by hostBlobOwner (Storage Blob Data Owner)"
+    ]
+    narrower = {**extra, "chain": [*host_owner["chain"], ("Microsoft.Storage/storageAccounts/blobServices", "default")]}
+    assert redundant([host_owner, narrower]), "a narrower scope under the Owner's is covered too"
+
+
 def test_the_app_and_host_identities_in_the_roles_are_the_sites():
     for assignment in ROLE_ASSIGNMENTS:
         if assignment["principal"] == APP:
