@@ -292,7 +292,12 @@ class Template:
 
     @property
     def rel(self) -> str:
-        return str(self.path.relative_to(ROOT))
+        """The path from the repository root (for a copy elsewhere: from its `infra` folder up)."""
+        if self.path.is_relative_to(ROOT):
+            return str(self.path.relative_to(ROOT))
+        parts = self.path.parts
+        start = len(parts) - 1 - parts[::-1].index("infra")
+        return "/".join(parts[start:])
 
 
 def _decorators(node: ts.Node) -> dict[str, tuple[Any, ...]]:
