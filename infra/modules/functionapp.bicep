@@ -1,4 +1,4 @@
-// The Function App on the Flex Consumption plan (FC1, Linux, Python 3.11) with its two
+// The Function App on the Flex Consumption plan (FC1, Linux, Python 3.13) with its two
 // user-assigned identities, and its app settings: exactly the settings the code reads
 // (core/platform/settings.py SETTINGS, checked by tests/infra/test_app_settings.py) plus the
 // platform's own (identity-based AzureWebJobsStorage, Application Insights, AZURE_CLIENT_ID).
@@ -263,7 +263,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.13'
       }
     }
   }

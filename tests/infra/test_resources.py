@@ -89,10 +89,21 @@ def test_plan_is_flex_consumption():
     assert SITE.body["properties"]["serverFarmId"] == bicep.Member(bicep.Ref(PLAN.name), "id", "")
 
 
-def test_runtime_is_python_3_11():
+def test_runtime_is_python_3_13():
+    """Flex Consumption takes the language and version from functionAppConfig.runtime (no
+    FUNCTIONS_WORKER_RUNTIME or linuxFxVersion), and builds the package remotely with that Python."""
     runtime = SITE.body["properties"]["functionAppConfig"]["runtime"]
-    assert runtime == {"name": "python", "version": "3.11"}
-    assert 'target-version = "py311"' in (bicep.ROOT / "pyproject.toml").read_text()
+    assert runtime == {"name": "python", "version": "3.13"}
+    assert "linuxFxVersion" not in SITE.body["properties"]["siteConfig"]
+    # The code may not target a newer Python than the one deployed (ruff's target-version).
+    target = re.search(r'^target-version = "py3(\d+)"', (bicep.ROOT / "pyproject.toml").read_text(), re.M)
+    assert target and int(target.group(1)) <= 13, "the code targets a newer Python than the runtime"
+    for text in (
+        (bicep.ROOT / "azure.yaml").read_text(),
+        (bicep.ROOT / "infra" / "README.md").read_text(),
+        (bicep.ROOT / "README.md").read_text().split("\n## Deploy", 1)[1].split("\n## ", 1)[0],
+    ):
+        assert "Python 3.13" in text and "Python 3.11" not in text
 
 
 def test_site_has_the_app_and_host_identities_only():
