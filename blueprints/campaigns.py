@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from blueprints._http import route_value
 from blueprints._json_api import answer
 from core.outbound import control
 from core.services import get_services
@@ -24,7 +25,7 @@ def start_campaign(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_campaign")
 @bp.route(route="campaigns/{campaign_id}", methods=["GET"], auth_level=KEY)
 def get_campaign(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(200, lambda: campaigns.get_campaign(req.route_params["campaign_id"], get_services()))
+    return answer(200, lambda: campaigns.get_campaign(route_value(req, "campaign_id"), get_services()))
 
 
 @bp.function_name("create_masking_session")

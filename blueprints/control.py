@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from blueprints._http import route_value
 from blueprints._json_api import answer, json_response
 from core.outbound import control
 from core.services import get_services
@@ -28,13 +29,13 @@ def connect_call(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_call")
 @bp.route(route="calls/{call_connection_id}", methods=["GET"], auth_level=KEY)
 def get_call(req: func.HttpRequest) -> func.HttpResponse:
-    return answer(200, lambda: ops.get_call(req.route_params["call_connection_id"], get_services()))
+    return answer(200, lambda: ops.get_call(route_value(req, "call_connection_id"), get_services()))
 
 
 @bp.function_name("participants")
 @bp.route(route="calls/{call_connection_id}/participants/{participant?}", methods=["GET"], auth_level=KEY)
 def participants(req: func.HttpRequest) -> func.HttpResponse:
-    call, who = req.route_params["call_connection_id"], req.route_params.get("participant")
+    call, who = route_value(req, "call_connection_id"), route_value(req, "participant")
     if who:
         return answer(200, lambda: ops.get_participant(call, who, get_services()))
     return answer(200, lambda: ops.list_participants(call, get_services()))
@@ -43,12 +44,8 @@ def participants(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("call_action")
 @bp.route(route="calls/{call_connection_id}/{action}", methods=["POST"], auth_level=KEY)
 def call_action(req: func.HttpRequest) -> func.HttpResponse:
-    params = req.route_params
-    return answer(
-        202,
-        lambda: ops.call_action(params["call_connection_id"], params["action"], req.get_body(), get_services()),
-        req,
-    )
+    call, action = route_value(req, "call_connection_id"), route_value(req, "action")
+    return answer(202, lambda: ops.call_action(call, action, req.get_body(), get_services()), req)
 
 
 @bp.function_name("openapi")

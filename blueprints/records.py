@@ -2,10 +2,10 @@
 (GET /api/records, GET /api/records/{server_call_id}; function-key auth)."""
 
 import logging
-from urllib.parse import unquote
 
 import azure.functions as func
 
+from blueprints._http import route_value
 from blueprints._json_api import answer
 from core.calls.events import EventFormatError, read_event
 from core.platform.observability import call_scope
@@ -47,4 +47,4 @@ def list_records(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="records/{server_call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_record(req: func.HttpRequest) -> func.HttpResponse:
     # A server call id holding "/" comes percent-encoded (%2F), which the Functions host leaves encoded.
-    return answer(200, lambda: records.get_record(unquote(req.route_params["server_call_id"]), get_services()))
+    return answer(200, lambda: records.get_record(route_value(req, "server_call_id"), get_services()))

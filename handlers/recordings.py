@@ -35,8 +35,9 @@ class RecordingReport:
 
 
 def server_call_id_of(subject: str) -> str:
-    """``/recording/call/{callId}/serverCallId/{serverCallId}`` -> the server call id."""
-    m = re.search(r"/serverCallId/([^/]+)", subject or "")
+    """``/recording/call/{callId}/serverCallId/{serverCallId}`` -> the server call id: the rest of the subject, since
+    a server call id is standard base64 and may itself hold ``/``."""
+    m = re.search(r"/serverCallId/(.+)$", subject or "")
     return m.group(1) if m else ""
 
 

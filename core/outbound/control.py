@@ -537,6 +537,7 @@ def openapi() -> dict[str, Any]:
             )
         if op.request is not None:
             entry["responses"]["413"] = {"description": "Body too large (its Content-Length is checked first)"}
+            entry["responses"]["411"] = {"description": "Chunked body, which the Functions host drops: send a length"}
             schema = op.request.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[op.request.__name__] = schema

@@ -21,7 +21,7 @@ MAX_DEPTH = 32  # ACS events nest 5 levels, the control API's bodies 4
 
 
 class JsonError(ValueError):
-    """A body that cannot be taken: ``status`` (400 or 413) and the reason."""
+    """A body that cannot be taken: ``status`` (400, 411 or 413) and the reason."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -41,9 +41,18 @@ def declared_length(headers: Mapping[str, str]) -> int | None:
     return int(value)
 
 
+CHUNKED_REFUSAL = (
+    "send the body with a Content-Length: the Functions host passes no body of a chunked request to the function"
+)
+
+
 def check_length(headers: Mapping[str, str], max_bytes: int) -> None:
-    """Refuse (413) a request whose declared size exceeds ``max_bytes``, before its body is looked at."""
+    """Refuse (413) a request whose declared size exceeds ``max_bytes``, before its body is looked at; and (411) a
+    chunked one, whose body the Functions host drops (it reads a body only when Content-Length > 0,
+    Azure/azure-functions-host#7930): better a clear refusal than a body that looks empty."""
     length = declared_length(headers)
+    if length is None and any(k.lower() == "transfer-encoding" and "chunked" in v.lower() for k, v in headers.items()):
+        raise JsonError(411, CHUNKED_REFUSAL)
     if length is not None and length > max_bytes:
         raise JsonError(413, f"body of {length} bytes exceeds {max_bytes}")
 

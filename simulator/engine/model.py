@@ -197,8 +197,16 @@ class Recording:
 
 
 def new_server_call_id() -> str:
-    raw = json.dumps({"Id": str(uuid.uuid4()), "Region": "sim"}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """As ACS's: standard base64 (so ``/`` and ``+`` occur) of a conversation URL with a query. Every id here holds
+    a ``/``, so every test meets what a real id sometimes holds: a client must send it as ``%2F`` in a path, and
+    storage keys and blob names built from it must cope."""
+    conversation = f"https://conv-sim-01.conv.skype.com/conv/{uuid.uuid4().hex}"
+    for pad in range(3):  # a "?" at a third byte encodes to "/" (its low six bits are all ones)
+        raw = f"{conversation}{'x' * pad}?i={uuid.uuid4().int % 100}&e=~".encode()
+        encoded = base64.b64encode(raw).decode()
+        if "/" in encoded:
+            return encoded.rstrip("=")
+    raise AssertionError("unreachable: one of three alignments puts the '?' at a third byte")
 
 
 def new_connection_id() -> str:

@@ -14,6 +14,7 @@ import time
 import urllib.parse
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from azure.core.pipeline.transport import RequestsTransport
@@ -58,7 +59,7 @@ def deliveries(stack, server_call_id: str) -> list[dict[str, Any]]:
 
 
 def record_of(stack, server_call_id: str) -> dict[str, Any]:
-    status, body = stack.app.call_api("GET", f"records/{server_call_id}")
+    status, body = stack.app.call_api("GET", f"records/{quote(server_call_id, safe='')}")
     assert status == 200, body
     return body
 
@@ -163,7 +164,7 @@ def test_call_ended_before_call_started_still_gives_a_correct_record(stack):
     deadline = time.monotonic() + 10
     early: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status, early = stack.app.call_api("GET", f"records/{scid}")
+        status, early = stack.app.call_api("GET", f"records/{quote(scid, safe='')}")
         if status == 200 and early["status"] == "ended":
             break
         time.sleep(0.05)

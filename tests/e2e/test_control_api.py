@@ -256,7 +256,8 @@ def test_reject_a_blocked_caller(stack):
 def told_about(stack: AppStack, server_call_id: str) -> None:
     """Until Event Grid has told the app about the call (its CallStarted is in the call's record): the app
     connects only to calls it placed, answered or was told about."""
-    until(lambda: stack.app.call_api("GET", f"records/{server_call_id}")[0] == 200, message="no CallStarted")
+    path = f"records/{quote(server_call_id, safe='')}"
+    until(lambda: stack.app.call_api("GET", path)[0] == 200, message="no CallStarted")
 
 
 def test_connect_to_an_ongoing_call(stack):

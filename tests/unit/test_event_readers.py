@@ -261,6 +261,16 @@ def test_a_declared_length_is_checked_before_the_body(value, status):
     check_length({}, MAX_BODY_BYTES)
 
 
+def test_a_chunked_body_is_refused_with_411_as_the_host_would_drop_it():
+    # The Functions host passes no body of a request without Content-Length (Azure/azure-functions-host#7930):
+    # a chunked callback or control API request is refused with the reason, not parsed as an empty body.
+    for headers in ({"Transfer-Encoding": "chunked"}, {"transfer-encoding": "gzip, Chunked"}):
+        with pytest.raises(JsonError) as caught:
+            check_length(headers, MAX_BODY_BYTES)
+        assert caught.value.status == 411 and "Content-Length" in caught.value.reason
+    check_length({"Transfer-Encoding": "chunked", "Content-Length": "10"}, MAX_BODY_BYTES)  # a length wins
+
+
 def test_the_callback_endpoint_refuses_a_declared_oversized_body_without_reading_it():
     """Worked before f82571e: the body was read (and measured) whatever the request declared."""
     read: list[bool] = []

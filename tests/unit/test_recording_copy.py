@@ -155,3 +155,13 @@ def test_uploader_surfaces_a_staging_failure():
         for _ in range(50):
             uploader.write(b"x" * 10)
         uploader.commit(metadata={}, tags={}, content_type="audio/wav")
+
+
+def test_the_server_call_id_is_the_rest_of_the_subject_slashes_included():
+    # ACS's server call ids are standard base64 and may hold "/": taking one segment cut them short, and the
+    # recording was filed under a truncated id (found once the simulator issued ids with "/").
+    from handlers.recordings import server_call_id_of
+
+    scid = "aHR0cHM6Ly9jb252LXNpbS0wMS5jb252LnNreXBlLmNvbS9jb252L2Jh/aT05MCZlPX4"
+    assert server_call_id_of(f"/recording/call/5f3c-corr/serverCallId/{scid}") == scid
+    assert server_call_id_of("/recording/call/5f3c-corr") == ""
