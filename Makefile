@@ -1,17 +1,22 @@
 # Everything a fresh machine needs: `make demo` runs a call, `make test` runs the tests.
-PYTHON ?= python3
+# The app runs on Python 3.13 (Azure Functions' 3.13 runtime, azure-functions-runtime from requirements.txt).
+PYTHON ?= $(shell sh tools/find_python.sh)
+# Tools beside the app that pin their own stack (checkov) keep the machine's python3.
+TOOL_PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-py313
 
 .PHONY: demo test test-fast lint setup clean
 
 setup: $(STAMP) node_modules/.bin/azurite
 
-$(STAMP): requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): requirements.txt requirements-dev.txt devhost/rpc/functions_rpc.proto
+	@test -n "$(PYTHON)" || { echo "no Python 3.13: see tools/find_python.sh"; exit 1; }
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m devhost.rpc.compile
 	touch $(STAMP)
 
 node_modules/.bin/azurite: package.json package-lock.json
@@ -43,7 +48,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 test: infra-check
 
 $(CHECKOV_STAMP): infra/checks/requirements-checkov.txt
-	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(TOOL_PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r infra/checks/requirements-checkov.txt
 	touch $(CHECKOV_STAMP)

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .host import DEFAULT_REQUEST_BODY_LIMIT, REQUEST_BODY_LIMIT_SETTING, Host, Keys, check_key
+from .rpc.worker import WorkerError
 
 # Each host key: (argument, environment variable or local.settings.json Values entry, what it opens).
 KEYS = (
@@ -97,9 +98,11 @@ def main() -> None:
         flush=True,
     )
     print(f"  request bodies up to {limit} bytes (Event Grid: {host.eventgrid_body_limit})", flush=True)
-    for line in host.describe():
-        print(line, flush=True)
-    web.run_app(host.web, host=args.host, port=args.port, print=None, access_log=None)
+    # At start-up the worker (azure-functions-runtime) indexes function_app.py; the functions are listed then.
+    try:
+        web.run_app(host.web, host=args.host, port=args.port, print=None, access_log=None)
+    except WorkerError as exc:  # the app failed to import or index: the worker's reason, as the host logs it
+        raise SystemExit(f"devhost: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 log = logging.getLogger("core.calls.events")
-R = TypeVar("R")
 
 # Limits of what is read (longer is read as absent, or refused where a handler needs it).
 MAX_EVENT_ID = 128  # ACS and Event Grid ids are GUIDs (36); a call's row keeps its latest 100 in the clear
@@ -72,7 +71,7 @@ class EventFormatError(ValueError):
     """A payload lacks something its handler needs, or has it in a shape no handler can use."""
 
 
-def read_event(reader: Callable[..., R], *args: Any) -> R:
+def read_event[R](reader: Callable[..., R], *args: Any) -> R:
     """Run a reader: whatever it raises is a format error (a reader does no I/O: a redelivery would fail the same
     way), so a trigger that acknowledges ``EventFormatError`` never has an event redelivered forever."""
     try:

@@ -15,13 +15,11 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from core.platform.transport import transport
 
 log = logging.getLogger("core.platform.tables")
-V = TypeVar("V")
-R = TypeVar("R")
 UNSAFE_KEY_CHARS = frozenset("/\\#?")
 
 
@@ -130,7 +128,7 @@ def jitter(low: float, high: float, start: int = 1) -> Callable[[int], float]:
     return lambda attempt: random.uniform(low, high) * (attempt + start)
 
 
-def mutate(
+def mutate[V, R](
     read: Callable[[], tuple[V, str | None]],
     change: Callable[[V], R],
     write: Callable[[V, str | None], Any],

@@ -219,16 +219,19 @@ def test_eventgrid_webhook_refuses_a_real_body_over_its_cap(host: Host) -> None:
     assert host.calls() == []
 
 
-# -- chunked bodies over the cap: refused as soon as the cap is passed --------------------------------------------
+# -- chunked bodies: never read for an HTTP trigger; refused past the cap on the Event Grid webhook -----------------
 
 
-def test_http_trigger_refuses_an_endless_chunked_body_once_past_the_cap(host: Host) -> None:
+def test_an_endless_chunked_body_cannot_hold_an_http_trigger(host: Host) -> None:
     """Worked before f82571e: a chunked body was read to its end before any check; one that never ends (no last
-    chunk) held the request open: no answer within 5 s."""
+    chunk) held the request open: no answer within 5 s. Now, as the Functions host, devhost reads no body of a
+    request without Content-Length (Azure/azure-functions-host#7930): the function runs at once with an empty one
+    (the app's own endpoints then refuse it with 411)."""
     request = post("/api/echo", chunked(LIMIT + 40_000, end=False), **{"Transfer-Encoding": "chunked"})
-    status, _, seconds = exchange(host, request)
-    assert status == 413 and seconds < PROMPT
-    assert host.calls() == []
+    status, body, seconds = exchange(host, request)
+    assert (status, json.loads(body)) == (200, {"size": 0}) and seconds < PROMPT
+    assert [c["size"] for c in host.calls()] == [0]
+    (host.app_dir / "calls.jsonl").unlink()
 
 
 def test_eventgrid_webhook_refuses_an_endless_chunked_body_once_past_its_cap(host: Host) -> None:
@@ -243,11 +246,12 @@ def test_eventgrid_webhook_refuses_an_endless_chunked_body_once_past_its_cap(hos
 def test_bodies_up_to_the_cap_still_reach_the_function(host: Host) -> None:
     status, body, _ = exchange(host, post("/api/echo", b" " * LIMIT))
     assert (status, json.loads(body)) == (200, {"size": LIMIT})
+    # A chunked body is not passed on (as by the Functions host): the function sees none.
     status, body, _ = exchange(host, post("/api/echo", chunked(LIMIT, end=True), **{"Transfer-Encoding": "chunked"}))
-    assert (status, json.loads(body)) == (200, {"size": LIMIT})
+    assert (status, json.loads(body)) == (200, {"size": 0})
     status, _, _ = exchange(host, post("/api/echo", b" " * (LIMIT + 1)))
     assert status == 413
-    assert [c["size"] for c in host.calls()] == [LIMIT, LIMIT]
+    assert [c["size"] for c in host.calls()] == [LIMIT, 0]
     (host.app_dir / "calls.jsonl").unlink()
 
 

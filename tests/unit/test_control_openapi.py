@@ -15,7 +15,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from core.outbound import control
-from devhost.host import HttpFunction, index
+from devhost.functions import HttpFunction
+from tests.unit.app_index import served as served_by_devhost
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -36,7 +37,7 @@ def doc() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def served() -> list[HttpFunction]:
     prefix = json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"]
-    return index(fresh_app(), prefix).http
+    return served_by_devhost(prefix).http
 
 
 def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from devhost.host import ALL_METHODS, index, route_pattern, route_precedence
+from devhost.functions import ALL_METHODS
+from devhost.routes import route_pattern, route_precedence
+from tests.unit.app_index import served as served_by_devhost
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTE_PREFIX = "api"
@@ -124,7 +126,7 @@ def test_function_json_bindings_carry_the_same_triggers() -> None:
 
 
 def test_devhost_serves_exactly_the_expected_functions() -> None:
-    served = index(fresh_app(), ROUTE_PREFIX)
+    served = served_by_devhost(ROUTE_PREFIX)
     assert served.other == []
     assert set(served.eventgrid) == {n for n, e in EXPECTED.items() if e[0] == "eventGridTrigger"}
     http = {f.name: (f.route, frozenset(f.methods), f.auth_level) for f in served.http}

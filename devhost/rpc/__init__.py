@@ -1,0 +1,1 @@
+"""The host-worker protocol (the subset devhost speaks), and the in-process worker that answers it."""
