@@ -1,6 +1,6 @@
 """Benchmark: cold start, from a fresh process to the first IncomingCall answered.
 
-    python -m bench.cold_start [--runs 7] [--compare DIR]
+    python -m bench.cold_start [--runs 7] [--compare DIR [--compare-python PYTHON]]
 
 Each run starts a fresh local Functions host (``python -m devhost``) on the app, with a fresh simulator
 (in this process) and one Azurite for the whole benchmark. As soon as the host accepts connections, Event
@@ -12,7 +12,8 @@ simulator logging the app's AnswerCall. Measured in the same run, in fresh inter
 - ``import function_app`` itself, as a Functions host loads it (settings and flows validated);
 - the same cold start with every SDK imported eagerly before the app is loaded (what an app that imports its
   SDKs at module level pays);
-- with ``--compare DIR``, the same cold start of another checkout of the app (e.g. before a change).
+- with ``--compare DIR``, the same cold start of another checkout of the app (e.g. before a change), its host run
+  by ``--compare-python`` (e.g. that checkout's own venv on another Python version; default: this interpreter).
 
 Runs are interleaved (variant by variant within a run) so drift affects every variant alike; medians shown,
 of wall-clock time and of the process's CPU time (user + system: steadier than wall time on a busy machine).
@@ -87,11 +88,11 @@ def _host_env(app_dir: Path, settings: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def import_function_app(app_dir: Path, settings: dict[str, str]) -> tuple[float, float]:
+def import_function_app(app_dir: Path, settings: dict[str, str], python: str = PY) -> tuple[float, float]:
     """Wall and CPU seconds ``import function_app`` takes in a fresh interpreter, loaded as under a Functions host."""
     code = ("import time; t, c = time.perf_counter(), time.process_time(); import function_app; "
             "print(time.perf_counter() - t, time.process_time() - c)")
-    out = subprocess.run([PY, "-c", code], check=True, env=_host_env(app_dir, settings), cwd=app_dir,
+    out = subprocess.run([python, "-c", code], check=True, env=_host_env(app_dir, settings), cwd=app_dir,
                          capture_output=True, text=True)
     wall, cpu = out.stdout.strip().splitlines()[-1].split()
     return float(wall), float(cpu)
@@ -109,9 +110,9 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, time
     raise SystemExit(f"the host did not listen within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
-    """One fresh host on ``app_dir``: seconds to listening, to IncomingCall answered, the first call's share, and
-    the host's CPU seconds until it answered."""
+def cold_start(app_dir: Path, storage: str, *, eager: bool, python: str = PY) -> dict[str, float]:
+    """One fresh host on ``app_dir`` (its own devhost, run by ``python``): seconds to listening, to IncomingCall
+    answered, the first call's share, and the host's CPU seconds until it answered."""
     from bench.ivr_load import cpu_seconds
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
@@ -126,9 +127,9 @@ def cold_start(app_dir: Path, storage: str, *, eager: bool) -> dict[str, float]:
         if eager:
             code = (f"{EAGER_IMPORT}\nimport runpy, sys\nsys.argv = ['devhost', *{host_args!r}]\n"
                     "runpy.run_module('devhost', run_name='__main__', alter_sys=True)")
-            cmd = [PY, "-c", code]
+            cmd = [python, "-c", code]
         else:
-            cmd = [PY, "-m", "devhost", *host_args]
+            cmd = [python, "-m", "devhost", *host_args]
         log = Path(tempfile.mkstemp(prefix="cold-start-", suffix=".log")[1])
         with open(log, "wb") as out:
             started = time.monotonic()
@@ -174,6 +175,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), measured alike")
+    p.add_argument("--compare-python", default=PY, help="interpreter for --compare's host (default: this one)")
     args = p.parse_args()
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -184,9 +186,10 @@ def main() -> int:
     from tools.apphost import app_settings
 
     print(machine(), flush=True)
-    apps = {"app": ROOT}
+    apps = {"app": (ROOT, PY)}
     if args.compare:
-        apps["compare"] = args.compare.resolve()
+        apps["compare"] = (args.compare.resolve(), args.compare_python)
+    pythons = {name: _version(python) for name, (_, python) in apps.items()}
     results: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
@@ -196,19 +199,19 @@ def main() -> int:
     try:
         with SimulatorThread(config=Config()) as sim:
             settings = app_settings(sim, storage.connection_string, 7071)
-        for app_dir in apps.values():  # warm the OS file cache (and create the tables)
-            cold_start(app_dir, storage.connection_string, eager=False)
+        for app_dir, python in apps.values():  # warm the OS file cache (and create the tables)
+            cold_start(app_dir, storage.connection_string, eager=False, python=python)
         for run in range(args.runs):
             print(f"run {run + 1}/{args.runs}...", flush=True)
             for key, cmd in (("floor", "import azure.functions"), ("eager_imports", EAGER_IMPORT)):
                 wall, cpu = _timed_process([PY, "-c", cmd])
                 add(f"{key}:answered", wall)
                 add(f"{key}:cpu", cpu)
-            for name, app_dir in apps.items():
-                wall, cpu = import_function_app(app_dir, settings)
+            for name, (app_dir, python) in apps.items():
+                wall, cpu = import_function_app(app_dir, settings, python)
                 add(f"{name}:import", wall)
                 add(f"{name}:import_cpu", cpu)
-                for key, value in cold_start(app_dir, storage.connection_string, eager=False).items():
+                for key, value in cold_start(app_dir, storage.connection_string, eager=False, python=python).items():
                     add(f"{name}:{key}", value)
             for key, value in cold_start(ROOT, storage.connection_string, eager=True).items():
                 add(f"eager:{key}", value)
@@ -223,9 +226,9 @@ def main() -> int:
     for label, key in (('python -c "import azure.functions" (the floor; to its exit)', "floor"),
                        ('python -c "import <every SDK>" (to its exit)', "eager_imports")):
         print(f"{label:<60} {'':>9} {ms(key + ':answered'):>9} {'':>9} {ms(key + ':cpu'):>6}")
-    rows = [("app: fresh host to IncomingCall answered", "app")]
+    rows = [(f"app (Python {pythons['app']}): fresh host to IncomingCall answered", "app")]
     if args.compare:
-        rows.append((f"{args.compare}: the same", "compare"))
+        rows.append((f"{args.compare} (Python {pythons['compare']}): the same", "compare"))
     rows.append(("app, every SDK imported eagerly before it loads", "eager"))
     for label, key in rows:
         print(f"{label:<60} {ms(key + ':listening'):>9} {ms(key + ':answered'):>9} {ms(key + ':first_call'):>9} "
@@ -234,7 +237,17 @@ def main() -> int:
     print(f"{'  app':<60} {ms('app:import'):>9} {'':>9} {'':>9} {ms('app:import_cpu'):>6}")
     if args.compare:
         print(f"{'  ' + str(args.compare):<60} {ms('compare:import'):>9} {'':>9} {'':>9} {ms('compare:import_cpu'):>6}")
+        for key in ("answered", "cpu"):
+            if f"compare:{key}" in results:
+                ratio = statistics.median(results[f"app:{key}"]) / statistics.median(results[f"compare:{key}"])
+                print(f"ratio app / compare, {key}: {ratio:.2f}")
     return 0
+
+
+def _version(python: str) -> str:
+    out = subprocess.run([python, "-c", "import platform; print(platform.python_version())"], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip()
 
 
 if __name__ == "__main__":
