@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -140,6 +141,37 @@ def test_devhost_serves_exactly_the_expected_functions() -> None:
         # ... and no other HTTP function claims that path for that method.
         others = [f.name for f in served.http if f is not function and method in f.methods and f.pattern.match(path)]
         assert others == []
+
+
+RUNTIME_INDEX = """
+import asyncio, json, sys
+from pathlib import Path
+from devhost.functions import entries_from_metadata
+from devhost.rpc.worker import InProcessWorker
+
+worker = InProcessWorker(Path(sys.argv[1]))
+metadata = asyncio.run(worker.start())
+print(json.dumps([[e.name, list(e.bindings)] for e in entries_from_metadata(metadata)]))
+"""
+
+
+def test_azure_functions_runtime_indexes_function_app_as_the_sdk_describes_it() -> None:
+    # The index devhost serves comes from Microsoft's runtime (worker init + functions metadata): the same
+    # functions and bindings as the SDK's raw bindings above, on the app as it starts under a host.
+    from tests.unit.app_index import entries, fresh_app
+    from tests.unit.test_lazy_imports import host_settings
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DEVHOST_")}, **host_settings()}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", RUNTIME_INDEX, str(ROOT)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    from_runtime = {name: bindings for name, bindings in json.loads(out.stdout.strip().splitlines()[-1])}
+    from_sdk = {e.name: list(e.bindings) for e in entries(fresh_app())}
+    assert from_runtime == from_sdk
+    assert set(from_runtime) == set(EXPECTED)
 
 
 # -- function_app.py holds the FunctionApp and its blueprints, nothing else -------------------------
