@@ -5,6 +5,7 @@ with internet, and `make test` running the infra checks. The postdeploy hook: te
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import os
 import re
@@ -122,6 +123,32 @@ def test_funcignore_keeps_the_app_and_drops_the_tools():
         assert kept not in patterns and kept.rstrip("/") not in patterns, kept
     for dropped in (".venv/", "node_modules/", "tests/", "simulator/", "infra/", "local.settings.json"):
         assert dropped in patterns, dropped
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .funcignore leaves ``path`` out (gitignore's rules for the simple patterns it uses: ``name/`` for a
+    folder at any depth, ``*`` globs, a pattern without ``/`` matching any path segment)."""
+    parts = path.split("/")
+    for pattern in patterns:
+        folder = pattern.endswith("/")
+        name = pattern.rstrip("/")
+        segments = parts[:-1] if folder else parts
+        if any(fnmatch.fnmatchcase(segment, name) for segment in segments):
+            return True
+    return False
+
+
+def test_the_package_holds_exactly_the_app():
+    # Every tracked file, through .funcignore: what azd uploads is the app and nothing beside it (no benchmark,
+    # simulator, local host or docs: they are not needed in Azure, and every file there is attack surface).
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".funcignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    packaged = {path.split("/")[0] for path in tracked.splitlines() if not _ignored(path, patterns)}
+    assert packaged == {"function_app.py", "host.json", "requirements.txt", "blueprints", "core", "handlers", "flows"}
 
 
 def test_workflow_builds_every_template_and_runs_a_what_if():
