@@ -27,7 +27,10 @@ log = logging.getLogger("core.records.layout")
 #     c<hash of server call id>   record                              the folded summary (ETag-guarded), the
 #                                                                     rows it was folded from while they fit,
 #                                                                     and the app legs' flow outcomes
-#     recent                      <inverted start time>-<s|e>-<hash>  the listing index: newest first
+#     i<shard>-<inverted bucket>  <inverted start time>-<s|e>-<hash>  the listing index: newest first
+#     recent                      <inverted start time>-<s|e>-<hash>  the listing index as earlier versions wrote
+#                                                                     it (one partition); read until migrated
+#                                                                     (``core.records.migrate``)
 #
 # An event row is keyed by the event's id, so a redelivery writes nothing new. An app leg's flow outcome is keyed
 # by the call's reference (a rerun of the call-ended hook rewrites the same outcome) and kept on the summary itself,
@@ -40,11 +43,21 @@ log = logging.getLogger("core.records.layout")
 # ``indexKey`` is the record's listing key; ``indexedKey`` the key whose index row is known to be written (set
 # after the index row is, so a key new to the summary starts unconfirmed); ``staleIndexKeys`` the keys the summary
 # has left whose index rows may still be there.
+#
+# The listing index is spread over partitions (docs/call-records.md has the arithmetic): a listing key's partition
+# is its shard (the call's hash mod INDEX_SHARDS: every call start spreads evenly) and the BUCKET_SECONDS bucket of
+# its start, inverted, so that one shard's rows, read as one range of partition keys (``i03-`` .. ``i03.``), come
+# newest first across its buckets. The partition follows from the row key alone (``index_partition``), so the
+# summary's keys name index rows as before. A listing merges the shards' ranges (and the earlier versions' partition,
+# until it is empty) by row key.
 
 EVENT_ROW = "ev-"
 FLOW_ROW = "flow-"
 RECORD_ROW = "record"
-LIST_PARTITION = "recent"
+LEGACY_PARTITION = "recent"  # the listing index of earlier versions: one partition
+INDEX_PREFIX = "i"  # the listing index's partitions: i<shard>-<inverted bucket>
+INDEX_SHARDS = 8  # 1,000 call starts/s x up to 5 index entities each / 8 = 625 entities/s a partition at most
+BUCKET_SECONDS = 300  # a partition holds the starts of one 5-minute bucket of one shard
 MAX_MICROS = 9_999_999_999_999_999  # inverted timestamps: 19 digits, good for centuries
 STALE_ROWS = "staleRows"  # on a summary (from earlier versions): a row was written without folding it in; query
 FLOW_PENDING = "flowPending"  # on a summary: a flow outcome was merged onto it and is not in its record yet
@@ -62,7 +75,8 @@ def dumps(value: Any) -> str:
 
 
 def _micros(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    """Microseconds since 1970, within what a 19-digit inverted key holds."""
+    return min(max((moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 0), MAX_MICROS)
 
 
 def call_key(server_call_id: str) -> str:
@@ -77,6 +91,37 @@ def index_key(record: dict[str, Any], server_call_id: str) -> str | None:
         return None
     flag = "s" if record.get("started_at_source") == "CallStarted" else "e"
     return f"{MAX_MICROS - _micros(moment):019d}-{flag}-{call_key(server_call_id)}"
+
+
+def index_shard(key: str) -> int:
+    """The shard of a listing key: its call's hash (the key's last part) mod INDEX_SHARDS; a key of another shape
+    (none is written: a leftover of something else) by its own hash."""
+    call = key.rpartition("-")[2]
+    digits = call[1:9]
+    if call.startswith("c") and len(digits) == 8 and all(c in "0123456789abcdef" for c in digits):
+        return int(digits, 16) % INDEX_SHARDS
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % INDEX_SHARDS
+
+
+def index_partition(key: str) -> str:
+    """The partition of a listing key: ``i<shard>-<inverted start of its bucket>``, so that a shard's partitions,
+    in key order, go from the newest bucket to the oldest (and its rows, in each, newest first)."""
+    inverted = key.partition("-")[0]
+    micros = MAX_MICROS - int(inverted) if len(inverted) == 19 and inverted.isdigit() else 0
+    bucket = micros - micros % (BUCKET_SECONDS * 1_000_000)
+    return f"{INDEX_PREFIX}{index_shard(key):02d}-{MAX_MICROS - bucket:019d}"
+
+
+def shard_range(shard: int) -> tuple[str, str]:
+    """The partition keys of one shard of the listing index, as a range: from (inclusive) and to (exclusive)."""
+    return f"{INDEX_PREFIX}{shard:02d}-", f"{INDEX_PREFIX}{shard:02d}."
+
+
+def is_index_partition(partition: str) -> bool:
+    """Whether a partition key is one of the listing index's (either layout)."""
+    if partition == LEGACY_PARTITION:
+        return True
+    return partition.startswith(INDEX_PREFIX) and partition[1:3].isdigit() and partition[3:4] == "-"
 
 
 def flow_property(key: str) -> str:
@@ -211,9 +256,10 @@ def index_pending(summary: dict[str, Any]) -> bool:
     return bool(json.loads(summary.get("staleIndexKeys") or "[]")) or bool(key and summary.get("indexedKey") != key)
 
 
-def index_entry(server_call_id: str, key: str) -> dict[str, Any]:
-    """The listing index's row for a call's listing key."""
-    return {"PartitionKey": LIST_PARTITION, "RowKey": key, "serverCallId": server_call_id}
+def index_entry(server_call_id: str, key: str, legacy: bool = False) -> dict[str, Any]:
+    """The listing index's row for a call's listing key (``legacy``: where earlier versions wrote it)."""
+    partition = LEGACY_PARTITION if legacy else index_partition(key)
+    return {"PartitionKey": partition, "RowKey": key, "serverCallId": server_call_id}
 
 
 def indexed_mark(summary: dict[str, Any], key: str) -> dict[str, Any]:

@@ -6,8 +6,10 @@ only the writes and reads on ``core.platform.tables``, compare-and-swap on the s
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +19,9 @@ from core.records.events import CallRecordEvent, iso
 from core.records.fold import Row, build_record, summarize
 from core.records.layout import (
     FLOW_PENDING,
+    INDEX_SHARDS,
     INLINE_LIMIT,
-    LIST_PARTITION,
+    LEGACY_PARTITION,
     RECORD_ROW,
     STALE_ROWS,
     call_key,
@@ -29,9 +32,11 @@ from core.records.layout import (
     flows_of,
     index_entry,
     index_key,
+    index_partition,
     index_pending,
     indexed_mark,
     row_of,
+    shard_range,
     summary_entity,
     unpack_rows,
 )
@@ -151,12 +156,18 @@ class RecordStore(TableBacked):
     """Rows per call, the folded summary with ETag concurrency, and the newest-first index.
 
     A row and the summary that folds it in land together or not at all (see ``_Fold``); the index is written after
-    the summary, only when its key moved or is not yet known written (``indexedKey``)."""
+    the summary, only when its key moved or is not yet known written (``indexedKey``).
 
-    def __init__(self, table: Any, attempts: int = 12, inline_limit: int = INLINE_LIMIT) -> None:
+    ``legacy_index`` writes and reads the listing index as earlier versions did (all in one partition, ``recent``):
+    for the partition benchmark's baseline and the migration's tests, never for the app."""
+
+    def __init__(
+        self, table: Any, attempts: int = 12, inline_limit: int = INLINE_LIMIT, legacy_index: bool = False
+    ) -> None:
         super().__init__(table)
         self._attempts = attempts
         self._inline_limit = inline_limit
+        self._legacy_index = legacy_index
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -215,30 +226,26 @@ class RecordStore(TableBacked):
             self._index(server_call_id, fold.summary, fold.etag)
         return record
 
+    def _index_partition(self, key: str) -> str:
+        return LEGACY_PARTITION if self._legacy_index else index_partition(key)
+
     def _index(self, server_call_id: str, summary: dict[str, Any], etag: str) -> None:
-        """The summary's listing key into the index and the keys it left out of it (one transaction, the index being
-        one partition), then mark the summary indexed unless it changed since (whoever changed it does this)."""
+        """The summary's listing key into the index and the keys it left out of it (one transaction per partition
+        of the index they fall in: the key's own, and rarely an older bucket's), then mark the summary indexed
+        unless it changed since (whoever changed it does this)."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import TableTransactionError
 
         key, stale = summary["indexKey"], json.loads(summary["staleIndexKeys"])
-        entry = index_entry(server_call_id, key)
-        ops: list[Any] = [("upsert", entry, {"mode": "replace"})] if key else []
-        ops += [("delete", {"PartitionKey": LIST_PARTITION, "RowKey": old}) for old in stale]
-        one_by_one = len(ops) > 100  # more than a transaction takes (not seen: marking indexed clears left keys)
-        if not one_by_one:
-            try:
-                self._table.submit_transaction(ops)
-            except (TableTransactionError, ResourceNotFoundError) as exc:
-                if _failure(exc) != "missing":
-                    raise
-                one_by_one = True  # a left key's row is gone already (the listing drops leftovers too)
-        if one_by_one:
-            if key:
-                self._table.upsert_entity(entry, mode="replace")
-            for old in stale:
-                tables.delete(self._table, LIST_PARTITION, old)
+        by_partition: dict[str, list[Any]] = {}  # the key's partition first: in the index before a left key goes
+        if key:
+            entry = index_entry(server_call_id, key, legacy=self._legacy_index)
+            by_partition.setdefault(entry["PartitionKey"], []).append(("upsert", entry, {"mode": "replace"}))
+        for old in stale:
+            partition = self._index_partition(old)
+            by_partition.setdefault(partition, []).append(("delete", {"PartitionKey": partition, "RowKey": old}))
+        for ops in by_partition.values():
+            self._write_index(ops)
         try:
             self._table.update_entity(
                 indexed_mark(summary, key),
@@ -248,6 +255,28 @@ class RecordStore(TableBacked):
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             log.info("record of %s changed while indexing: the change indexes it", server_call_id)
+
+    def _write_index(self, ops: list[Any]) -> None:
+        """Index rows of one partition: one transaction, or one by one when they are more than a transaction takes
+        (not seen: marking indexed clears left keys) or a left key's row is gone already (the listing drops
+        leftovers too)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import TableTransactionError
+
+        one_by_one = len(ops) > 100
+        if not one_by_one:
+            try:
+                self._table.submit_transaction(ops)
+            except (TableTransactionError, ResourceNotFoundError) as exc:
+                if _failure(exc) != "missing":
+                    raise
+                one_by_one = True
+        if one_by_one:
+            for op, entity, *_ in ops:
+                if op == "upsert":
+                    self._table.upsert_entity(entity, mode="replace")
+                else:
+                    tables.delete(self._table, entity["PartitionKey"], entity["RowKey"])
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -269,19 +298,27 @@ class RecordStore(TableBacked):
         rows = self._rows(call_key(server_call_id), flows)
         return build_record(server_call_id, [*flows.values(), *rows.values()]) if rows or flows else None
 
+    def _index_streams(self, page: int) -> list[Iterator[Any]]:
+        """The listing index as streams each newest first: one range read per shard (across its buckets) and the
+        partition of earlier versions (empty once migrated: one request with nothing in it)."""
+        select = ["PartitionKey", "RowKey", "serverCallId"]
+        shards = [] if self._legacy_index else [shard_range(shard) for shard in range(INDEX_SHARDS)]
+        filters = [f"PartitionKey ge '{low}' and PartitionKey lt '{high}'" for low, high in shards]
+        filters.append(f"PartitionKey eq '{LEGACY_PARTITION}'")
+        return [iter(self._table.query_entities(f, results_per_page=page, select=select)) for f in filters]
+
     def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The latest calls, newest first: a range read of the index, each checked against its summary."""
+        """The latest calls, newest first: the shards' range reads of the index merged by key, each entry checked
+        against its summary."""
         from azure.core.exceptions import ResourceNotFoundError
 
         self._ensure()
         out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        query = self._table.query_entities(
-            f"PartitionKey eq '{LIST_PARTITION}'",
-            results_per_page=min(limit + 5, 1000),
-            select=["RowKey", "serverCallId"],
-        )
-        for entry in query:
+        listed: set[str] = set()
+        streams = self._index_streams(min(limit + 5, 1000))
+        for entry in heapq.merge(*streams, key=lambda e: (e["RowKey"], e["PartitionKey"])):
+            if entry["RowKey"] in listed:  # a row and its copy, while the migration moves it: the same call
+                continue
             server_call_id = entry.get("serverCallId") or ""
             try:
                 current = self._table.get_entity(
@@ -296,11 +333,11 @@ class RecordStore(TableBacked):
                     current = {"indexKey": key, "summary": dumps(summarize(record))}
             except ResourceNotFoundError:
                 current = None
-            if current is None or current.get("indexKey") != entry["RowKey"] or server_call_id in seen:
+            if current is None or current.get("indexKey") != entry["RowKey"]:
                 # Left behind by a summary whose start moved (keys are never reused): drop it.
-                tables.delete(self._table, LIST_PARTITION, entry["RowKey"])
+                tables.delete(self._table, entry["PartitionKey"], entry["RowKey"])
                 continue
-            seen.add(server_call_id)
+            listed.add(entry["RowKey"])
             out.append(json.loads(current["summary"]))
             if len(out) >= limit:
                 break

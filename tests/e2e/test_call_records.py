@@ -24,11 +24,11 @@ from core.records.events import CallRecordEvent, flow_outcome, iso
 from core.records.fold import build_record, summarize
 from core.records.layout import (
     INLINE_LIMIT,
-    LIST_PARTITION,
     RECORD_ROW,
     call_key,
     flow_entry,
     index_key,
+    index_partition,
     index_pending,
     unpack_rows,
 )
@@ -272,9 +272,10 @@ def assert_stored_as_folded(
     assert json.loads(summary["summary"]) == summarize(expected)
     assert unpack_rows(summary) == (store._rows(call_key(server_call_id)) if carried else None)
     assert not index_pending(summary)
-    listed = [e["RowKey"] for e in client.query_entities(f"PartitionKey eq '{LIST_PARTITION}'")]
-    entries = [k for k in listed if k.endswith(call_key(server_call_id))]
-    assert entries == [index_key(expected, server_call_id)]
+    listed = client.query_entities("(PartitionKey ge 'i' and PartitionKey lt 'j') or PartitionKey eq 'recent'")
+    entries = [(e["PartitionKey"], e["RowKey"]) for e in listed if e["RowKey"].endswith(call_key(server_call_id))]
+    key = index_key(expected, server_call_id)
+    assert entries == [(index_partition(key), key)]
 
 
 def test_a_new_event_costs_two_requests_and_a_redelivery_one(azurite):

@@ -24,15 +24,18 @@ from core.platform.tables import row_key as safe_key
 from core.records.events import CallRecordEvent, flow_outcome, iso
 from core.records.fold import build_record, summarize
 from core.records.layout import (
+    INDEX_SHARDS,
     INLINE_CHUNK,
     INLINE_LIMIT,
-    LIST_PARTITION,
+    LEGACY_PARTITION,
     RECORD_ROW,
     call_key,
     flow_entry,
     flows_of,
     index_key,
+    index_partition,
     index_pending,
+    is_index_partition,
     pack_rows,
     summary_entity,
     unpack_rows,
@@ -331,6 +334,26 @@ class Entity(dict):
     metadata: dict[str, Any]
 
 
+_COMPARE = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+}
+
+
+def matcher(query_filter: str) -> Any:
+    """An OData filter of ``<property> <op> '<text>'`` comparisons joined by ``and``, as a test of a row."""
+    terms = []
+    for term in query_filter.split(" and "):
+        name, op, value = term.split(" ", 2)
+        assert value.startswith("'") and value.endswith("'"), term
+        terms.append((name, _COMPARE[op], value[1:-1].replace("''", "'")))
+    return lambda row: all(name in row and compare(row[name], value) for name, compare, value in terms)
+
+
 class FakeTable:
     """Table Storage's rules that matter here: unique keys, ETags, range reads in key order, and entity group
     transactions (one partition, all or nothing, the failing operation's index in the error). ``calls`` counts
@@ -397,7 +420,7 @@ class FakeTable:
         self.calls.append("transaction")
         operations = list(operations)
         assert 0 < len(operations) <= 100 and len({op[1]["PartitionKey"] for op in operations}) == 1
-        if operations[0][1]["PartitionKey"] == LIST_PARTITION:
+        if is_index_partition(operations[0][1]["PartitionKey"]):
             hooks, self.before_index = self.before_index, []
             for hook in hooks:
                 hook()
@@ -434,15 +457,23 @@ class FakeTable:
         self.rows.pop((partition_key, row_key), None)
 
     def query_entities(self, query_filter: str, results_per_page: int | None = None, select: Any = None):
+        """Filters of comparisons joined by ``and`` (``PartitionKey ge 'a' and PartitionKey lt 'b'``), in key
+        order, as the service answers them; the request counts when the first result is asked for."""
         self.calls.append("query")
         self.queries.append(query_filter)
-        partition = query_filter.split("'")[1]
-        for (pk, _rk), (data, _) in sorted(self.rows.items()):
-            if pk == partition:
-                yield Entity(data)
+        return self._query(matcher(query_filter), select)
+
+    def _query(self, match: Any, select: Any):
+        for (_pk, _rk), (data, _) in sorted(self.rows.items()):
+            if match(data):
+                yield Entity({k: v for k, v in data.items() if select is None or k in select})
 
     def index(self) -> list[str]:
-        return [rk for (pk, rk) in sorted(self.rows) if pk == LIST_PARTITION]
+        """The listing index's row keys, newest first, whichever partition they are in."""
+        return sorted(rk for (pk, rk) in self.rows if is_index_partition(pk))
+
+    def index_rows(self) -> list[tuple[str, str]]:
+        return sorted((pk, rk) for (pk, rk) in self.rows if is_index_partition(pk))
 
     def summary(self, server_call_id: str = SERVER_CALL) -> dict[str, Any]:
         return self.rows[(call_key(server_call_id), RECORD_ROW)][0]
@@ -521,12 +552,17 @@ def test_recent_lists_newest_first_and_skips_leftover_index_rows():
         call = f"call-{n}"
         store.add_event(CallRecordEvent("s", "CallStarted", call, at(100 * n), {"correlation_id": f"c{n}"}))
     # A key left behind by an earlier estimate (a crash between the summary and the index).
-    table.upsert_entity({"PartitionKey": LIST_PARTITION, "RowKey": "0000000000000000000-e-x", "serverCallId": "call-1"})
+    leftover = "0000000000000000000-e-x"
+    table.upsert_entity({"PartitionKey": index_partition(leftover), "RowKey": leftover, "serverCallId": "call-1"})
     listed = store.recent(10)
     assert [r["server_call_id"] for r in listed] == ["call-2", "call-1", "call-0"]
-    assert "0000000000000000000-e-x" not in table.index(), "the leftover is dropped"
+    assert leftover not in table.index(), "the leftover is dropped"
     assert [r["server_call_id"] for r in store.recent(2)] == ["call-2", "call-1"]
-    assert all(q == f"PartitionKey eq '{LIST_PARTITION}'" or q.startswith("PartitionKey eq 'c") for q in table.queries)
+    index_reads = [q for q in table.queries if not q.startswith("PartitionKey eq 'c")]
+    assert index_reads == 2 * [
+        *(f"PartitionKey ge 'i{s:02d}-' and PartitionKey lt 'i{s:02d}.'" for s in range(8)),
+        f"PartitionKey eq '{LEGACY_PARTITION}'",
+    ], "a listing is one range read per shard and one of the earlier versions' partition"
 
 
 def test_a_flow_outcome_is_rewritten_not_added_when_the_hook_runs_again():
@@ -605,7 +641,9 @@ def test_a_new_event_costs_a_read_and_a_transaction_and_a_redelivery_a_read():
     assert json.loads(table.summary()["summary"]) != summarize(record)
     table.calls.clear()
     assert store.recent(10) == [summarize(record)]  # the listing folds the outcome in, from the summary alone
-    assert "query" not in table.calls[1:] and table.calls.count("transaction") == 1
+    reads = INDEX_SHARDS + 1  # the shards' range reads and the earlier versions' partition
+    assert table.calls[:reads] == ["query"] * reads and "query" not in table.calls[reads:]
+    assert table.calls.count("transaction") == 1
     assert "flowPending" not in table.summary()
     table.calls.clear()
     store.add_event(a_call()[0])
@@ -699,7 +737,7 @@ def test_a_summary_from_before_the_rows_rode_along_is_folded_from_the_rows():
         }
     )
     for row in (key, "0-e-left"):
-        table.upsert_entity({"PartitionKey": LIST_PARTITION, "RowKey": row, "serverCallId": SERVER_CALL})
+        table.upsert_entity({"PartitionKey": index_partition(row), "RowKey": row, "serverCallId": SERVER_CALL})
     table.calls.clear()
     store = RecordStore(table)
     store.add_event(add_agent)
