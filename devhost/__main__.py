@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 from aiohttp import web
 
 from .host import DEFAULT_REQUEST_BODY_LIMIT, REQUEST_BODY_LIMIT_SETTING, Host, Keys, check_key
 from .rpc.worker import WorkerError
+
+# How long a SIGTERM lets the requests in hand finish (``--drain-seconds``).
+DEFAULT_DRAIN_SECONDS = 30.0
 
 # Each host key: (argument, environment variable or local.settings.json Values entry, what it opens).
 KEYS = (
@@ -51,7 +58,17 @@ def main() -> None:
         help=f"largest HTTP request body in bytes, larger ones get 413 (default: {REQUEST_BODY_LIMIT_SETTING},"
         f" else {DEFAULT_REQUEST_BODY_LIMIT} as on Azure)",
     )
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=DEFAULT_DRAIN_SECONDS,
+        help="on SIGTERM (or SIGINT) stop taking requests and let those in hand finish for at most this long, then exit"
+        " (0 once all finished, 1 if cut short; a second signal cuts it short)"
+        f" (default: {DEFAULT_DRAIN_SECONDS:g})",
+    )
     args = p.parse_args()
+    if args.drain_seconds < 0:
+        p.error("--drain-seconds must not be negative")
     app_dir = Path(args.app_dir).resolve()
     settings = app_dir / args.settings
     if settings.exists():
@@ -100,9 +117,68 @@ def main() -> None:
     print(f"  request bodies up to {limit} bytes (Event Grid: {host.eventgrid_body_limit})", flush=True)
     # At start-up the worker (azure-functions-runtime) indexes function_app.py; the functions are listed then.
     try:
-        web.run_app(host.web, host=args.host, port=args.port, print=None, access_log=None)
+        code = asyncio.run(serve(host, args.host, args.port, args.drain_seconds))
     except WorkerError as exc:  # the app failed to import or index: the worker's reason, as the host logs it
         raise SystemExit(f"devhost: {exc}") from None
+    raise SystemExit(code)
+
+
+async def serve(host: Host, address: str, port: int, drain_seconds: float) -> int:
+    """Serve until SIGTERM or SIGINT, then drain, as an instance the platform scales in: the listener closes (new
+    connections are refused), open connections take no new request, and the requests in hand run to their end, for
+    at most ``drain_seconds``. 0 when every one finished; when the bound passes or a second signal comes first, the
+    process ends at once (``os._exit``: an invocation still running in the worker's threads cannot be stopped, and
+    would keep a normal exit waiting), with 1."""
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
+    runner = web.AppRunner(host.web, access_log=None)
+    await runner.setup()  # the web app's start-up: the worker indexes and loads the app
+    site = web.TCPSite(runner, address, port)
+    await site.start()
+    first = await signals.get()
+    deadline = loop.time() + drain_seconds
+    print(
+        f"devhost: {first.name}: draining, {host.in_flight} request(s) in hand, for at most {drain_seconds:g}s",
+        flush=True,
+    )
+    # Connections the kernel completed before the signal are taken first (one pass of the loop accepts them), and
+    # their requests read; then the listener closes and no open connection takes another request.
+    await asyncio.sleep(0.02)
+    await site.stop()
+    await asyncio.sleep(0.02)
+    if runner.server is not None:
+        runner.server.pre_shutdown()
+    if host.in_flight:
+        drained = asyncio.ensure_future(host.drained())
+        again = asyncio.ensure_future(signals.get())
+        done, _ = await asyncio.wait(
+            {drained, again}, timeout=max(deadline - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED
+        )
+        if drained not in done:
+            why = f"a second {again.result().name}" if again in done else f"the drain bound ({drain_seconds:g}s)"
+            print(f"devhost: drain cut short by {why}: {host.in_flight} request(s) abandoned; exiting", flush=True)
+            _exit_now(1)
+        again.cancel()
+    print("devhost: drained: every request in hand finished; exiting", flush=True)
+    # The rest of the exit (the worker's thread pool, the runtime) must not outlast the bound either (a second
+    # signal from here on finds the default handler: the process ends at once).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    watchdog = threading.Timer(max(deadline - loop.time(), 1.0), _exit_now, args=(1,))
+    watchdog.daemon = True
+    watchdog.start()
+    await runner.cleanup()
+    return 0
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once, whatever threads still run (their output flushed first)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -112,8 +112,13 @@ class Host:
         self.worker = InProcessWorker(app_dir)
         self.index = Index()
         self.invocations = 0
+        self.in_flight = 0  # requests being handled (a drain waits for them)
+        self._idle = asyncio.Event()
+        self._idle.set()
         # Bodies are read through _read_body (capped, streamed); aiohttp's own cap is only a backstop.
-        self.web = web.Application(client_max_size=max(request_body_limit, eventgrid_body_limit) + 1)
+        self.web = web.Application(
+            client_max_size=max(request_body_limit, eventgrid_body_limit) + 1, middlewares=[self._count]
+        )
         self.web.router.add_route(
             "*", EVENTGRID_PATH, self._eventgrid, expect_handler=self._expect(lambda: self.eventgrid_body_limit)
         )
@@ -136,6 +141,22 @@ class Host:
 
     async def _stop_worker(self, _app: web.Application) -> None:
         await asyncio.to_thread(self.worker.stop)
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every request is counted while it is handled, so that a drain knows when the last one is done."""
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Until no request is being handled (each one's invocations have finished and it was answered)."""
+        await self._idle.wait()
 
     def describe(self) -> list[str]:
         prefix = "/" + self.route_prefix.strip("/") if self.route_prefix.strip("/") else ""
