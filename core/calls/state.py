@@ -50,6 +50,9 @@ REMEMBERED_CAPACITY = REMEMBERED_PER_PROPERTY * REMEMBERED_PROPERTIES  # 65,532 
 REMEMBERED_CACHED = 64 * 1024  # bytes of them a process keeps with a call's last known state (else reads the row)
 ClaimResult = Literal["claimed", "done", "busy"]
 INDEX_PREFIX = "ccid-"
+# The server call id -> call reference index (recording events and connect requests carry only the server call id):
+# one point read instead of a scan of the whole table by a column, which grows with every call ever kept.
+SERVER_CALL_PREFIX = "scid-"
 
 
 class Lease(BaseModel):
@@ -214,6 +217,8 @@ class StateStore(TableBacked):
         self._known_lock = threading.Lock()
         # call_ref -> the lock its changes in this process take turns on (while any change of the call is running)
         self._writers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        # server call ids this process has indexed (bounded like _known): the index row is written once per call
+        self._indexed: OrderedDict[str, None] = OrderedDict()
 
     def _remember(self, call_ref: str, data: str, remembered: bytes, etag: str) -> None:
         if len(remembered) > REMEMBERED_CACHED:  # a call flooded with events: its row is read for each change
@@ -268,6 +273,7 @@ class StateStore(TableBacked):
             return False
         if meta and meta.get("etag"):
             self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
+        self._index_server_call(state)
         return True
 
     @timed("storage")
@@ -285,7 +291,25 @@ class StateStore(TableBacked):
             self._forget(state.call_ref)
             raise StateConflict(state.call_ref) from None
         self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
+        self._index_server_call(state)
         return meta["etag"]
+
+    def _index_server_call(self, state: CallState) -> None:
+        """Once the state holds its server call id, the index row that finds it by that id (an upsert: written by
+        whichever instance gets there first, the same row each time; once per call per process)."""
+        scid = state.server_call_id
+        if not scid:
+            return
+        with self._known_lock:
+            if scid in self._indexed:
+                return
+        self._table.upsert_entity(
+            {"PartitionKey": SERVER_CALL_PREFIX + tables.row_key(scid), "RowKey": "ref", "callRef": state.call_ref}
+        )
+        with self._known_lock:
+            self._indexed[scid] = None
+            while len(self._indexed) > self._known_limit:
+                self._indexed.popitem(last=False)
 
     def mutate(self, call_ref: str, change: Callable[[CallState], T], attempts: int = 8) -> tuple[CallState, T]:
         """Read, change, write back; on a conflict read again and redo the change (``tables.mutate``).
@@ -311,12 +335,17 @@ class StateStore(TableBacked):
 
     @timed("storage")
     def find_by_server_call(self, server_call_id: str) -> CallState | None:
-        """The app's state of a call, by the service's server call id (recording events carry only that)."""
+        """The app's state of a call, by the service's server call id (recording events carry only that): two point
+        reads through the index row. A call whose state was last written before the index existed is not found (its
+        recording is still copied, with fewer fields): a scan by column would read the whole table at every event."""
         self._ensure()
-        escaped = server_call_id.replace("'", "''")
-        for entity in self._table.query_entities(f"serverCallId eq '{escaped}'"):
-            return _load(entity["data"], _remembered_of(entity))
-        return None
+        entry = tables.get(self._table, SERVER_CALL_PREFIX + tables.row_key(server_call_id), "ref")
+        if entry is None:
+            return None
+        entity = tables.get(self._table, entry["callRef"], "state")
+        if entity is None or entity.get("serverCallId") != server_call_id:
+            return None
+        return _load(entity["data"], _remembered_of(entity))
 
     @timed("storage")
     def index(self, call_connection_id: str, call_ref: str) -> None:

@@ -180,3 +180,23 @@ def test_replayable_event_ids_beyond_the_latest_ride_in_the_row_and_come_back(st
     store.mutate("r9", forget)
     entity = store._table.get_entity(partition_key="r9", row_key="state")
     assert {k for k in entity if k.startswith("handled")} == {"handled0"} and len(entity["handled0"]) == 120
+
+
+def test_a_call_is_found_by_its_server_call_id_through_the_index(store):
+    # Recording events and connect requests carry only the server call id (standard base64: it may hold "/", which
+    # Table keys may not): found by two point reads, not by scanning the table by a column.
+    scid = "aHR0cHM6Ly9jb252LXNpbS0wMS5jb252/aT05MCZlPX4"
+    store.create(CallState(call_ref="r-index", caller="4:+1"))
+    assert store.find_by_server_call(scid) is None  # not known yet
+    state, etag = store.get("r-index")
+    state.server_call_id = scid
+    store.replace(state, etag)
+    found = store.find_by_server_call(scid)
+    assert found is not None and found.call_ref == "r-index" and found.caller == "4:+1"
+    # Another instance (its own process memory) finds it too, and a different id is not found.
+    other = StateStore(store._table)
+    assert other.find_by_server_call(scid).call_ref == "r-index"
+    assert other.find_by_server_call(scid + "x") is None
+    # A call created with its server call id already set is indexed at once.
+    store.create(CallState(call_ref="r-index-2", server_call_id="c2VydmVy/Y2FsbA"))
+    assert other.find_by_server_call("c2VydmVy/Y2FsbA").call_ref == "r-index-2"
