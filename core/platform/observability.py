@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
+import os
 import re
+import sys
+import threading
 import time
 import traceback
+import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,10 +63,13 @@ def call_scope(name: str, **ids: str | None) -> Iterator[dict[str, str]]:
     """Within the block, logs and the span named ``name`` carry these ids (empty ones are skipped)."""
     merged = {**_ids.get(), **{k: v for k, v in ids.items() if v}}
     token = _ids.set(merged)
+    counting = _open_counts()  # None unless REQUEST_COUNTS is on and no scope is open already
     try:
         with _tracer().start_as_current_span(name, attributes={f"acs.{k}": v for k, v in merged.items()}):
             yield merged
     finally:
+        if counting is not None:
+            _close_counts(name, *counting)  # logged with the call's ids still on
         _ids.reset(token)
 
 
@@ -127,6 +136,264 @@ def timed(name: str) -> Iterator[None]:
 def server_timing(spent: dict[str, float]) -> str:
     """A ``Server-Timing`` header value (``name;dur=<ms>``, comma-separated)."""
     return ", ".join(f"{name};dur={ms:.2f}" for name, ms in spent.items())
+
+
+# -- request counts ---------------------------------------------------------------------------
+#
+# A benchmark's switch, not an app setting: with REQUEST_COUNTS=1 in the environment (bench/requests_per_call.py),
+# every HTTP request the process sends is counted by kind: the service (table, blob, acs, other), the operation,
+# the table or container, and the shape of the keys (``{id}`` for what varies per call; a fixed key such as
+# ``recent`` stays as it is, which is what shows a hot partition). Requests are seen through the interpreter's audit
+# event ``http.client.send`` (every SDK's HTTP ends in http.client: requests, urllib3, urllib), so no client is
+# wrapped and nothing changes when the switch is off: the hook is not even installed. Within an invocation (the
+# outermost ``call_scope``) they are counted together and logged when it ends, one line with the call's ids:
+#
+#     request counts {"scope":"callback PlayCompleted","counts":{"table replace callstate {id}/state":2,...}}
+#
+# A request sent outside any invocation (the worker threads of a recording copy staging blocks, the lease renewers)
+# is logged on its own line, with ``"scope":null`` and the thread's name. An entity group transaction is one
+# request (``table batch <table> <key>``) and one ``table batch.<op> ...`` entry per entity in it.
+
+REQUEST_COUNTS_SETTING = "REQUEST_COUNTS"
+REQUEST_COUNTS_LINE = "request counts"
+_counts: contextvars.ContextVar[Counter[str] | None] = contextvars.ContextVar("request_counts", default=None)
+_counting = False
+_hooked = False
+_counts_lock = threading.Lock()
+_awaiting_body: dict[int, tuple[Counter[str] | None, str]] = {}  # connection -> a request its body completes
+_counts_log = logging.getLogger("core.platform.observability")
+_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|PATCH|MERGE|DELETE|OPTIONS) (\S+) HTTP/1\.[01]\r\n")
+_KEYS = re.compile(r"\(PartitionKey='((?:[^']|'')*)',RowKey='((?:[^']|'')*)'\)$")
+_WORD = re.compile(r"[A-Za-z_.]+")
+_PATH_WORD = re.compile(r"[A-Za-z_.\-]+")
+_BATCH_PART = re.compile(
+    rb"(GET|POST|PUT|PATCH|MERGE|DELETE) (\S+) HTTP/1\.1\r\n((?:[^\r\n]+\r\n)*)\r\n(.*?)(?=\r\n--changeset|\Z)", re.S
+)
+
+
+def install_request_counting() -> None:
+    """Count every HTTP request this process sends from now on (see above); idempotent."""
+    global _counting, _hooked
+    _counting = True
+    if not _hooked:
+        _hooked = True
+        sys.addaudithook(_audit)  # cannot be removed; ``stop_request_counting`` makes it do nothing
+
+
+def stop_request_counting() -> None:
+    global _counting
+    _counting = False
+
+
+@contextlib.contextmanager
+def request_counts() -> Iterator[Counter[str]]:
+    """Within the block, requests are counted into the Counter given (if counting is installed), whatever scope is
+    open; nothing is logged. For tests and tools; invocations count through ``call_scope``."""
+    counted: Counter[str] = Counter()
+    token = _counts.set(counted)
+    try:
+        yield counted
+    finally:
+        _counts.reset(token)
+
+
+def _open_counts() -> tuple[contextvars.Token[Counter[str] | None], Counter[str]] | None:
+    if not _counting or _counts.get() is not None:
+        return None
+    counted: Counter[str] = Counter()
+    return _counts.set(counted), counted
+
+
+def _close_counts(name: str, token: contextvars.Token[Counter[str] | None], counted: Counter[str]) -> None:
+    _counts.reset(token)
+    with _counts_lock:
+        counts = dict(sorted(counted.items()))
+    _counts_log.info("%s %s", REQUEST_COUNTS_LINE, json.dumps({"scope": name, "counts": counts}, separators=(",", ":")))
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "http.client.send" or not _counting:
+        return
+    try:
+        _sent(args[0], args[1])
+    except Exception:  # counting must never fail a request
+        pass
+
+
+def _sent(connection: Any, data: Any) -> None:
+    """One ``send`` of an HTTP connection: a request's head (request line and headers), or a piece of its body."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        return
+    key = id(connection)
+    head = bytes(data[:16384])
+    line = _REQUEST_LINE.match(head)
+    if line is None:  # a body: it completes the request that waits for it (an insert's keys, a batch's entities)
+        with _counts_lock:
+            waiting = _awaiting_body.pop(key, None)
+        if waiting is not None:
+            counter, kind = waiting
+            body = bytes(data) if kind.startswith("table batch") else head
+            _count(counter, _with_body(kind, body))
+        return
+    with _counts_lock:
+        earlier = _awaiting_body.pop(key, None)
+    if earlier is not None:  # its body never came
+        _count(earlier[0], [earlier[1]])
+    method, target = line[1].decode(), line[2].decode("latin-1")
+    headers = {}
+    for raw in head[line.end() :].split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    kind = request_kind(method, target, headers)
+    counter = _counts.get()
+    if kind.startswith(("table insert", "table batch")):
+        with _counts_lock:
+            _awaiting_body[key] = (counter, kind)
+        return
+    _count(counter, [kind])
+
+
+def _count(counter: Counter[str] | None, kinds: list[str]) -> None:
+    if counter is not None:
+        with _counts_lock:
+            counter.update(kinds)
+        return
+    counts = Counter(kind for kind in kinds if not kind.startswith("other "))
+    if counts:  # outside an invocation; "other" (telemetry, say) would only make more of itself
+        line = {"scope": None, "thread": threading.current_thread().name, "counts": dict(counts)}
+        _counts_log.info("%s %s", REQUEST_COUNTS_LINE, json.dumps(line, separators=(",", ":")))
+
+
+def key_shape(value: str) -> str:
+    """A table key as counted: each ``-``-separated part that is a word stays (letters only, not all of them hex
+    digits, at most 20), anything else (ids, hashes, times, dates) is ``{id}``, so the keys of every call look alike
+    and a key shared by all of them stands out."""
+    parts: list[str] = []
+    for part in value.split("-"):
+        word = _WORD.fullmatch(part) and (len(part) <= 3 or len(part) <= 20 and re.search(r"[g-zG-Z_.]", part))
+        shaped = part if word else "{id}"
+        if shaped == "{id}" and parts and parts[-1] == "{id}":
+            continue
+        parts.append(shaped)
+    return "-".join(parts)
+
+
+def _path_shape(path: str) -> str:
+    """An ACS path as counted: words stay (``callConnections:play``), ids and raw ids are ``{id}``."""
+    out = []
+    for part in path.strip("/").split("/"):
+        base, _, op = part.partition(":")
+        word = _PATH_WORD.fullmatch(base) and re.search(r"[g-zG-Z_.]", base)
+        out.append((base if word else "{id}") + (f":{op}" if op and _PATH_WORD.fullmatch(op) else ""))
+    return "/".join(out)
+
+
+def request_kind(method: str, target: str, headers: dict[str, str]) -> str:
+    """What a request is, by the service it goes to: ``table <op> <table> [<key shape>]``, ``blob <op> <container>``,
+    ``acs <METHOD> <path shape>``, or ``other <METHOD> <host>``. ``headers`` with lowercase names."""
+    url = urllib.parse.urlsplit(target)
+    host = headers.get("host", url.netloc)
+    path = urllib.parse.unquote(url.path)
+    query = urllib.parse.parse_qs(url.query)
+    if path.startswith("/calling/"):
+        return f"acs {method} {_path_shape(path[len('/calling/') :])}"
+    if path.startswith("/v1/objects/"):  # a recording's content or metadata, or its deletion
+        return f"acs {method} {_path_shape(path[len('/v1/') :])}"
+    hostname = host.rsplit(":", 1)[0].strip("[]")
+    segments = path.lstrip("/").split("/")
+    if hostname in ("localhost", "127.0.0.1", "::1") or re.fullmatch(r"[\d.]+", hostname):
+        segments = segments[1:]  # path-style (Azurite): the account comes first
+    if "dataserviceversion" in headers or "odata" in headers.get("accept", "") or ".table." in host:
+        return _table_kind(method, segments, query, headers)
+    if "x-ms-version" in headers or ".blob." in host:
+        return _blob_kind(method, segments, query)
+    return f"other {method} {host}"
+
+
+def _table_kind(method: str, segments: list[str], query: dict[str, list[str]], headers: dict[str, str]) -> str:
+    resource = "/".join(segments)
+    if resource.startswith("$batch"):
+        return "table batch"
+    if resource.startswith("Tables"):
+        return "table create-table" if method == "POST" else f"table {method.lower()}-tables"
+    keys = _KEYS.search(resource)
+    table = resource[: keys.start()] if keys else resource.removesuffix("()")
+    if keys is None:
+        if method == "POST":
+            return f"table insert {table}"
+        where = query.get("$filter", [""])[0]
+        partition = re.search(r"PartitionKey eq '((?:[^']|'')*)'", where)
+        if partition:
+            return f"table query {table} {key_shape(partition[1])}"
+        field = re.match(r"\s*\(?\s*(\w+)", where)
+        return f"table scan {table} {field[1] if field else '*'}"
+    shape = f"{key_shape(keys[1])}/{key_shape(keys[2])}"
+    op = {"GET": "get", "DELETE": "delete"}.get(method)
+    if op is None:
+        merge = method in ("MERGE", "PATCH")
+        if "if-match" in headers:
+            op = "merge" if merge else "replace"
+        else:
+            op = "upsert-merge" if merge else "upsert"
+    return f"table {op} {table} {shape}"
+
+
+def _with_body(kind: str, body: bytes) -> list[str]:
+    """An insert's kind with its keys, or a batch's request with one entry per entity, from the request's body."""
+    if kind.startswith("table insert"):
+        return [f"{kind} {_json_keys(body)}"]
+    entries, table, partition = [], "", ""
+    for method, target, head, part in _BATCH_PART.findall(body):
+        headers = {}
+        for raw in head.decode("latin-1").split("\r\n"):
+            name, _, value = raw.partition(":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        headers["dataserviceversion"] = "3.0"
+        inner = request_kind(method.decode(), target.decode("latin-1"), headers)
+        _, op, table, *rest = inner.split(" ")
+        if op == "insert":
+            rest = [_json_keys(part)]
+        partition = partition or (rest[0].split("/")[0] if rest else "")
+        entries.append(" ".join(["table", f"batch.{op}", table, *rest]))
+    return [f"table batch {table} {partition}".rstrip(), *entries]
+
+
+def _json_keys(body: bytes) -> str:
+    found = {}
+    for name in ("PartitionKey", "RowKey"):
+        match = re.search(rb'"' + name.encode() + rb'"\s*:\s*"((?:[^"\\]|\\.)*)"', body)
+        found[name] = key_shape(json.loads(b'"' + match[1] + b'"')) if match else "?"
+    return f"{found['PartitionKey']}/{found['RowKey']}"
+
+
+def _blob_kind(method: str, segments: list[str], query: dict[str, list[str]]) -> str:
+    container = segments[0] if segments and segments[0] else "-"
+    comp = query.get("comp", [""])[0]
+    if query.get("restype", [""])[0] == "container" or len(segments) < 2:
+        if comp == "list":
+            op = "list-blobs"
+        elif comp == "blobs":
+            op = "find-by-tags"
+        else:
+            op = {"PUT": "create-container", "DELETE": "delete-container"}.get(method, "container-properties")
+        return f"blob {op} {container}"
+    by_comp = {
+        ("PUT", "block"): "put-block",
+        ("PUT", "blocklist"): "put-block-list",
+        ("GET", "blocklist"): "get-block-list",
+        ("PUT", "metadata"): "set-metadata",
+        ("PUT", "tags"): "set-tags",
+        ("GET", "tags"): "get-tags",
+        ("PUT", "properties"): "set-properties",
+    }
+    op = by_comp.get((method, comp)) or {
+        "PUT": "put-blob",
+        "GET": "get-blob",
+        "HEAD": "get-properties",
+        "DELETE": "delete-blob",
+    }.get(method, f"{method.lower()}-{comp or 'blob'}")
+    return f"blob {op} {container}"
 
 
 # -- redaction --------------------------------------------------------------------------------
@@ -248,6 +515,8 @@ def configure(level: str = "INFO", appinsights_connection_string: str | None = N
         logging.getLogger(name).setLevel(level)
     # The SDKs log every request and response at INFO: too much for a call's log.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    if os.environ.get(REQUEST_COUNTS_SETTING, "").lower() in ("1", "true"):
+        install_request_counting()
     if appinsights_connection_string:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
