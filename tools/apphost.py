@@ -234,6 +234,65 @@ def restart_app(app: AppProcess, *, kill: bool = True, down_for: float = 0.0, ti
             time.sleep(0.05)
 
 
+# -- for several hosts of one app (tools/cluster.py) -------------------------------------------------------------
+
+
+def host_environment(settings: dict[str, str], function_key: str, eventgrid_key: str, app_dir: Path) -> dict[str, str]:
+    """The environment a devhost process of the app runs in, as ``start_app`` builds it: this process's, less any app
+    settings it carries, plus ``settings`` and the host's keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
+    env.update(settings)
+    env["DEVHOST_FUNCTION_KEY"] = function_key
+    env["DEVHOST_EVENTGRID_KEY"] = eventgrid_key
+    env["PYTHONPATH"] = str(app_dir)
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    return env
+
+
+def launch_host(app_dir: Path, port: int, env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A devhost process serving the app on 127.0.0.1:``port`` (its output appended to ``log_path``); ``args`` are
+    more devhost options (e.g. ``--drain-seconds``)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devhost",
+                "--app-dir",
+                str(app_dir),
+                "--port",
+                str(port),
+                "--settings",
+                "no-local-settings.json",
+                *args,
+            ],
+            cwd=app_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_serving(base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30) -> None:
+    """Until the host at ``base_url`` answers HTTP (any status); RuntimeError, with its log, if it exits first or
+    does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the host exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(base_url + "/api/health", timeout=2):
+                return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error: the host is up
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the host did not start within {timeout}s:\n{log_path.read_text(errors='replace')[-4000:]}"
+                ) from None
+            time.sleep(0.05)
+
+
 EVENTGRID_FUNCTIONS = {
     "incoming_call": ["Microsoft.Communication.IncomingCall"],
     "recording_file_status": ["Microsoft.Communication.RecordingFileStatusUpdated"],
