@@ -118,8 +118,9 @@ def migrate(
     after = ""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         while True:
+            cursor = after.replace("'", "''")
             query = table.query_entities(
-                f"PartitionKey eq '{LEGACY_PARTITION}' and RowKey gt '{after}'", results_per_page=batch
+                f"PartitionKey eq '{LEGACY_PARTITION}' and RowKey gt '{cursor}'", results_per_page=batch
             )
             try:
                 rows = list(itertools.islice(query, batch))
