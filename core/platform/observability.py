@@ -166,6 +166,7 @@ _REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|PATCH|MERGE|DELETE|OPTIONS) (\S
 _KEYS = re.compile(r"\(PartitionKey='((?:[^']|'')*)',RowKey='((?:[^']|'')*)'\)$")
 _WORD = re.compile(r"[A-Za-z_.]+")
 _PATH_WORD = re.compile(r"[A-Za-z_.\-]+")
+_PREFIXED = re.compile(r"([g-zG-Z]{1,8})[0-9a-fA-F]+")
 _BATCH_PART = re.compile(
     rb"(GET|POST|PUT|PATCH|MERGE|DELETE) (\S+) HTTP/1\.1\r\n((?:[^\r\n]+\r\n)*)\r\n(.*?)(?=\r\n--changeset|\Z)", re.S
 )
@@ -266,12 +267,14 @@ def _count(counter: Counter[str] | None, kinds: list[str]) -> None:
 
 def key_shape(value: str) -> str:
     """A table key as counted: each ``-``-separated part that is a word stays (letters only, not all of them hex
-    digits, at most 20), anything else (ids, hashes, times, dates) is ``{id}``, so the keys of every call look alike
-    and a key shared by all of them stands out."""
+    digits, at most 20), a word's letters before hex digits keep the letters (``i03`` is ``i{id}``, a hash ``h1f..``
+    is ``h{id}``), anything else (ids, hashes, times, dates) is ``{id}``, so the keys of every call look alike and a
+    key shared by all of them stands out."""
     parts: list[str] = []
     for part in value.split("-"):
         word = _WORD.fullmatch(part) and (len(part) <= 3 or len(part) <= 20 and re.search(r"[g-zG-Z_.]", part))
-        shaped = part if word else "{id}"
+        prefixed = None if word else _PREFIXED.fullmatch(part)
+        shaped = part if word else prefixed[1] + "{id}" if prefixed else "{id}"
         if shaped == "{id}" and parts and parts[-1] == "{id}":
             continue
         parts.append(shaped)

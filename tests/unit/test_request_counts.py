@@ -131,8 +131,10 @@ def batch_body(address: tuple[str, int]) -> bytes:
         ("8999999999999999999-s-c0123456789abcdef", "{id}-s-{id}"),
         ("2026-12-05", "{id}"),
         ("deadbeef-dead-beef-dead-beefdeadbeef", "{id}"),  # a uuid of hex letters only is no word either
-        ("h" + "ab" * 32, "{id}"),  # too long for a word
-        ("h" + "0a" * 32, "{id}"),
+        ("h" + "ab" * 32, "h{id}"),  # too long for a word: a hash
+        ("h" + "0a" * 32, "h{id}"),
+        ("i03-8999999998234567890", "i{id}-{id}"),  # the records' listing index: shard and time bucket
+        ("a1b2c3d4-1111-2222-3333-444455556666", "{id}"),  # a UUID's letters are hex digits: no prefix
     ],
 )
 def test_a_key_is_counted_by_its_shape(value: str, shape: str) -> None:
