@@ -239,7 +239,7 @@ class CampaignStore(TableBacked):
             change,
             lambda campaign, etag: tables.put(self._table, _entity(campaign), etag),
             attempts=attempts,
-            what=f"campaign {campaign_id}",
+            what=f"progress of campaign {campaign_id}",
             gave_up=CampaignConflict,
             pause=tables.jitter(0.005, 0.02),
             logger=log,

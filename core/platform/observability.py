@@ -254,6 +254,13 @@ def _sent(connection: Any, data: Any) -> None:
     _count(counter, [kind])
 
 
+def count(kind: str) -> None:
+    """Count something that is not a request (an ETag conflict met and retried, say) beside this invocation's
+    requests, when request counting is on; nothing otherwise."""
+    if _counting:
+        _count(_counts.get(), [kind])
+
+
 def _count(counter: Counter[str] | None, kinds: list[str]) -> None:
     if counter is not None:
         with _counts_lock:
