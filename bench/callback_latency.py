@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 from bench.ivr_load import (  # noqa: E402
     CpuMeter,
     Samples,
+    app_pids,
     collect,
     machine,
     pct,
@@ -47,7 +48,7 @@ from bench.ivr_load import (  # noqa: E402
 )
 
 HEADER = (
-    f"{'calls':>6} {'peak':>5} {'done':>5} {'callbacks':>9} {'cb/s':>6} | {'own p50':>7} {'own p99':>7} | "
+    f"{'calls':>8} {'peak':>5} {'done':>5} {'callbacks':>9} {'cb/s':>6} | {'own p50':>7} {'own p99':>7} | "
     f"{'hdl p50':>7} {'hdl p99':>7} | {'stor p50':>8} {'stor p99':>8} | {'rtt p50':>7} {'rtt p99':>7} | "
     f"{'lost':>4} {'dup':>4} {'retry':>5} | {'app CPU':>7}"
 )
@@ -55,7 +56,7 @@ HEADER = (
 
 def row(label: str, s: Samples, spent: dict[str, float]) -> str:
     return (
-        f"{label:>6} {s.peak_live:5d} {s.completed:5d} {s.callbacks:9d} {s.callbacks / s.seconds:6.1f} | "
+        f"{label:>8} {s.peak_live:5d} {s.completed:5d} {s.callbacks:9d} {s.callbacks / s.seconds:6.1f} | "
         f"{pct(s.own, 50):7.1f} {pct(s.own, 99):7.1f} | {pct(s.handler, 50):7.1f} {pct(s.handler, 99):7.1f} | "
         f"{pct(s.storage, 50):8.1f} {pct(s.storage, 99):8.1f} | {pct(s.round_trip, 50):7.1f} "
         f"{pct(s.round_trip, 99):7.1f} | {s.lost:4d} {s.duplicated:4d} {s.retried:5d} | "
@@ -64,13 +65,15 @@ def row(label: str, s: Samples, spent: dict[str, float]) -> str:
 
 
 def run_level(
-    storage: Any, n: int, args: argparse.Namespace, app_dir: Path | None = None
+    storage: Any, n: int, args: argparse.Namespace, app_dir: Path | None = None, instances: int = 0
 ) -> tuple[Samples, dict[str, float]]:
     if n == 1:
-        with stack(storage.connection_string, prompt_seconds=args.prompt_seconds, app_dir=app_dir) as st:
+        with stack(
+            storage.connection_string, prompt_seconds=args.prompt_seconds, app_dir=app_dir, instances=instances
+        ) as st:
             warm_up(st)
             wait_done(st, list(st.sim.sim.engine.calls), time.monotonic() + 60)
-            cpu = CpuMeter(st.app.process.pid, storage.process.pid)
+            cpu = CpuMeter(app_pids(st.app), storage.process.pid)
             ids = []
             deadline = time.monotonic() + args.time_limit
             for i in range(args.sequential):
@@ -80,9 +83,9 @@ def run_level(
                     break
             return collect(st, ids), cpu.since()
     prompt = max(2.0, 0.5 * n / args.rate)
-    with stack(storage.connection_string, prompt_seconds=prompt, app_dir=app_dir) as st:
+    with stack(storage.connection_string, prompt_seconds=prompt, app_dir=app_dir, instances=instances) as st:
         warm_up(st)
-        cpu = CpuMeter(st.app.process.pid, storage.process.pid)
+        cpu = CpuMeter(app_pids(st.app), storage.process.pid)
         deadline = time.monotonic() + args.time_limit
         ids = place(st, n, args.rate)
         finished = wait_done(st, ids, deadline)
@@ -104,34 +107,45 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, help="run each level this many times (a row per run: the spread)")
     p.add_argument("--dump", type=Path, help="write every callback's figures to this CSV (level, at, type, ms...)")
     p.add_argument("--azurite-in-memory", action="store_true", help="Azurite without its periodic saves to disk")
+    p.add_argument(
+        "--instances",
+        default="",
+        help="comma-separated HTTP instance counts (e.g. 1,3): each level on the Flex shape (tools/cluster.py,"
+        " callbacks spread over the instances, one instance per Event Grid function); default: one host process",
+    )
     args = p.parse_args()
     levels = [int(x) for x in args.calls.split(",") if x.strip()]
+    shapes = [int(x) for x in args.instances.split(",") if x.strip()] or [0]
     print(f"{machine()}; Python {sys.version.split()[0]}", flush=True)
     results = []
 
-    def measure(label: str, n: int, app_dir: Path | None = None) -> None:
+    def measure(label: str, n: int, app_dir: Path | None = None, instances: int = 0) -> None:
         # A fresh Azurite for every run: its periodic saves write the whole database and stall every request
         # meanwhile, longer the more rows earlier runs left (a second 1,000-call run on the same Azurite had a
         # p99 several times the first's), so no run inherits another's.
         storage = start_storage(args.azurite_in_memory)
         try:
-            results.append((label, *run_level(storage, n, args, app_dir)))
+            results.append((label, *run_level(storage, n, args, app_dir, instances)))
         finally:
             storage.stop()
 
     for n in levels:
         for run in range(1, args.repeat + 1):
-            print(f"level {n}{f' (run {run})' if args.repeat > 1 else ''}...", flush=True)
-            measure(str(n), n)
-            if args.compare:
-                print(f"level {n}, {args.compare}...", flush=True)
-                measure(f"{n}*", n, args.compare.resolve())
+            for k in shapes:
+                shape = f" on {k} HTTP instance(s)" if k else ""
+                print(f"level {n}{shape}{f' (run {run})' if args.repeat > 1 else ''}...", flush=True)
+                measure(f"{n}/{k}i" if k else str(n), n, instances=k)
+                if args.compare:
+                    print(f"level {n}{shape}, {args.compare}...", flush=True)
+                    measure(f"{n}/{k}i*" if k else f"{n}*", n, args.compare.resolve(), k)
     print(f"\nafter the run: {machine()}")
     print("milliseconds per callback: own = the app's time without ACS's (handler - acs); hdl = handler;")
     print("stor = Table Storage within it; rtt = the round trip ACS saw (adds the host's queueing);")
     print("app CPU = the app process's CPU milliseconds per call (all its functions)")
     if args.compare:
         print(f"* = {args.compare}")
+    if shapes != [0]:
+        print("N/Ki = N concurrent calls on K HTTP instances (the Flex shape: tools/cluster.py, callbacks spread)")
     print()
     print(HEADER)
     for label, s, spent in results:
@@ -146,7 +160,7 @@ def main() -> int:
     print("\nper event type at the highest level: own p50/p99, of which Table Storage (state), and the rest")
     print("(the rest: the app's CPU, and storage not timed as state: the call-ended hooks' call records)")
     for label, s, _ in results:
-        if label.rstrip("*") == str(max(levels)):
+        if label.rstrip("*").split("/")[0] == str(max(levels)):
             print(f"level {label}:")
             by_type: dict[str, list[tuple[float, float]]] = {}  # event type -> (own, storage) per callback
             for _at, kind, own_ms, storage_ms, *_ in s.rows:

@@ -79,24 +79,41 @@ class Stack:
 
 
 @contextmanager
-def stack(storage: str, *, prompt_seconds: float, app_dir: Path | None = None, **settings: str) -> Iterator[Stack]:
-    """A fresh simulator (prompts of ``prompt_seconds``) and a fresh app process (of this checkout, or of
-    ``app_dir``) subscribed to it."""
+def stack(
+    storage: str, *, prompt_seconds: float, app_dir: Path | None = None, instances: int = 0, **settings: str
+) -> Iterator[Stack]:
+    """A fresh simulator (prompts of ``prompt_seconds``) and a fresh app (of this checkout, or of ``app_dir``)
+    subscribed to it: one host process, or with ``instances`` the Flex shape (``tools/cluster.py``): that many HTTP
+    instances behind the front, each call's callbacks spread over them, one instance per Event Grid function."""
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
     from tools.apphost import start_app
+    from tools.cluster import start_cluster
 
     thread = SimulatorThread(config=Config(prompt_seconds=prompt_seconds, ring_timeout=600))
     sim = thread.__enter__()
     try:
-        app = start_app(sim, storage, timeout=60, app_dir=app_dir, **settings)
+        if instances:
+            app = start_cluster(
+                sim, storage, http_instances=instances, mode="spread", timeout=60, app_dir=app_dir, **settings
+            )
+        else:
+            app = start_app(sim, storage, timeout=60, app_dir=app_dir, **settings)
         try:
             yield Stack(sim, thread, app)
         finally:
             app.stop()
-            os.unlink(app.log_path)
+            if not instances:
+                os.unlink(app.log_path)
     finally:
         thread.__exit__(None, None, None)
+
+
+def app_pids(app: Any) -> list[int]:
+    """The app's host processes: one, or every instance of a cluster."""
+    if hasattr(app, "all_instances"):
+        return [instance.process.pid for instance in app.all_instances()]
+    return [app.process.pid]
 
 
 def place(st: Stack, n: int, rate: float, *, prefix: int = 0) -> list[str]:
@@ -261,18 +278,24 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 class CpuMeter:
-    """CPU seconds spent by the app, Azurite and this process (the simulator and the callers) between marks."""
+    """CPU seconds spent by the app (all its host processes), Azurite and this process (the simulator, the callers
+    and a cluster's front) between marks."""
 
-    def __init__(self, app_pid: int, azurite_pid: int) -> None:
-        self.pids = {"app": app_pid, "azurite": azurite_pid, "simulator": None}
+    def __init__(self, app_pid: int | list[int], azurite_pid: int) -> None:
+        apps = app_pid if isinstance(app_pid, list) else [app_pid]
+        self.pids: dict[str, list[int | None]] = {"app": list(apps), "azurite": [azurite_pid], "simulator": [None]}
         self.mark()
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.pids.items()}
 
     def mark(self) -> None:
-        self._at = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._at = self._now()
 
     def since(self) -> dict[str, float]:
-        spent = {name: cpu_seconds(pid) - self._at[name] for name, pid in self.pids.items()}
-        self.mark()
+        now = self._now()
+        spent = {name: now[name] - self._at[name] for name in self.pids}
+        self._at = now
         return spent
 
 

@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 from bench.ivr_load import (  # noqa: E402
     CpuMeter,
+    app_pids,
     collect,
     machine,
     pct,
@@ -38,14 +39,19 @@ from bench.ivr_load import (  # noqa: E402
 )
 
 
-def ramp(storage: Any, rates: list[float], args: argparse.Namespace, app_dir: Path | None = None) -> list[Any]:
-    """Run the steps on one app instance until one past the knee; rows of (rate, samples, finished, cpu, base)."""
+def ramp(
+    storage: Any, rates: list[float], args: argparse.Namespace, app_dir: Path | None = None, instances: int = 0
+) -> list[Any]:
+    """Run the steps on the app (one host, or ``instances`` HTTP instances of the Flex shape) until one past the
+    knee; rows of (rate, samples, finished, cpu, base)."""
     rows: list[Any] = []
     past_knee = 0
-    with stack(storage.connection_string, prompt_seconds=args.prompt_seconds, app_dir=app_dir) as st:
+    with stack(
+        storage.connection_string, prompt_seconds=args.prompt_seconds, app_dir=app_dir, instances=instances
+    ) as st:
         warm_up(st)
         wait_done(st, list(st.sim.sim.engine.calls), time.monotonic() + 60)
-        cpu = CpuMeter(st.app.process.pid, storage.process.pid)
+        cpu = CpuMeter(app_pids(st.app), storage.process.pid)
         for step, rate in enumerate(rates):
             n = max(1, round(rate * args.step_seconds))
             print(f"{rate:g} calls/s: {n} calls...", flush=True)
@@ -99,15 +105,26 @@ def main() -> int:
     p.add_argument("--stop-after-knee", type=int, default=1, help="steps to run past the knee (then stop)")
     p.add_argument("--compare", type=Path, help="another checkout of the app (e.g. before a change), ramped alike")
     p.add_argument("--azurite-in-memory", action="store_true", help="Azurite without its periodic saves to disk")
+    p.add_argument(
+        "--instances",
+        default="",
+        help="comma-separated HTTP instance counts (e.g. 1,3): the ramp on the Flex shape (tools/cluster.py) with"
+        " each; default: one host process",
+    )
     args = p.parse_args()
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    shapes = [int(x) for x in args.instances.split(",") if x.strip()] or [0]
     print(f"{machine()}; Python {sys.version.split()[0]}", flush=True)
     storage = start_storage(args.azurite_in_memory)
     try:
-        runs = [("app", ramp(storage, rates, args))]
-        if args.compare:
-            print(f"{args.compare}:", flush=True)
-            runs.append((str(args.compare), ramp(storage, rates, args, args.compare.resolve())))
+        runs = []
+        for k in shapes:
+            shape = f" on {k} HTTP instance(s)" if k else ""
+            print(f"app{shape}:", flush=True)
+            runs.append((f"app{shape}", ramp(storage, rates, args, instances=k)))
+            if args.compare:
+                print(f"{args.compare}{shape}:", flush=True)
+                runs.append((f"{args.compare}{shape}", ramp(storage, rates, args, args.compare.resolve(), k)))
     finally:
         storage.stop()
     print(f"\nafter the run: {machine()}")
