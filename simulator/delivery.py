@@ -158,7 +158,11 @@ class Delivery:
             return
         if action == "delay" and rule is not None:
             await asyncio.sleep(rule.delay)
-        await self._post_callback(item)
+        if action == "twin":
+            self._note(item, f"{event_type} delivered twice at once (twin fault)")
+            await asyncio.gather(self._post_callback(item), self._post_callback(item))
+        else:
+            await self._post_callback(item)
         if action == "duplicate":
             self._note(item, f"{event_type} delivered again (duplicate fault)")
             await self._post_callback(item)

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REQUEST_STATUSES = {429, 500, 503}
-CALLBACK_ACTIONS = {"drop", "duplicate", "reorder", "delay"}
+# twin: two copies posted at once (a delivery ACS retried while the first was still in flight): behind a front
+# that spreads a call's callbacks, the two land on different instances at the same time.
+CALLBACK_ACTIONS = {"drop", "duplicate", "twin", "reorder", "delay"}
 
 
 @dataclass
@@ -52,7 +54,7 @@ def parse_rule(data: dict[str, Any]) -> Rule:
         raise ValueError("a request fault needs a status or a latency")
     if kind == "callback" and rule.action not in CALLBACK_ACTIONS:
         raise ValueError(f"callback fault action must be one of {sorted(CALLBACK_ACTIONS)}")
-    if kind == "eventgrid" and rule.action not in CALLBACK_ACTIONS:
+    if kind == "eventgrid" and rule.action not in CALLBACK_ACTIONS - {"twin"}:
         raise ValueError(f"eventgrid fault action must be one of {sorted(CALLBACK_ACTIONS)}")
     if kind == "download" and rule.cut_after_bytes <= 0 and rule.latency <= 0:
         raise ValueError("a download fault needs cut_after_bytes > 0 or latency > 0 (seconds per MiB sent)")
