@@ -197,10 +197,13 @@ class Tally:
     blob: float = 0.0
     acs: float = 0.0
     other: float = 0.0
+    conflicts: float = 0.0  # ETag conflicts met and retried (observability.count): not requests, their cost is
 
     def add(self, kind: str, n: float) -> None:
         service, op = split(kind)
-        if service == "table":
+        if service == "conflict":
+            self.conflicts += n
+        elif service == "table":
             if op.startswith("batch."):
                 self.entities += n
             elif op in READS:
@@ -219,6 +222,9 @@ class Tally:
     @property
     def storage(self) -> float:
         return self.table_reads + self.table_writes + self.blob
+
+
+FIELDS = ("table_reads", "table_writes", "entities", "blob", "acs", "other", "conflicts")
 
 
 def tally(counts: Counter[str], per: float) -> Tally:
@@ -255,6 +261,19 @@ def census(connection_string: str) -> dict[str, Counter[str]]:
     return out
 
 
+def blob_bytes(connection_string: str) -> tuple[int, int]:
+    """Blobs the app wrote (every container of the account) and their bytes, after the run."""
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(connection_string)
+    count = size = 0
+    for container in service.list_containers():
+        for blob in service.get_container_client(container.name).list_blobs():
+            count += 1
+            size += blob.size or 0
+    return count, size
+
+
 def git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -277,6 +296,7 @@ class Run:
     events_sent: Counter[str]  # the simulator's, by type (callbacks and Event Grid)
     azurite: Counter[str] | None
     partitions: dict[str, Counter[str]]  # table -> partition key -> rows, after the run
+    blobs: tuple[int, int]  # blobs and bytes in Blob Storage after the run (the warm-up's included)
     settled: bool
     seconds: float
 
@@ -323,7 +343,8 @@ def run(args: argparse.Namespace) -> Run:
                         events[e["eventType"].rsplit(".", 1)[-1]] += 1
                 azurite = azurite_operations(debug_log, azurite_from) if debug_log else None
                 partitions = census(storage.connection_string)
-                return Run(calls, counted, acs, events, azurite, partitions, settled, seconds)
+                blobs = blob_bytes(storage.connection_string)
+                return Run(calls, counted, acs, events, azurite, partitions, blobs, settled, seconds)
             finally:
                 app.stop()
                 Path(app.log_path).unlink(missing_ok=True)
@@ -352,40 +373,45 @@ def report(r: Run, args: argparse.Namespace) -> None:
         print("  ! not everything settled within the time limit: the figures may be short")
 
     print("\nPer call, by event type (requests per call; an entity group transaction is one write, its entities count "
-          "apart):")
+          "apart;\n'per event': requests per invocation; 'conflicts': ETag conflicts met and retried, whose extra "
+          "requests are in the counts):")
     head = (f"  {'event':36} {'per call':>8} | {'tbl read':>8} {'tbl write':>9} {'entities':>8} | {'blob':>6} | "
-            f"{'ACS':>5} | {'all':>6} | {'per event':>9}")
+            f"{'ACS':>5} | {'all':>6} | {'per event':>9} | {'conflicts':>9}")
     print(head)
     print("  " + "-" * (len(head) - 2))
     total = Tally()
     order = sorted(c.events, key=lambda k: (k.endswith("(callback)"), k))
     for label in order:
         t = tally(c.by_event[label], n)
-        per_event = sum(c.by_event[label].values()) / max(c.events[label], 1)
-        for name in ("table_reads", "table_writes", "entities", "blob", "acs", "other"):
+        requests = sum(v for k, v in c.by_event[label].items() if not k.startswith(("conflict ", "table batch.")))
+        per_event = requests / max(c.events[label], 1)
+        for name in FIELDS:
             setattr(total, name, getattr(total, name) + getattr(t, name))
         all_requests = t.table_reads + t.table_writes + t.blob + t.acs + t.other
         print(f"  {label:36} {c.events[label] / n:8.2f} | {fmt(t.table_reads):>8} {fmt(t.table_writes):>9} "
               f"{fmt(t.entities):>8} | {fmt(t.blob):>6} | {fmt(t.acs):>5} | {fmt(all_requests):>6} | "
-              f"{per_event:9.2f}")
+              f"{per_event:9.2f} | {fmt(t.conflicts):>9}")
     background: Counter[str] = Counter()
     for counts in c.background.values():
         background.update(counts)
     if background:
         t = tally(background, n)
-        for name in ("table_reads", "table_writes", "entities", "blob", "acs", "other"):
+        for name in FIELDS:
             setattr(total, name, getattr(total, name) + getattr(t, name))
         print(f"  {BACKGROUND:36} {'':8} | {fmt(t.table_reads):>8} {fmt(t.table_writes):>9} {fmt(t.entities):>8} | "
-              f"{fmt(t.blob):>6} | {fmt(t.acs):>5} | {fmt(t.table_reads + t.table_writes + t.blob + t.acs):>6} |")
+              f"{fmt(t.blob):>6} | {fmt(t.acs):>5} | {fmt(t.table_reads + t.table_writes + t.blob + t.acs):>6} | "
+              f"{'':9} | {fmt(t.conflicts):>9}")
     print("  " + "-" * (len(head) - 2))
     events_per_call = sum(c.events.values()) / n
     all_total = total.table_reads + total.table_writes + total.blob + total.acs + total.other
     print(f"  {'per call':36} {events_per_call:8.2f} | {fmt(total.table_reads):>8} {fmt(total.table_writes):>9} "
-          f"{fmt(total.entities):>8} | {fmt(total.blob):>6} | {fmt(total.acs):>5} | {fmt(all_total):>6} |")
+          f"{fmt(total.entities):>8} | {fmt(total.blob):>6} | {fmt(total.acs):>5} | {fmt(all_total):>6} | "
+          f"{'':9} | {fmt(total.conflicts):>9}")
     rate = args.scale_rate
     print(f"  {f'x {rate:,} new calls/s (requests/s)':36} {events_per_call * rate:8,.0f} | "
           f"{total.table_reads * rate:8,.0f} {total.table_writes * rate:9,.0f} {total.entities * rate:8,.0f} | "
-          f"{total.blob * rate:6,.0f} | {total.acs * rate:5,.0f} | {all_total * rate:6,.0f} |")
+          f"{total.blob * rate:6,.0f} | {total.acs * rate:5,.0f} | {all_total * rate:6,.0f} | {'':9} | "
+          f"{total.conflicts * rate:9,.0f}")
 
     print("\nEvery kind of request, per call (key shape: {id} varies per call; a fixed key is one partition for "
           "every call):")
@@ -433,6 +459,10 @@ def report(r: Run, args: argparse.Namespace) -> None:
             flag = "  <- shared by many calls" if len(counts) < (n + 1) / 2 and max(counts) > 1 else ""
             print(f"  {table:14} {shape:24} {len(counts):6} partitions {sum(counts):7} rows  {max(counts):5} most"
                   f"{flag}")
+
+    count, size = r.blobs
+    print(f"\nBlob Storage after the run: {count} blobs, {size:,} bytes ({size / (n + 1):,.0f} bytes a call, the "
+          "warm-up's included)")
 
     print("\nACS requests per call: the simulator's log (all requests it received) against the app's count:")
     app_acs = Counter()
