@@ -273,15 +273,17 @@ def launch_host(app_dir: Path, port: int, env: dict[str, str], log_path: Path, *
         )
 
 
-def wait_serving(base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30) -> None:
-    """Until the host at ``base_url`` answers HTTP (any status); RuntimeError, with its log, if it exits first or
-    does not answer within ``timeout`` seconds."""
+def wait_serving(
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30, path: str = "/api/health"
+) -> None:
+    """Until the host at ``base_url`` answers HTTP at ``path`` (any status: devhost listens once the app is indexed
+    and loaded); RuntimeError, with its log, if it exits first or does not answer within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"the host exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
         try:
-            with urllib.request.urlopen(base_url + "/api/health", timeout=2):
+            with urllib.request.urlopen(base_url + path, timeout=2):
                 return
         except OSError as exc:
             if getattr(exc, "code", None):  # an HTTP error: the host is up

@@ -45,6 +45,7 @@ from tools.front import HTTP_GROUP, MODES, Front, Placed
 GROUPS = (HTTP_GROUP, *EVENTGRID_FUNCTIONS)
 DRAIN_SECONDS = 30.0  # devhost's --drain-seconds for every instance, unless told otherwise
 EXIT_GRACE = 5.0  # past its drain bound, the seconds an instance gets to end before it counts as hung
+READY_PATH = "/.cluster/ready"  # what the launcher asks a new instance until it answers
 
 __all__ = ["GROUPS", "MODES", "Cluster", "Instance", "Placed", "start_cluster"]
 
@@ -171,7 +172,9 @@ class Cluster:
             self._all.append(instance)
             started.append(instance)
         for instance in started:
-            wait_serving(instance.base_url, instance.process, instance.log_path, timeout)
+            # A path no function serves: devhost answers 404 without invoking anything, so that an instance's log
+            # lists only invocations placed on it by the front.
+            wait_serving(instance.base_url, instance.process, instance.log_path, timeout, path=READY_PATH)
         for instance in started:
             instance.state = "serving"
             self.front.add(instance.name, instance.group, instance.base_url)
