@@ -3,15 +3,23 @@
 Starts Azurite, the simulator and the app (function_app.py under the local Functions host),
 subscribes the simulator's Event Grid to the app's triggers, plays ``scenarios/demo.yaml``, and
 prints each call's timeline and what the app stored about it in Table Storage.
+
+``python -m tools.demo --instances N`` runs the app as Flex Consumption would (``tools/cluster.py``): N instances for
+its HTTP functions and one for each Event Grid function, behind a front that spreads requests over them; each call's
+line says which instances served its callbacks.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,23 +71,61 @@ def qa_blobs(connection_string: str, recordings: int, timeout: float = 30.0) -> 
         time.sleep(0.3)
 
 
-def main() -> int:
+def callbacks_served(app: Any, call: Any) -> str:
+    """Which instances of a cluster served a call's callbacks, e.g. ``http-1 x3, http-2 x4``."""
+    refs = {
+        urlsplit(e.detail["url"]).path.rsplit("/", 1)[-1]
+        for e in call.timeline.entries
+        if e.kind == "event" and e.detail.get("url")
+    }
+    served = Counter(p.instance for ref in refs for p in app.placed(call_ref=ref) if p.instance)
+    return ", ".join(f"{name} x{n}" for name, n in sorted(served.items())) or "none"
+
+
+def main(argv: list[str] | None = None) -> int:
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
     from simulator.scenario import finished, load, run
     from tools import azurite
     from tools.apphost import start_app
 
-    scenario_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "scenarios" / "demo.yaml"
-    scenario = load(scenario_path)
-    print("Starting Azurite, the ACS simulator and the app (local Functions host)...", flush=True)
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", nargs="?", type=Path, default=ROOT / "scenarios" / "demo.yaml")
+    parser.add_argument("--instances", type=int, default=0, metavar="N",
+                        help="run the app as a cluster: N instances for the HTTP functions, one per Event Grid"
+                        " function (default: one local host)")
+    parser.add_argument("--mode", choices=("round_robin", "spread"), default="spread",
+                        help="with --instances: how the front places requests within a group (default: spread, each"
+                        " callback of a call on another instance than the one before)")
+    args = parser.parse_args(argv)
+    if args.instances < 0:
+        parser.error("--instances must be at least 1 (or 0: one local host)")
+    scenario = load(args.scenario)
+    what = (
+        f"the app as a cluster ({args.instances} instances for its HTTP functions, one per Event Grid function;"
+        " local Functions hosts)"
+        if args.instances
+        else "the app (local Functions host)"
+    )
+    print(f"Starting Azurite, the ACS simulator and {what}...", flush=True)
     storage = azurite.start()
     try:
         simulator = SimulatorThread(config=Config())
         with simulator as sim:
-            app = start_app(sim, storage.connection_string, RECORDING_MODE="on_connect")
+            if args.instances:
+                from tools.cluster import start_cluster
+
+                app = start_cluster(sim, storage.connection_string, http_instances=args.instances,
+                                    eventgrid_instances=1, mode=args.mode, RECORDING_MODE="on_connect")
+            else:
+                app = start_app(sim, storage.connection_string, RECORDING_MODE="on_connect")
             try:
-                print(f"  simulator {sim.endpoint}   app {app.base_url}   Azurite blob port {storage.blob_port}\n")
+                print(f"  simulator {sim.endpoint}   app {app.base_url}   Azurite blob port {storage.blob_port}")
+                if args.instances:
+                    names = ", ".join(i.name for i in app.instances())
+                    print(f"  instances behind the front ({args.mode}): {names}")
+                print()
                 calls = simulator.call(run(sim.sim, scenario, timeout=60), timeout=90)
                 outcomes = stored_outcomes(storage.connection_string)
                 recorded = sum(1 for call in calls if call.recordings)
@@ -92,6 +138,8 @@ def main() -> int:
                             f"  app state in Table Storage: flow={state['flow']} node={state['node']} "
                             f"status={state['status']} outcome={json.dumps(state['outcome'])}"
                         )
+                    if args.instances:
+                        print(f"  callbacks served by: {callbacks_served(app, call)}")
                     copies = sorted(qa.get(call.id, []))
                     if copies:
                         folder = copies[0][0].rsplit("/", 1)[0]
@@ -101,6 +149,9 @@ def main() -> int:
                     print()
                 done = sum(finished(c) for c in calls)
                 print(f"{done}/{len(calls)} scripted call(s) finished as scripted")
+                if args.instances:
+                    counts = ", ".join(f"{name} {n}" for name, n in app.counts().items())
+                    print(f"requests served per instance: {counts}")
                 return 0 if done == len(calls) else 1
             finally:
                 app.stop()
