@@ -1,7 +1,7 @@
 """Reliability suite: scripted IVR calls through the app while things go wrong, and what survived.
 
     python -m bench.reliability [--calls 60] [--concurrency 6] [--seed 1] [--host-kills 3] [--storage-restarts 3]
-                                [--rounds 1] [--verbose]
+                                [--instances N [--scale-events 3]] [--rounds 1] [--verbose]
 
 A mix of scripted callers plays the shipped customer-service flow (every call recorded:
 ``RECORDING_MODE=on_connect``): sales by DTMF, support by speech, silence until the operator,
@@ -15,7 +15,13 @@ a hang-up mid-menu, and a transfer the agent declines. Meanwhile:
   same settings: the call state comes back from Table Storage; the simulator redelivers what failed.
   Kills fall between callbacks, but for the handler a kill aims at (see ``kill_between_callbacks``).
 
-Printed at the end (``tests/e2e/test_reliability.py`` runs a short form and asserts them):
+With ``--instances N`` the app runs as Flex Consumption runs it (``tools/cluster.py``): N HTTP instances behind a
+front that sends each callback of a call to another instance than the one before, and one instance for each Event
+Grid function's group. A host kill is then one instance killed (mid-call, the one holding the transfer request, the
+one copying a recording) and replaced, and ``--scale-events`` adds, per round of them, a drain with a replacement
+(the platform recycling an instance), a scale-out and a scale-in (a drain), all mid-call.
+
+Printed at the end (``tests/e2e/test_reliability.py`` runs a short form of each shape and asserts them):
 
 - calls placed, and completed as scripted: each script names the transfer target it must reach (or
   that the call ends), the number of each action ACS must have carried out, and the app's final state;
@@ -25,7 +31,10 @@ Printed at the end (``tests/e2e/test_reliability.py`` runs a short form and asse
   but never handled by the app (no "done" mark in its tables), must be 0 (events dropped on purpose
   are counted apart);
 - recordings copied and verified: each recording chunk the simulator wrote has a verified copy in
-  Blob Storage with the same size and SHA-256.
+  Blob Storage with the same size and SHA-256;
+- ETag conflicts met and retried, by what was written (a call's state, its record, a campaign's progress), per call:
+  each instance counts them (``REQUEST_COUNTS=1``) and logs them with the call's ids. "(cached copy)" are the
+  conflicts on an instance's remembered copy of a call's state, written meanwhile by another instance.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import hashlib
 import json
 import queue
 import random
+import re
 import signal
 import sys
 import threading
@@ -172,9 +182,24 @@ class Report:
     failed_timelines: list[str] = field(default_factory=list)
     app_log: str = ""
     seconds: float = 0.0
+    shape: str = "one host"
+    conflicts: Counter[str] = field(default_factory=Counter)  # ETag conflicts retried, by what was written
+    conflicts_per_call: list[int] = field(default_factory=list)  # for each call placed
+
+    def conflict_line(self) -> str:
+        if not self.conflicts_per_call:
+            return "ETag conflicts retried:        not counted"
+        per_call = sorted(self.conflicts_per_call)
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(self.conflicts.items())) or "none"
+        return (
+            f"ETag conflicts retried:        {sum(self.conflicts.values())} ({kinds}); per call: "
+            f"mean {sum(per_call) / len(per_call):.2f}, max {per_call[-1]}, "
+            f"{sum(1 for n in per_call if n)} of {len(per_call)} calls met one"
+        )
 
     def lines(self) -> list[str]:
         return [
+            f"shape:                         {self.shape}",
             f"calls placed:                  {self.placed}",
             f"completed as scripted:         {self.completed}",
             f"actions duplicated:            {self.duplicated}",
@@ -186,6 +211,7 @@ class Report:
             *([f"disruptions missed:            {dict(self.missed)}"] if self.missed else []),
             f"faults fired:                  {sum(self.faults_fired.values())} "
             f"({', '.join(f'{k} x{v}' for k, v in sorted(self.faults_fired.items()))})",
+            self.conflict_line(),
             f"seconds:                       {self.seconds:.1f}",
         ]
 
@@ -196,6 +222,7 @@ class Suite:
     def __init__(self, sim: Any, app: Any, storage: Any, *, seed: int = 1, call_timeout: float = 90.0) -> None:
         self.sim = sim
         self.app = app
+        self.cluster = app if hasattr(app, "add_instance") else None  # tools.cluster.Cluster: the Flex shape
         self.storage = storage
         self.random = random.Random(seed)
         self.call_timeout = call_timeout
@@ -282,11 +309,24 @@ class Suite:
                 if self.ctl("GET", "/__sim/health")["webhooksInFlight"] <= but:
                     break
                 time.sleep(0.01)
-            self.app.process.kill()
-            self.app.process.wait(timeout=10)
+            if self.cluster is None:
+                self.app.process.kill()
+                self.app.process.wait(timeout=10)
+            else:
+                victim = self.busiest("http") if but else self.random.choice(self.cluster.instances("http"))
+                self.cluster.kill(victim)
         finally:
             self.ctl("POST", "/__sim/deliveries", {"paused": False})
-        self.restart_host(down_for=down_for)
+        if self.cluster is None:
+            self.restart_host(down_for=down_for)
+        else:
+            time.sleep(down_for)
+            self.cluster.add_instance(victim.group)  # the platform places a new instance for the lost one
+
+    def busiest(self, group: str) -> Any:
+        """The instance of the group holding the most requests (the one a disruption aims at), else any."""
+        serving = self.cluster.instances(group)
+        return max(serving, key=lambda i: (self.cluster.in_flight(i), self.random.random()))
 
     def wait_fault_fired(self, kind: str, name: str | None, before: int, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -341,8 +381,25 @@ class Suite:
                 time.sleep(0.3)
                 if kind == "storage_mid_copy":
                     self.restart_storage(down_for=0.5)
-                else:
+                elif self.cluster is None:
                     self.kill_between_callbacks(down_for=0.1)  # the copy is an Event Grid delivery
+                else:  # the instance of the recordings group that is copying dies, another takes its place
+                    copying = self.busiest("recording_file_status")
+                    self.cluster.kill(copying)
+                    self.cluster.add_instance(copying.group)
+        elif kind in ("drain_mid_call", "scale_out_mid_call", "scale_in_mid_call"):
+            if self.cluster is None:
+                raise ValueError(f"{kind} needs the cluster shape (--instances)")
+            if struck := self.wait_mid_menu():
+                http = self.cluster.instances("http")
+                if kind == "drain_mid_call":  # the platform recycles an instance: a new one in, the old one drained
+                    self.cluster.recycle(self.random.choice(http), graceful=True)
+                elif kind == "scale_out_mid_call":
+                    self.cluster.add_instance("http")
+                elif len(http) > 1:  # scale in: one fewer, drained
+                    self.cluster.drain(self.random.choice(http))
+                else:
+                    struck = False
         else:
             raise ValueError(f"unknown disruption {kind}")
         (self.report.disruptions if struck else self.report.missed)[kind] += 1
@@ -542,6 +599,9 @@ class Suite:
                 report.problems.append(f"recording {document_id}: copy differs ({blob.size} vs {doc['size']})")
         for f in self.ctl("GET", "/__sim/faults")["fired"]:
             report.faults_fired[f["kind"]] += 1
+        if self.app.env.get("REQUEST_COUNTS") == "1":
+            per_call, report.conflicts = conflicts_in(self.app.logs())
+            report.conflicts_per_call = [per_call.get(r.server_call_id, 0) for r in results]
 
     def check_call(self, r: CallResult, entries: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
         script = r.script
@@ -595,6 +655,27 @@ class Suite:
 
 DISRUPTIONS = ("storage_mid_call", "storage_mid_copy", "host_kill_mid_call", "host_kill_mid_request",
                "host_kill_mid_copy")
+SCALE_EVENTS = ("drain_mid_call", "scale_out_mid_call", "scale_in_mid_call")  # the cluster shape's own
+_COUNTS_LINE = re.compile(r"request counts (\{.*\})(?: \[([^\]]*)\])?$")
+
+
+def conflicts_in(logs: str) -> tuple[Counter[str], Counter[str]]:
+    """ETag conflicts retried, from the app's ``request counts`` log lines: per server call id, and by kind."""
+    per_call: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    for line in logs.splitlines():
+        m = _COUNTS_LINE.search(line)
+        if m is None:
+            continue
+        counts = json.loads(m.group(1)).get("counts", {})
+        conflicts = {k.removeprefix("conflict "): n for k, n in counts.items() if k.startswith("conflict ")}
+        if not conflicts:
+            continue
+        by_kind.update(conflicts)
+        ids = dict(part.split("=", 1) for part in (m.group(2) or "").split() if "=" in part)
+        if ids.get("server_call"):
+            per_call[ids["server_call"]] += sum(conflicts.values())
+    return per_call, by_kind
 
 
 def simulator_kwargs() -> dict[str, Any]:
@@ -611,19 +692,32 @@ def run(
     seed: int = 1,
     settings: dict[str, str] | None = None,
     on_report: Callable[[Report], None] | None = None,
+    instances: int = 0,
 ) -> Report:
+    """One run; with ``instances``, on the cluster shape (that many HTTP instances, callbacks spread)."""
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
     from tools import azurite
     from tools.apphost import start_app
+    from tools.cluster import start_cluster
 
     storage = azurite.start()
     try:
         with SimulatorThread(config=Config(recording_seconds=1.0), **simulator_kwargs()) as sim:
-            app = start_app(sim, storage.connection_string, RECORDING_MODE="on_connect", **(settings or {}))
+            app_settings = {"RECORDING_MODE": "on_connect", "REQUEST_COUNTS": "1", **(settings or {})}
+            if instances:
+                app = start_cluster(
+                    sim, storage.connection_string, http_instances=instances, mode="spread", **app_settings
+                )
+            else:
+                app = start_app(sim, storage.connection_string, **app_settings)
             try:
                 suite = Suite(sim, app, storage, seed=seed)
-                suite.report.app_log = str(app.log_path)
+                suite.report.shape = (
+                    f"{instances} HTTP instance(s), callbacks spread, 1 per Event Grid function" if instances else
+                    "one host"
+                )
+                suite.report.app_log = str(app.log_dir if instances else app.log_path)
                 report = suite.run(calls, concurrency, disruptions)
                 if on_report:
                     on_report(report)
@@ -641,6 +735,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--storage-restarts", type=int, default=3, help="Azurite restarts mid-call (and as many mid-copy)")
     p.add_argument("--host-kills", type=int, default=3, help="host kills mid-call (and as many mid-request, mid-copy)")
+    p.add_argument("--instances", type=int, default=0, help="the cluster shape: this many HTTP instances (0: one host)")
+    p.add_argument("--scale-events", type=int, default=3, help="with --instances: drains, scale-outs and scale-ins")
     p.add_argument("--rounds", type=int, default=1, help="repeat the whole run (fresh stack), seeds seed, seed+1, ...")
     p.add_argument("--verbose", action="store_true", help="print the timelines of calls that went wrong")
     args = p.parse_args()
@@ -648,10 +744,11 @@ def main() -> int:
     disruptions = (
         ["storage_mid_call", "storage_mid_copy"] * args.storage_restarts
         + ["host_kill_mid_call", "host_kill_mid_request", "host_kill_mid_copy"] * args.host_kills
+        + (list(SCALE_EVENTS) * args.scale_events if args.instances else [])
     )
     failed = False
     for round_ in range(args.rounds):
-        report = run(args.calls, args.concurrency, disruptions, seed=args.seed + round_)
+        report = run(args.calls, args.concurrency, disruptions, seed=args.seed + round_, instances=args.instances)
         print(f"round {round_ + 1} (seed {args.seed + round_})")
         print("\n".join("  " + line for line in report.lines()))
         for problem in report.problems[:40]:
