@@ -53,17 +53,21 @@ class Report:
         )
 
 
-def _summary_key(table: Any, row: Any) -> str | None:
-    """The listing key the row's call's summary names now; None when the call has no summary."""
+def _summary_of(table: Any, row: Any) -> tuple[str, str] | None:
+    """The listing key the row's call's summary names now, and the call's server call id; None when the call has
+    no summary."""
     server_call_id = row.get("serverCallId")
     partition = call_key(server_call_id) if server_call_id else row["RowKey"].rpartition("-")[2]
-    summary = tables.get(table, partition, RECORD_ROW, select=["indexKey"])
-    return None if summary is None else summary.get("indexKey") or ""
+    summary = tables.get(table, partition, RECORD_ROW, select=["indexKey", "serverCallId"])
+    if summary is None:
+        return None
+    return summary.get("indexKey") or "", summary.get("serverCallId") or server_call_id or ""
 
 
-def _copy(table: Any, rows: list[Any]) -> list[dict[str, Any]]:
-    """The rows into their partitions of the sharded layout: one transaction per partition (at most 100 rows)."""
-    copies = [index_entry(row.get("serverCallId") or "", row["RowKey"]) for row in rows]
+def _copy(table: Any, rows: list[tuple[Any, str]]) -> list[dict[str, Any]]:
+    """The rows (each with its call's server call id, as its summary has it) into their partitions of the sharded
+    layout: one transaction per partition (at most 100 rows)."""
+    copies = [index_entry(server_call_id, row["RowKey"]) for row, server_call_id in rows]
     by_partition: dict[str, list[dict[str, Any]]] = {}
     for copy in copies:
         by_partition.setdefault(copy["PartitionKey"], []).append(copy)
@@ -131,12 +135,12 @@ def migrate(
             report.batches += 1
             report.read += len(rows)
             after = rows[-1]["RowKey"]
-            current = list(pool.map(lambda row: _summary_key(table, row), rows))
-            keep = [row for row, key in zip(rows, current, strict=True) if key == row["RowKey"]]
-            leftovers = [row for row, key in zip(rows, current, strict=True) if key != row["RowKey"]]
+            current = list(pool.map(lambda row: _summary_of(table, row), rows))
+            keep = [(row, now[1]) for row, now in zip(rows, current, strict=True) if now and now[0] == row["RowKey"]]
+            leftovers = [row for row, now in zip(rows, current, strict=True) if not now or now[0] != row["RowKey"]]
             copies = _copy(table, keep)
             verified = list(pool.map(lambda copy: _read_back(table, copy), copies))
-            done = [row for row, ok in zip(keep, verified, strict=True) if ok]
+            done = [row for (row, _), ok in zip(keep, verified, strict=True) if ok]
             unverified = len(keep) - len(done)  # the copy went (the call's key moved on): the next run drops the row
             changed = _delete(table, done + leftovers)
             report.copied += sum(1 for row in done if row["RowKey"] not in changed)

@@ -176,3 +176,16 @@ def test_the_command_killed_mid_way_and_run_again_finishes_the_move(azurite):
     checked = subprocess.run([*command, "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and checked.stdout.strip() == f"0 legacy index row(s) left in table {name}"
     assert_migrated(client, store, calls)
+
+
+def test_a_legacy_row_without_its_server_call_id_is_copied_with_the_summarys(azurite):
+    name = new_table()
+    client = table_client(azurite, name)
+    old = RecordStore(table_client(azurite, name), legacy_index=True)
+    old.add_event(started("call-bare", T0))
+    [(_, key)] = index_rows(client)
+    client.upsert_entity({"PartitionKey": LEGACY_PARTITION, "RowKey": key}, mode="replace")  # the property lost
+    report = migrate.migrate(table_client(azurite, name))
+    assert (report.copied, report.dropped) == (1, 0)
+    assert client.get_entity(index_partition(key), key)["serverCallId"] == "call-bare"
+    assert_migrated(client, RecordStore(table_client(azurite, name)), ["call-bare"])
