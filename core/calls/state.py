@@ -29,6 +29,14 @@ from core.platform.tables import TableBacked, row_key
 log = logging.getLogger("core.calls.state")
 T = TypeVar("T")
 KNOWN_STATES = 4096  # calls whose last known state (and ETag) a process keeps, least recently used dropped
+# How often a remembered copy turned out stale (another instance wrote the row since): a moving average over the
+# process's recent changes from one. On one instance it stays near 0 and each change saves a read. Behind a front that
+# spreads a call's events over N instances it nears 1 - 1/N, and then a copy costs a failed write before the read it
+# was to save: above STALE_LIMIT the process reads first, and still starts from its copy one change in PROBE_EVERY, to
+# notice when that changes (instances scaled in, a front that keeps a call on one instance).
+STALE_LIMIT = 0.5
+STALE_WEIGHT = 0.1  # the weight of the latest outcome in the average
+PROBE_EVERY = 8
 HISTORY_LIMIT = 60
 # A mid-call callback is deduplicated in its call's own row (``handled`` and ``leases``, see
 # ``core.calls.ledger.CallLedger.advance``), so that marking it planned, and later done, joins the writes the call's
@@ -219,6 +227,9 @@ class StateStore(TableBacked):
         self._writers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         # server call ids this process has indexed (bounded like _known): the index row is written once per call
         self._indexed: OrderedDict[str, None] = OrderedDict()
+        self._stale_rate = 0.0  # see STALE_LIMIT
+        self._recalls = 0
+        self._recalled = threading.local()  # (call_ref, etag) of the copy this thread's change started from
 
     def _remember(self, call_ref: str, data: str, remembered: bytes, etag: str) -> None:
         if len(remembered) > REMEMBERED_CACHED:  # a call flooded with events: its row is read for each change
@@ -242,9 +253,32 @@ class StateStore(TableBacked):
             return lock
 
     def _recall(self, call_ref: str) -> tuple[CallState, str] | None:
+        """The copy this process last read or wrote, for a change to start from; None (read the row) while copies
+        have mostly been stale lately, but for one change in PROBE_EVERY."""
         with self._known_lock:
+            self._recalls += 1
+            if self._stale_rate > STALE_LIMIT and self._recalls % PROBE_EVERY:
+                return None
             known = self._known.get(call_ref)
-        return (_load(known[0], known[1]), known[2]) if known else None
+        if not known:
+            return None
+        self._recalled.copy = (call_ref, known[2])
+        return _load(known[0], known[1]), known[2]
+
+    def _learn(self, call_ref: str, etag: str, stale: bool) -> None:
+        """After a write: if it started from a recalled copy, whether that copy was stale goes into the average."""
+        recalled = getattr(self._recalled, "copy", None)
+        if recalled is None:
+            return
+        self._recalled.copy = None
+        if recalled == (call_ref, etag):
+            with self._known_lock:
+                self._stale_rate += STALE_WEIGHT * ((1.0 if stale else 0.0) - self._stale_rate)
+
+    @property
+    def stale_rate(self) -> float:
+        """How often, lately, this process's remembered copy of a call was stale when a change started from it."""
+        return self._stale_rate
 
     def ping(self) -> None:
         """Reach the table (creating it if needed): raises when storage is not there."""
@@ -288,8 +322,10 @@ class StateStore(TableBacked):
         try:
             meta = tables.put(self._table, entity, etag)
         except tables.Conflict:
+            self._learn(state.call_ref, etag, stale=True)
             self._forget(state.call_ref)
             raise StateConflict(state.call_ref) from None
+        self._learn(state.call_ref, etag, stale=False)
         self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
         self._index_server_call(state)
         return meta["etag"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -200,3 +201,40 @@ def test_a_call_is_found_by_its_server_call_id_through_the_index(store):
     # A call created with its server call id already set is indexed at once.
     store.create(CallState(call_ref="r-index-2", server_call_id="c2VydmVy/Y2FsbA"))
     assert other.find_by_server_call("c2VydmVy/Y2FsbA").call_ref == "r-index-2"
+
+
+def test_a_process_stops_starting_from_its_copy_while_other_instances_keep_writing_the_call(azurite):
+    # Behind a front that spreads a call's events over instances, a process's remembered copy of the call is mostly
+    # stale: starting from it costs a failed write before the read. Each store learns that and reads first, trying
+    # its copy again now and then; alone on a call, a store keeps saving the read.
+    from core.calls.state import PROBE_EVERY, STALE_LIMIT, STALE_WEIGHT
+    from core.platform import observability
+
+    name = f"state{uuid.uuid4().hex[:10]}"
+    a, b, single = (StateStore.connect(azurite.connection_string, None, name) for _ in range(3))
+    a.create(CallState(call_ref="spread"))
+    single.create(CallState(call_ref="alone"))
+
+    def bump(state: CallState) -> None:
+        state.seq += 1
+
+    observability.install_request_counting()
+    try:
+        with observability.request_counts() as alternating:
+            for n in range(64):
+                (a if n % 2 else b).mutate("spread", bump)
+        with observability.request_counts() as alone:  # one instance: its copy is never stale
+            for _ in range(32):
+                single.mutate("alone", bump)
+    finally:
+        observability.stop_request_counting()
+    assert a.get("spread")[0].seq == 64 and a.get("alone")[0].seq == 32  # nothing lost either way
+    stale = alternating["conflict state (cached copy)"]
+    # Without learning every change but the first would have met a stale copy (63); with it, each store meets the few
+    # it takes its average to pass STALE_LIMIT, then one in PROBE_EVERY of its changes.
+    learning = math.ceil(math.log(1 - STALE_LIMIT) / math.log(1 - STALE_WEIGHT))
+    assert learning <= stale <= 2 * learning + 64 // PROBE_EVERY + 2, alternating
+    assert a.stale_rate > STALE_LIMIT or b.stale_rate > STALE_LIMIT
+    assert alone["conflict state (cached copy)"] == 0
+    reads = sum(n for kind, n in alone.items() if kind.startswith("table get"))
+    assert reads == 0 and single.stale_rate == 0.0, alone  # every change from its copy: no read at all
