@@ -116,7 +116,7 @@ class Front:
         self.mode = mode
         self.eventgrid_functions = frozenset(eventgrid_functions)
         prefix = route_prefix.strip("/")
-        self._callbacks = f"/{prefix}/callbacks/" if prefix else "/callbacks/"
+        self._callbacks = (f"/{prefix}/callbacks/" if prefix else "/callbacks/").lower()  # routes ignore case
         self._host = host
         self._lock = threading.Lock()
         self._members: dict[str, Member] = {}

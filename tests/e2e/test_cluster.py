@@ -125,6 +125,94 @@ def invoked(instance: Instance) -> set[str]:
     return set(FUNCTION_LINE.findall(instance.logs()))
 
 
+# -- the front, against an echo upstream -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def echo() -> Iterator[str]:
+    """An upstream that answers with what it received: method, raw path and query, headers, body, framing."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({
+            "method": request.method,
+            "path_qs": request.rel_url.raw_path_qs,
+            "host": request.headers.get("Host"),
+            "x_test": request.headers.getall("X-Test", []),
+            "body": body.decode(),
+            "chunked": request.headers.get("Transfer-Encoding", "").lower() == "chunked",
+        }, headers={"X-Upstream": "echo"})
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    port = free_port()
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_front_passes_requests_through_unchanged_and_fails_over_only_before_sending(echo):
+    """The request an instance gets is the caller's (raw path with %2F, query, Host, repeated headers, body, chunked
+    framing) and the caller gets the instance's answer; an instance that refuses the connection is skipped (nothing
+    was sent) and left out afterwards; a group with nobody in it is a 503; an unknown Event Grid function a 404."""
+    import http.client
+
+    from tools.front import Front
+
+    front = Front("round_robin", eventgrid_functions=["incoming_call"])
+    base = front.start()
+    try:
+        front.add("gone", "http", f"http://127.0.0.1:{free_port()}")  # nothing listens there: refused
+        front.add("echo", "http", echo)
+        port = urlsplit(base).port
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.putrequest("POST", "/api/calls/a%2Fb?x=1&x=2&code=k", skip_accept_encoding=True)
+        connection.putheader("X-Test", "one")
+        connection.putheader("X-Test", "two")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        for chunk in (b"4\r\nabcd\r\n", b"2\r\nef\r\n", b"0\r\n\r\n"):
+            connection.send(chunk)
+        response = connection.getresponse()
+        seen = json.loads(response.read())
+        assert response.status == 200 and response.getheader("X-Upstream") == "echo"
+        assert seen == {"method": "POST", "path_qs": "/api/calls/a%2Fb?x=1&x=2&code=k", "host": f"127.0.0.1:{port}",
+                        "x_test": ["one", "two"], "body": "abcdef", "chunked": True}
+        first = front.placed()[-1]
+        assert (first.instance, first.refused_by, first.outcome) == ("echo", ("gone",), "answered")
+        assert next(m for m in front.members() if m.name == "gone").down
+
+        with urllib.request.urlopen(base + "/api/health", timeout=10) as again:
+            assert json.loads(again.read())["path_qs"] == "/api/health"
+        assert front.placed()[-1].refused_by == ()  # the refusing instance is no longer tried
+        assert front.counts() == {"gone": 0, "echo": 2}
+
+        for url, status, outcome in (
+            (base + "/runtime/webhooks/eventgrid?functionName=incoming_call", 503, "no_instance"),
+            (base + "/runtime/webhooks/eventgrid?functionName=nope", 404, "not_found"),
+        ):
+            with pytest.raises(urllib.error.HTTPError) as failed:
+                urllib.request.urlopen(urllib.request.Request(url, data=b"[]", method="POST"), timeout=10)
+            assert failed.value.code == status and front.placed()[-1].outcome == outcome
+    finally:
+        front.stop()
+
+
 # -- spread, scale-out, isolation ---------------------------------------------------------------------------------
 
 
