@@ -253,8 +253,21 @@ class RecordStore(TableBacked):
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
-        except (ResourceModifiedError, ResourceNotFoundError):
+        except ResourceNotFoundError:
+            log.info("record of %s gone while indexing", server_call_id)
+        except ResourceModifiedError:
             log.info("record of %s changed while indexing: the change indexes it", server_call_id)
+            self._drop_if_left(server_call_id, summary, key)
+
+    def _drop_if_left(self, server_call_id: str, summary: dict[str, Any], key: str) -> None:
+        """After a change won over this indexing: if the call's key moved on meanwhile, the row just written may
+        have landed after the winner deleted it (a key it left), so delete it again (keys are never reused)."""
+        if not key:
+            return
+        now = tables.get(self._table, summary["PartitionKey"], RECORD_ROW, select=["indexKey"])
+        if now is not None and now.get("indexKey") != key:
+            log.info("record of %s left listing key %s while it was indexed: deleted", server_call_id, key)
+            tables.delete(self._table, self._index_partition(key), key)
 
     def _write_index(self, ops: list[Any]) -> None:
         """Index rows of one partition: one transaction, or one by one when they are more than a transaction takes
