@@ -1,13 +1,15 @@
 """Benchmark: the requests the app makes per call to Table Storage, Blob Storage and ACS, by event type.
 
     python -m bench.requests_per_call [--calls 300] [--concurrency 12] [--mix demo|sales] [--recording on_connect|off]
-                                      [--recording-seconds 1] [--azurite-debug] [--scale-rate 1000]
+                                      [--recording-seconds 1] [--azurite-debug] [--scale-rate 1000] [--instances 1]
 
 Scripted callers play the shipped customer-service flow against the ACS simulator and Azurite on this machine, every
 call recorded by default (``RECORDING_MODE=on_connect``, as ``make demo``). ``--mix demo`` (the default) rotates the
 five callers of the demo and of bench/reliability.py (sales by DTMF, support by speech, silence until the operator, a
 hang-up mid-menu, a transfer the agent declines); ``--mix sales`` plays only the first (bench/callback_latency.py's
-call). No fault is injected: every event is delivered once.
+call). No fault is injected: every event is delivered once. One app instance by default; ``--instances N`` runs the
+app as Flex Consumption places it (tools/cluster.py: N instances for the callbacks, taking turns, one per Event Grid
+function), where a call's state is often changed on an instance that did not change it last.
 
 What is counted, and where:
 
@@ -116,7 +118,28 @@ def play(sim: Any, index: int, script: Script, timeout: float = 120.0) -> str:
     return server_call_id
 
 
-def settle(sim: Any, app: Any, log_from: int, timeout: float = 120.0) -> bool:
+def log_files(app: Any) -> list[Path]:
+    """The app's log: one host's, or every instance's of a cluster (tools/cluster.py)."""
+    if hasattr(app, "all_instances"):
+        return [i.log_path for i in app.all_instances()]
+    return [app.log_path]
+
+
+def log_sizes(app: Any) -> dict[Path, int]:
+    return {path: path.stat().st_size if path.exists() else 0 for path in log_files(app)}
+
+
+def read_logs(app: Any, offsets: dict[Path, int] | None = None) -> str:
+    """What the app logged after ``offsets`` (by file; from the start when None), every file one after another."""
+    parts = []
+    for path in log_files(app):
+        with open(path, "rb") as f:
+            f.seek((offsets or {}).get(path, 0))
+            parts.append(f.read().decode("utf-8", "replace"))
+    return "\n".join(parts)
+
+
+def settle(sim: Any, app: Any, timeout: float = 120.0) -> bool:
     """Until the simulator has nothing left to deliver, every RecordingFileStatusUpdated it sent has been handled to
     its end (a line of counts in the app's log), and the log has been quiet for a second."""
     deadline = time.monotonic() + timeout
@@ -124,21 +147,14 @@ def settle(sim: Any, app: Any, log_from: int, timeout: float = 120.0) -> bool:
         idle = ctl(sim, "GET", "/__sim/idle?timeout=5")["idle"]
         sent = sum(1 for e in ctl(sim, "GET", "/__sim/events")["eventgrid"]
                    if e["eventType"].endswith("RecordingFileStatusUpdated"))
-        text = read_log(app, 0)
-        copied = text.count('request counts {"scope":"RecordingFileStatusUpdated"')
+        copied = read_logs(app).count('request counts {"scope":"RecordingFileStatusUpdated"')
         if idle and copied >= sent:
-            size = app.log_path.stat().st_size
+            sizes = log_sizes(app)
             time.sleep(1.0)
-            if app.log_path.stat().st_size == size and ctl(sim, "GET", "/__sim/idle?timeout=1")["idle"]:
+            if log_sizes(app) == sizes and ctl(sim, "GET", "/__sim/idle?timeout=1")["idle"]:
                 return True
         time.sleep(0.3)
     return False
-
-
-def read_log(app: Any, offset: int) -> str:
-    with open(app.log_path, "rb") as f:
-        f.seek(offset)
-        return f.read().decode("utf-8", "replace")
 
 
 # -- what the app logged -------------------------------------------------------------------------------------------
@@ -314,11 +330,17 @@ def run(args: argparse.Namespace) -> Run:
         config = Config(recording_seconds=args.recording_seconds, ring_timeout=600)
         with SimulatorThread(config=config) as sim:
             settings = {"REQUEST_COUNTS": "1", "RECORDING_MODE": args.recording, "LOG_LEVEL": "INFO"}
-            app = start_app(sim, storage.connection_string, timeout=60, **settings)
+            if args.instances > 1:  # as Flex Consumption places the app: a call's callbacks over several instances
+                from tools.cluster import start_cluster
+
+                app = start_cluster(sim, storage.connection_string, http_instances=args.instances,
+                                    eventgrid_instances=1, mode="round_robin", timeout=60, **settings)
+            else:
+                app = start_app(sim, storage.connection_string, timeout=60, **settings)
             try:
                 warm = play(sim, 9999, scripts[0])
-                settle(sim, app, 0)
-                log_from = app.log_path.stat().st_size
+                settle(sim, app)
+                log_from = log_sizes(app)
                 acs_from = len(ctl(sim, "GET", "/__sim/requests"))
                 sent_before = ctl(sim, "GET", "/__sim/events")
                 seen = {e["id"] for e in sent_before["webhook"]} | {e["id"] for e in sent_before["eventgrid"]}
@@ -327,10 +349,10 @@ def run(args: argparse.Namespace) -> Run:
                 plan = [scripts[i % len(scripts)] for i in range(args.calls)]
                 with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
                     ids = list(pool.map(lambda job: play(sim, job[0], job[1]), enumerate(plan)))
-                settled = settle(sim, app, log_from, timeout=args.time_limit)
+                settled = settle(sim, app, timeout=args.time_limit)
                 seconds = time.monotonic() - started
                 calls = list(zip(plan, ids, strict=True))
-                counted = parse_log(read_log(app, log_from), set(ids) - {warm})
+                counted = parse_log(read_logs(app, log_from), set(ids) - {warm})
                 acs = Counter(e.get("operation", f"{e.get('method')} {e.get('path')}")
                               for e in ctl(sim, "GET", "/__sim/requests")[acs_from:])
                 sent = ctl(sim, "GET", "/__sim/events")
@@ -346,8 +368,10 @@ def run(args: argparse.Namespace) -> Run:
                 blobs = blob_bytes(storage.connection_string)
                 return Run(calls, counted, acs, events, azurite, partitions, blobs, settled, seconds)
             finally:
+                files = log_files(app)
                 app.stop()
-                Path(app.log_path).unlink(missing_ok=True)
+                for path in files:
+                    path.unlink(missing_ok=True)
     finally:
         storage.stop()
         if debug_log is not None:
@@ -367,7 +391,9 @@ def report(r: Run, args: argparse.Namespace) -> None:
     c = r.counted
     scripts = Counter(script.name for script, _ in r.calls)
     print(f"\n{n} calls ({', '.join(f'{k} x{v}' for k, v in scripts.items())}), RECORDING_MODE={args.recording}, "
-          f"{args.recording_seconds:g} s of audio per recording; {r.seconds:.0f} s; "
+          f"{args.recording_seconds:g} s of audio per recording; "
+          f"{f'{args.instances} HTTP instances (round robin); ' if args.instances > 1 else 'one instance; '}"
+          f"{r.seconds:.0f} s; "
           f"{datetime.now(UTC):%Y-%m-%d}, commit {git_commit()}")
     if not r.settled:
         print("  ! not everything settled within the time limit: the figures may be short")
@@ -501,6 +527,8 @@ def main() -> int:
     p.add_argument("--recording-seconds", type=float, default=1.0, help="audio per recording (its size)")
     p.add_argument("--azurite-debug", action="store_true", help="cross-check the storage totals in Azurite's log")
     p.add_argument("--scale-rate", type=int, default=1000, help="new calls per second to scale the figures to")
+    p.add_argument("--instances", type=int, default=1,
+                   help="instances of the HTTP group (callbacks spread over them, tools/cluster.py); 1: one host")
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds to wait for the last events")
     args = p.parse_args()
     result = run(args)

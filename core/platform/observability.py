@@ -536,3 +536,7 @@ def configure(level: str = "INFO", appinsights_connection_string: str | None = N
 
 # The host (the Functions worker, or the local host) sets up its log handlers before it imports the app.
 install_redaction()
+# Counting from the start, not from ``configure``: an invocation's scope opens before it builds the services (which
+# calls ``configure``), and the first invocation of a process would otherwise go uncounted as one.
+if os.environ.get(REQUEST_COUNTS_SETTING, "").lower() in ("1", "true"):
+    install_request_counting()

@@ -10,8 +10,12 @@ import http.client
 import http.server
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,3 +303,13 @@ def test_configure_installs_counting_only_when_asked(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()])
         observability.configure("INFO")
         assert installed == expected
+
+
+def test_counting_is_on_from_import_when_asked() -> None:
+    """The first invocation of a process is counted too: its scope opens before the services (and ``configure``)."""
+    probe = "import core.platform.observability as o; print(o._counting)"
+    root = str(Path(__file__).resolve().parents[2])
+    for value, expected in (("1", "True"), ("", "False")):
+        env = {**os.environ, "REQUEST_COUNTS": value, "PYTHONPATH": root}
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
