@@ -79,7 +79,11 @@ class CallLedger:
         (``HandledElsewhere``: ask for it later); with a lapsed or released one, this delivery takes over what is
         left. The event's id is remembered until the delivery's token expires, so a replay later is a duplicate."""
         delivery = _Delivery(event, until=event.replayable_until or time.time() + REPLAYABLE_SECONDS)
-        state, _ = self.store.mutate(call_ref, lambda current: self._plan(current, delivery, after_actions))
+        # A call-ending event's plan may run the call-ended hooks (campaign results, the flow's outcome) in its change:
+        # on the row itself, never on this process's copy, which another instance may have moved past.
+        state, _ = self.store.mutate(
+            call_ref, lambda current: self._plan(current, delivery, after_actions), fresh=after_actions is not None
+        )
         if delivery.seen is not None:
             raise delivery.seen(event.id)
         if not delivery.leased:

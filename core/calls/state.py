@@ -347,8 +347,14 @@ class StateStore(TableBacked):
             while len(self._indexed) > self._known_limit:
                 self._indexed.popitem(last=False)
 
-    def mutate(self, call_ref: str, change: Callable[[CallState], T], attempts: int = 8) -> tuple[CallState, T]:
+    def mutate(
+        self, call_ref: str, change: Callable[[CallState], T], attempts: int = 8, *, fresh: bool = False
+    ) -> tuple[CallState, T]:
         """Read, change, write back; on a conflict read again and redo the change (``tables.mutate``).
+
+        ``fresh``: start from the row, never from this process's copy, for a change with an effect outside the row
+        (a call-ended hook writing a campaign's results): a change redone after a conflict cannot take back what it
+        did on a stale copy, and an idempotent effect keeps the first, stale, version.
 
         The first try starts from the state this process last read or wrote, when it has one (no read):
         if the row changed since, the write fails on the ETag and the change is redone on a fresh read.
@@ -363,7 +369,7 @@ class StateStore(TableBacked):
             what=f"state of {call_ref}",
             gave_up=StateConflict,
             pause=tables.jitter(0.005, 0.005),
-            recall=lambda: self._recall(call_ref),
+            recall=None if fresh else (lambda: self._recall(call_ref)),
             recheck=SeenBefore,
             lock=self._writer(call_ref),
             logger=log,
