@@ -496,6 +496,7 @@ class Suite:
 
     def count(self, results: list[CallResult]) -> None:
         from core.calls.repeatability import derived_id
+        from core.calls.state import EventFilter
         from handlers.callbacks import EVENTS
 
         # Events that change nothing (only logged) leave no trace: no "done" mark to look for.
@@ -568,7 +569,7 @@ class Suite:
             handled = (
                 derived_id("incoming", event["id"]) in state_refs
                 if kind == "IncomingCall"
-                else ("recordings", event["id"]) in done
+                else (EventFilter.partition("recordings", event["id"]), event["id"]) in done
                 if kind == "RecordingFileStatusUpdated"
                 else event["id"] in record_ids
             )

@@ -519,6 +519,9 @@ class LeaseKeeper(Renewer):
 # handler runs and marks it done after; a failed handler releases the claim, so the redelivery is processed rather
 # than swallowed. Until a claim left by a process that died expires, a redelivery is told to come back later
 # (``busy``), never that it is done.
+CLAIM_SHARDS = 32  # partitions a scope's claims spread over (see EventFilter.partition)
+
+
 class EventFilter(TableBacked, Renewer):
     """Drops events already handled; lets a redelivery of a failed event through.
 
@@ -537,21 +540,32 @@ class EventFilter(TableBacked, Renewer):
         """True: go ahead. False: done already, or being handled right now by another delivery."""
         return self.try_claim(scope, event_id) == "claimed"
 
+    @staticmethod
+    def partition(scope: str, event_id: str) -> str:
+        """The partition of an event's claim: ``<scope>-<shard>``, the shard from the event id's hash. One partition
+        per scope took every claim, renewal and release of that kind of event: 2 to 3 writes per recording, past a
+        partition's 2,000 entities per second at about 800 recorded calls a second. (Claims written in the single
+        partition by earlier versions are not looked at: a redelivery of such an event copies it again, which the
+        copy's fixed blob names make harmless.)"""
+        shard = int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:4], "big") % CLAIM_SHARDS
+        return f"{scope}-{shard:02d}"
+
     @timed("storage")
     def try_claim(self, scope: str, event_id: str) -> ClaimResult:
         """``claimed``: go ahead. ``done``: a duplicate, drop it. ``busy``: another delivery holds a live claim
         (or its process died less than a lease ago): ask the sender to deliver it again later."""
         self._ensure()
         event_id = row_key(event_id)
+        partition = self.partition(scope, event_id)
         for _ in range(3):  # a lease, not tables.mutate: create first (no read), and a lost takeover is "busy"
-            entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
+            entity = {"PartitionKey": partition, "RowKey": event_id, "status": "processing", "until": self._until()}
             try:
                 meta = tables.put(self._table, entity, None)
-                self.hold(scope, event_id, meta["etag"])
+                self.hold(partition, event_id, meta["etag"])
                 return "claimed"
             except tables.Conflict:
                 pass
-            existing = tables.get(self._table, scope, event_id)
+            existing = tables.get(self._table, partition, event_id)
             if existing is None:
                 continue  # released in between: claim it afresh
             if existing["status"] == "done":
@@ -563,29 +577,31 @@ class EventFilter(TableBacked, Renewer):
                 meta = tables.put(self._table, entity, existing.metadata["etag"])
             except tables.Conflict:
                 return "busy"  # another delivery took it over first
-            self.hold(scope, event_id, meta["etag"])
+            self.hold(partition, event_id, meta["etag"])
             return "claimed"
         return "busy"
 
     @timed("storage")
     def done(self, scope: str, event_id: str) -> None:
         event_id = row_key(event_id)
-        self.drop(scope, event_id)
-        self._table.upsert_entity({"PartitionKey": scope, "RowKey": event_id, "status": "done", "until": 0.0})
+        partition = self.partition(scope, event_id)
+        self.drop(partition, event_id)
+        self._table.upsert_entity({"PartitionKey": partition, "RowKey": event_id, "status": "done", "until": 0.0})
 
     @timed("storage")
     def release(self, scope: str, event_id: str) -> None:
         event_id = row_key(event_id)
-        self.drop(scope, event_id)
-        tables.delete(self._table, scope, event_id)
+        partition = self.partition(scope, event_id)
+        self.drop(partition, event_id)
+        tables.delete(self._table, partition, event_id)
 
     # -- the lease ------------------------------------------------------------------------------------------
 
     def _until(self) -> float:
         return time.time() + self._lease
 
-    def _renew(self, scope: str, event_id: str, etag: str) -> str | None:
-        entity = {"PartitionKey": scope, "RowKey": event_id, "status": "processing", "until": self._until()}
+    def _renew(self, partition: str, event_id: str, etag: str) -> str | None:
+        entity = {"PartitionKey": partition, "RowKey": event_id, "status": "processing", "until": self._until()}
         try:
             return tables.put(self._table, entity, etag)["etag"]
         except tables.Conflict:
