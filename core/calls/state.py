@@ -83,6 +83,7 @@ class CallState(BaseModel):
     callee: str = ""
     call_connection_id: str = ""
     server_call_id: str = ""
+    server_call_indexed: str = ""  # the server call id whose index row is written (see StateStore._index_server_call)
     correlation_id: str = ""
     participants: list[str] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
@@ -225,8 +226,6 @@ class StateStore(TableBacked):
         self._known_lock = threading.Lock()
         # call_ref -> the lock its changes in this process take turns on (while any change of the call is running)
         self._writers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-        # server call ids this process has indexed (bounded like _known): the index row is written once per call
-        self._indexed: OrderedDict[str, None] = OrderedDict()
         self._stale_rate = 0.0  # see STALE_LIMIT
         self._recalls = 0
         self._recalled = threading.local()  # (call_ref, etag) of the copy this thread's change started from
@@ -300,6 +299,7 @@ class StateStore(TableBacked):
     def create(self, state: CallState) -> bool:
         """Insert; False when a row already exists (a redelivered event set it up before)."""
         self._ensure()
+        self._index_server_call(state)
         entity = self._entity(state)
         try:
             meta = tables.put(self._table, entity, None)
@@ -307,7 +307,6 @@ class StateStore(TableBacked):
             return False
         if meta and meta.get("etag"):
             self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
-        self._index_server_call(state)
         return True
 
     @timed("storage")
@@ -318,6 +317,7 @@ class StateStore(TableBacked):
 
     @timed("storage")
     def replace(self, state: CallState, etag: str) -> str:
+        self._index_server_call(state)
         entity = self._entity(state)
         try:
             meta = tables.put(self._table, entity, etag)
@@ -327,25 +327,19 @@ class StateStore(TableBacked):
             raise StateConflict(state.call_ref) from None
         self._learn(state.call_ref, etag, stale=False)
         self._remember(state.call_ref, entity["data"], state.remembered, meta["etag"])
-        self._index_server_call(state)
         return meta["etag"]
 
     def _index_server_call(self, state: CallState) -> None:
-        """Once the state holds its server call id, the index row that finds it by that id (an upsert: written by
-        whichever instance gets there first, the same row each time; once per call per process)."""
+        """Once the state holds its server call id, the index row that finds it by that id, written before the state
+        row that records it done (``server_call_indexed``): once per call, by whichever instance writes the state
+        first with the id in it (an upsert of the same row: a write redone after a conflict does no harm)."""
         scid = state.server_call_id
-        if not scid:
+        if not scid or state.server_call_indexed == scid:
             return
-        with self._known_lock:
-            if scid in self._indexed:
-                return
         self._table.upsert_entity(
             {"PartitionKey": SERVER_CALL_PREFIX + tables.row_key(scid), "RowKey": "ref", "callRef": state.call_ref}
         )
-        with self._known_lock:
-            self._indexed[scid] = None
-            while len(self._indexed) > self._known_limit:
-                self._indexed.popitem(last=False)
+        state.server_call_indexed = scid
 
     def mutate(
         self, call_ref: str, change: Callable[[CallState], T], attempts: int = 8, *, fresh: bool = False

@@ -254,3 +254,26 @@ def test_claims_of_one_kind_of_event_spread_over_partitions(events):
     partitions = {r["PartitionKey"] for r in rows}
     assert len(partitions) > CLAIM_SHARDS * 3 // 4  # 200 ids over 32 shards: nearly all used
     assert all(events.try_claim("recordings", event_id) == "done" for event_id in ids[:20])
+
+
+def test_the_server_call_index_is_written_once_per_call_whichever_instance_writes(azurite):
+    from core.platform import observability
+
+    name = f"state{uuid.uuid4().hex[:10]}"
+    stores = [StateStore.connect(azurite.connection_string, None, name) for _ in range(3)]
+    stores[0].create(CallState(call_ref="once"))
+
+    def connected(state: CallState) -> None:
+        state.server_call_id = "c2VydmVy/b25jZQ"
+        state.seq += 1
+
+    observability.install_request_counting()
+    try:
+        with observability.request_counts() as counted:
+            for n in range(9):  # the call's events on three instances in turn, each with the id in its state
+                stores[n % 3].mutate("once", connected)
+    finally:
+        observability.stop_request_counting()
+    index_writes = sum(v for k, v in counted.items() if k.startswith("table upsert") and "scid-" in k)
+    assert index_writes == 1, counted
+    assert stores[1].find_by_server_call("c2VydmVy/b25jZQ").seq == 9
