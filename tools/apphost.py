@@ -136,46 +136,15 @@ def start_app(
     app_dir = app_dir or ROOT
     port = free_port()
     settings = app_settings(sim, storage_connection, port, routing=routing, flows=flows, **extra)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
-    env.update(settings)
-    env["DEVHOST_FUNCTION_KEY"] = function_key = secrets.token_urlsafe(24)
-    env["DEVHOST_EVENTGRID_KEY"] = eventgrid_key = secrets.token_urlsafe(24)
-    env["PYTHONPATH"] = str(app_dir)
-    env["NO_PROXY"] = "127.0.0.1,localhost"
+    function_key, eventgrid_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     log_path = Path(tempfile.mkstemp(prefix="app-", suffix=".log")[1])
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devhost",
-                "--app-dir",
-                str(app_dir),
-                "--port",
-                str(port),
-                "--settings",
-                "no-local-settings.json",
-            ],
-            cwd=app_dir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = launch_host(app_dir, port, host_environment(settings, function_key, eventgrid_key, app_dir), log_path)
     app = AppProcess(f"http://127.0.0.1:{port}", process, log_path, settings, function_key, eventgrid_key)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited with {process.returncode}:\n{app.logs()}")
-        try:
-            with urllib.request.urlopen(app.api + "/health", timeout=2):
-                break
-        except OSError as exc:
-            if getattr(exc, "code", None):  # an HTTP error: the host is up
-                break
-            if time.monotonic() > deadline:
-                app.stop()
-                raise RuntimeError(f"the app did not start within {timeout}s:\n{app.logs()}") from None
-            time.sleep(0.1)
+    try:
+        wait_serving(app.base_url, process, log_path, timeout)
+    except RuntimeError:
+        app.stop()
+        raise
     if subscribe:
         subscribe_eventgrid(sim, app)
     return app
@@ -193,48 +162,11 @@ def restart_app(app: AppProcess, *, kill: bool = True, down_for: float = 0.0, ti
         app.process.wait(timeout=10)
     time.sleep(down_for)
     port = int(app.base_url.rsplit(":", 1)[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_", "CALLBACK_", "ROUTING_", "FLOWS"))}
-    env.update(app.env)
-    env["DEVHOST_FUNCTION_KEY"] = app.function_key
-    env["DEVHOST_EVENTGRID_KEY"] = app.eventgrid_key
-    env["PYTHONPATH"] = str(ROOT)
-    env["NO_PROXY"] = "127.0.0.1,localhost"
     with open(app.log_path, "ab") as log:
         log.write(f"\n--- host restarted ({'killed' if kill else 'stopped'}) ---\n".encode())
-        log.flush()
-        app.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devhost",
-                "--app-dir",
-                str(ROOT),
-                "--port",
-                str(port),
-                "--settings",
-                "no-local-settings.json",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        if app.process.poll() is not None:
-            raise RuntimeError(f"the app exited with {app.process.returncode}:\n{app.logs()[-4000:]}")
-        try:
-            with urllib.request.urlopen(app.api + "/health", timeout=2):
-                return
-        except OSError as exc:
-            if getattr(exc, "code", None):  # an HTTP error: the host is up
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not restart within {timeout}s:\n{app.logs()[-4000:]}") from None
-            time.sleep(0.05)
-
-
-# -- for several hosts of one app (tools/cluster.py) -------------------------------------------------------------
+    env = host_environment(app.env, app.function_key, app.eventgrid_key, ROOT)
+    app.process = launch_host(ROOT, port, env, app.log_path)
+    wait_serving(app.base_url, app.process, app.log_path, timeout)
 
 
 def host_environment(settings: dict[str, str], function_key: str, eventgrid_key: str, app_dir: Path) -> dict[str, str]:

@@ -29,7 +29,7 @@ def test_an_invalid_flow_stops_start_up_naming_the_node(sim, azurite):
     flows = json.load(open("flows/default.json"))
     flows["customer_service"]["nodes"]["main_menu"]["choices"][0]["next"] = "salse"
     message = refused(sim, azurite, flows=flows)
-    assert "the app exited" in message
+    assert "the host exited with" in message
     assert "flow customer_service, node main_menu: choices[sales].next 'salse' is not a node" in message
 
 
