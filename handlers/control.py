@@ -307,6 +307,21 @@ def call_action(call_connection_id: str, name: str, body: bytes, services: Servi
     return _run_action(call_connection_id, name, spec, action, context, services, taken)
 
 
+def _current_recording(call_ref: str | None, call_connection_id: str, services: Services) -> str:
+    """The recording of the call that a pause, resume or stop without ``recording_id`` means: the one in its state."""
+    state = None
+    if call_ref:
+        try:
+            state, _ = services.store.get(call_ref)
+        except StateNotFound:
+            state = None
+    if state is None or not state.recording_id:
+        raise RequestError(
+            f"no recording is known for call {call_connection_id}: give recording_id", status=409
+        )
+    return state.recording_id
+
+
 def _run_action(
     call_connection_id: str,
     name: str,
@@ -319,6 +334,8 @@ def _run_action(
     call_ref = services.store.lookup(call_connection_id)
     if call_ref:
         action.callback_url = services.callback_url(call_ref)
+    if isinstance(action, act.Recording) and action.op != "start" and not action.recording_id:
+        action.recording_id = _current_recording(call_ref, call_connection_id, services)
     server_call_id = ""
     if spec.starts_recording:
         server_call_id = get_call(call_connection_id, services)["server_call_id"]

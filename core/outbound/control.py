@@ -231,7 +231,8 @@ class StartRecordingRequest(_Strict):
 
 
 class RecordingRequest(_Strict):
-    recording_id: str = Field(min_length=1)
+    # Left out: the call's own recording, the one the app started or was told of (its state's recording_id).
+    recording_id: str | None = Field(default=None, min_length=1)
 
 
 class Empty(_Strict):

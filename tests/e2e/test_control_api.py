@@ -659,6 +659,25 @@ def test_start_pause_resume_stop_recording(stack):
     stack.wait_finished(scid)
 
 
+def test_pause_resume_and_stop_without_an_id_act_on_the_calls_own_recording(stack):
+    scid, ccid = answered(stack, "+14255551061")
+    status, body = stack.app.call_api("POST", f"calls/{ccid}/stop-recording", {})
+    assert status == 409 and "give recording_id" in body["error"], body  # nothing recording yet: nothing to guess
+    started = act(stack, ccid, "start-recording", {})
+    recording_id = started["recording_id"]
+    until(lambda: view(stack, ccid)["app"]["recording_id"] == recording_id, message="no RecordingStateChanged")
+    act(stack, ccid, "pause-recording", {})
+    stack.wait_for(scid, "recording paused")
+    act(stack, ccid, "stop-recording", {})
+    stack.wait_for(scid, "recording stops")
+    [stop] = stack.requests(scid, "StopRecording")
+    assert stop["status"] in (200, 202, 204), stop
+    [recording] = stack.summary(scid)["recordings"]
+    assert recording["recordingId"] == recording_id and recording["stopped"] is True  # the call's own recording
+    end(stack, ccid)
+    stack.wait_finished(scid)
+
+
 # -- the API itself --------------------------------------------------------------------------------
 
 
