@@ -527,6 +527,8 @@ def openapi() -> dict[str, Any]:
             entry["responses"]["403"] = {"description": REFUSED_CONNECT}
         if op.name in CAPPED:
             entry["responses"]["429"] = {"description": CAP_REACHED}
+        if op.request is RecordingRequest:
+            entry["responses"]["409"] = {"description": "No recording is known for the call: give recording_id"}
         params = [name.strip("{}") for name in op.path.split("/") if name.startswith("{")]
         if params:
             entry["parameters"] = [
