@@ -41,26 +41,7 @@ def start_storage(in_memory: bool = False) -> Any:
     leaves (about 200 ms at 15,000 rows here), which real Table Storage does not have."""
     from tools import azurite
 
-    if not in_memory:
-        return azurite.start()
-    import subprocess
-    import tempfile
-
-    ports = [azurite._free_port() for _ in range(3)]
-    process = subprocess.Popen(
-        [str(azurite.binary()), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-         "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", str(ports[0]), "--queueHost",
-         "127.0.0.1", "--queuePort", str(ports[1]), "--tableHost", "127.0.0.1", "--tablePort", str(ports[2])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    storage = azurite.Azurite(*ports, process, Path(tempfile.mkdtemp(prefix="azurite-")))
-    try:
-        for port in ports:
-            azurite._wait(port, process, 30)
-    except Exception:
-        storage.stop()
-        raise
-    return storage
+    return azurite.start(options=("--inMemoryPersistence",) if in_memory else ())
 
 
 def post(url: str, body: Any) -> Any:

@@ -65,25 +65,7 @@ def start_storage(debug_log: Path | None) -> Any:
     """Azurite as the tests run it (tools/azurite.py), with its debug log when asked."""
     from tools import azurite
 
-    if debug_log is None:
-        return azurite.start()
-    location = Path(tempfile.mkdtemp(prefix="azurite-"))
-    ports = [azurite._free_port() for _ in range(3)]
-    process = subprocess.Popen(
-        [str(azurite.binary()), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-         "--location", str(location), "--debug", str(debug_log),
-         "--blobHost", "127.0.0.1", "--blobPort", str(ports[0]), "--queueHost", "127.0.0.1",
-         "--queuePort", str(ports[1]), "--tableHost", "127.0.0.1", "--tablePort", str(ports[2])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    storage = azurite.Azurite(*ports, process, location)
-    try:
-        for port in ports:
-            azurite._wait(port, process, 30)
-    except Exception:
-        storage.stop()
-        raise
-    return storage
+    return azurite.start(options=("--debug", str(debug_log)) if debug_log is not None else ())
 
 
 def ctl(sim: Any, method: str, path: str, body: Any = None) -> Any:

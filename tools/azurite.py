@@ -43,6 +43,7 @@ class Azurite:
     table_port: int
     process: subprocess.Popen[bytes]
     location: Path
+    options: tuple[str, ...] = ()  # more Azurite flags (e.g. --inMemoryPersistence), kept across a restart
 
     @property
     def connection_string(self) -> str:
@@ -66,7 +67,9 @@ def restart(azurite: Azurite, *, down_for: float = 0.0, timeout: float = 30.0) -
         azurite.process.terminate()
         azurite.process.wait(timeout=10)
     time.sleep(down_for)
-    azurite.process = _spawn(azurite.location, azurite.blob_port, azurite.queue_port, azurite.table_port)
+    azurite.process = _spawn(
+        azurite.location, azurite.blob_port, azurite.queue_port, azurite.table_port, azurite.options
+    )
     for port in (azurite.blob_port, azurite.queue_port, azurite.table_port):
         _wait(port, azurite.process, timeout)
 
@@ -78,7 +81,9 @@ def binary() -> Path:
     return path
 
 
-def _spawn(location: Path, blob: int, queue: int, table: int) -> subprocess.Popen[bytes]:
+def _spawn(
+    location: Path, blob: int, queue: int, table: int, options: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             str(binary()),
@@ -86,8 +91,8 @@ def _spawn(location: Path, blob: int, queue: int, table: int) -> subprocess.Pope
             "--skipApiVersionCheck",
             "--disableTelemetry",
             "--loose",
-            "--location",
-            str(location),
+            # Azurite refuses a data folder with --inMemoryPersistence (nothing is written to it then).
+            *(() if "--inMemoryPersistence" in options else ("--location", str(location))),
             "--blobHost",
             "127.0.0.1",
             "--blobPort",
@@ -100,17 +105,18 @@ def _spawn(location: Path, blob: int, queue: int, table: int) -> subprocess.Pope
             "127.0.0.1",
             "--tablePort",
             str(table),
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
-def start(timeout: float = 30.0) -> Azurite:
-    """Azurite on free loopback ports, its data in a new temp folder."""
+def start(timeout: float = 30.0, options: tuple[str, ...] = ()) -> Azurite:
+    """Azurite on free loopback ports, its data in a new temp folder; ``options``: more Azurite flags."""
     location = Path(tempfile.mkdtemp(prefix="azurite-"))
     blob, queue, table = _free_port(), _free_port(), _free_port()
-    azurite = Azurite(blob, queue, table, _spawn(location, blob, queue, table), location)
+    azurite = Azurite(blob, queue, table, _spawn(location, blob, queue, table, options), location, options)
     try:
         for port in (blob, queue, table):
             _wait(port, azurite.process, timeout)
