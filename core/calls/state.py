@@ -14,7 +14,6 @@ import math
 import struct
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -224,8 +223,7 @@ class StateStore(TableBacked):
         self._known: OrderedDict[str, tuple[str, bytes, str]] = OrderedDict()
         self._known_limit = known_states
         self._known_lock = threading.Lock()
-        # call_ref -> the lock its changes in this process take turns on (while any change of the call is running)
-        self._writers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._writer = tables.RowLocks()  # a call's changes in this process take turns
         self._stale_rate = 0.0  # see STALE_LIMIT
         self._recalls = 0
         self._recalled = threading.local()  # (call_ref, etag) of the copy this thread's change started from
@@ -243,13 +241,6 @@ class StateStore(TableBacked):
     def _forget(self, call_ref: str) -> None:
         with self._known_lock:
             self._known.pop(call_ref, None)
-
-    def _writer(self, call_ref: str) -> Any:
-        with self._known_lock:
-            lock = self._writers.get(call_ref)
-            if lock is None:
-                lock = self._writers[call_ref] = threading.RLock()
-            return lock
 
     def _recall(self, call_ref: str) -> tuple[CallState, str] | None:
         """The copy this process last read or wrote, for a change to start from; None (read the row) while copies

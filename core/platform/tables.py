@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Self
@@ -78,6 +80,23 @@ class TableBacked:
         if not self._ensured:
             create_if_missing(self._table.create_table)
             self._ensured = True
+
+
+class RowLocks:
+    """A lock per row key, for one process's changes of a row to take turns (``mutate``'s ``lock``): waiting for the
+    other change costs one write, where meeting it on the ETag costs a failed write, a read and the write again.
+    A key's lock lives while some change holds it."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._guard = threading.Lock()
+
+    def __call__(self, key: str) -> Any:
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.RLock()
+            return lock
 
 
 class Conflict(Exception):

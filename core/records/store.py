@@ -9,8 +9,6 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import threading
-import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -170,18 +168,9 @@ class RecordStore(TableBacked):
         self._attempts = attempts
         self._inline_limit = inline_limit
         self._legacy_index = legacy_index
-        # server call id -> the lock its folds in this process take turns on (an Event Grid batch brings one call's
-        # events together, and each fold of the call's summary met the others on the ETag: a failed write, a read
-        # and a fold again per meeting). Instances still meet on the ETag.
-        self._folders: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-        self._folders_lock = threading.Lock()
-
-    def _folder(self, server_call_id: str) -> Any:
-        with self._folders_lock:
-            lock = self._folders.get(server_call_id)
-            if lock is None:
-                lock = self._folders[server_call_id] = threading.RLock()
-            return lock
+        # A call's folds in this process take turns (an Event Grid batch brings one call's events together); instances
+        # still meet on the ETag.
+        self._folder = tables.RowLocks()
 
     # -- writes -----------------------------------------------------------------------------
 
