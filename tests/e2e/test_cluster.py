@@ -35,6 +35,7 @@ from core.calls.ledger import LEASE_SECONDS
 from core.platform.tables import row_key
 from simulator.engine import Config
 from simulator.runner import SimulatorThread
+from tests.support.calls import until
 from tools.apphost import EVENTGRID_FUNCTIONS, free_port
 from tools.cluster import Cluster, Instance, start_cluster
 
@@ -94,17 +95,6 @@ def recording_claims(azurite: Any) -> dict[str, dict[str, Any]]:
     table = TableClient.from_connection_string(azurite.connection_string, table_name="callevents")
     rows = table.query_entities("PartitionKey ge 'recordings-' and PartitionKey lt 'recordings.'")  # every shard
     return {e["RowKey"]: dict(e) for e in rows}
-
-
-def until(what: Any, timeout: float = 20.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message}")
-        time.sleep(0.02)
 
 
 def the_call(suite: Suite) -> str:
