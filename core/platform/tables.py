@@ -169,7 +169,6 @@ def mutate[V, R](
     raises ``Conflict`` when the row moved on. ``recall`` gives a copy known without a read (StateStore's
     per-process cache) for the first try: a conflict on it, or a ``recheck`` the change raised seeing it, reads the
     row and tries again at once. ``lock`` is held throughout (one process's changes of a row take turns)."""
-    kind = what.split(" of ", 1)[0]  # "state of <ref>" -> "state": what is counted, without the row's id
     with lock if lock is not None else nullcontext():
         for attempt in range(attempts):
             known = recall() if recall is not None and attempt == 0 else None
@@ -183,7 +182,8 @@ def mutate[V, R](
             try:
                 write(value, etag)
             except Conflict as exc:
-                count(f"conflict {kind}" + (" (cached copy)" if known else ""))
+                # Counted as what was written without the row's id ("state of <ref>" -> "state").
+                count(f"conflict {what.split(' of ', 1)[0]}" + (" (cached copy)" if known else ""))
                 if known:
                     continue  # written elsewhere since this process last saw the row: read it now
                 reason = f" ({exc})" if str(exc) else ""

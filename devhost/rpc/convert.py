@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict
 
@@ -25,22 +25,12 @@ def joined(pairs: Iterable[tuple[str, str]], *, lower: bool = False) -> dict[str
     return {name: ",".join(values) for name, values in out.items()}
 
 
-def parse_query(raw: str) -> list[tuple[str, str]]:
-    """A raw query string as ASP.NET Core's ``QueryHelpers.ParseQuery`` reads it: ``&``-separated, ``+`` is a
-    space, escapes decoded, a name without ``=`` has the empty value."""
-    pairs = []
-    for part in raw.lstrip("?").split("&"):
-        if not part:
-            continue
-        name, _, value = part.partition("=")
-        pairs.append((unquote_plus(name), unquote_plus(value)))
-    return pairs
-
-
 def rpc_query(raw: str) -> dict[str, str]:
     """``RpcHttp.query``: every key of the query, ``code`` included; repeated keys joined with ``,``; keys whose
-    value is empty left out (``ToRpcHttp``: ``if (!string.IsNullOrEmpty(value)) http.Query.Add(...)``)."""
-    return {name: value for name, value in joined(parse_query(raw)).items() if value}
+    value is empty left out (``ToRpcHttp``: ``if (!string.IsNullOrEmpty(value)) http.Query.Add(...)``). Read as
+    ASP.NET Core's ``QueryHelpers.ParseQuery`` reads it: ``&``-separated, ``+`` a space, escapes decoded."""
+    pairs = parse_qsl(raw.lstrip("?"), keep_blank_values=True)
+    return {name: value for name, value in joined(pairs).items() if value}
 
 
 def rpc_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
