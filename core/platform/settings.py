@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from core.calls.routing import RedirectAction, RoutingRules
-from core.flows.model import Flow, FlowSet
+from core.flows import sources as flow_sources
+from core.flows.model import Flow
 from core.outbound.destinations import (
     DEFAULT_ALLOWED,
     DEFAULT_DENIED,
@@ -89,9 +90,22 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Azure AI services endpoint used for text-to-speech and speech "
         "recognition. Required when a flow plays text or SSML or recognizes speech.",
     ),
-    SettingSpec("ROUTING_RULES", "JSON routing rules for IncomingCall (see docs/routing.md).", required=True),
+    SettingSpec(
+        "ROUTING_RULES",
+        "JSON routing rules for IncomingCall (see docs/routing.md). This or ROUTING_RULES_FILE, not both.",
+    ),
+    SettingSpec(
+        "ROUTING_RULES_FILE",
+        "Path (relative to the app root) of a JSON file of routing rules. This or ROUTING_RULES, not both.",
+    ),
     SettingSpec("FLOWS", "JSON object of flows by name; overrides FLOWS_FILE."),
-    SettingSpec("FLOWS_FILE", "Path (relative to the app root) of a JSON file of flows.", default="flows/default.json"),
+    SettingSpec(
+        "FLOWS_FILE",
+        "Paths (relative to the app root), separated by ';', of JSON files of flows by name or folders of them "
+        "(every *.json directly in a folder but schema.json); their flows are merged, a name defined twice is "
+        "an error.",
+        default="flows/default.json",
+    ),
     SettingSpec(
         "APP_STORAGE",
         "Storage connection string (local runs, Azurite). In Azure use the identity-based "
@@ -350,22 +364,26 @@ def dialing(env: Mapping[str, str]) -> DialingSettings:
     return DialingSettings(policy, _count("DIAL_DAILY_CAP", get("DIAL_DAILY_CAP")), rooms)
 
 
-def check_destinations(
-    policy: DestinationPolicy, routing: RoutingRules, flows: dict[str, Flow], flows_setting: str = "FLOWS"
-) -> None:
-    """Every target the settings name (redirect and sim-ring targets, the flows' transfer and add_participant
-    targets) passes the dialing policy: an app that would ring a premium number does not start. A flow's target
-    that names a call variable ({peer}) is known only on the call, and is checked then (the executor)."""
-    for rule in [*routing.rules, routing.default_rule()]:
+def refused_targets(
+    policy: DestinationPolicy, routing: RoutingRules | None, flows: Mapping[str, Flow]
+) -> list[tuple[str | None, str]]:
+    """Every fixed target the rules and flows name that the dialing policy refuses, as (flow name, or None for a
+    routing rule; why). A flow's target that names a call variable ({peer}) is known only on the call."""
+    refused: list[tuple[str | None, str]] = []
+    rules = [*routing.rules, routing.default_rule()] if routing is not None else []
+    for rule in rules:
         if isinstance(rule.action, RedirectAction):
             for target in rule.action.targets:
                 try:
                     policy.check(target)
                 except DestinationRefused as exc:
-                    raise SettingsError(
-                        f"setting ROUTING_RULES: rule {rule.name!r} redirects to {target!r}, which the dialing "
-                        f"policy refuses: {exc.reason}"
-                    ) from None
+                    refused.append(
+                        (
+                            None,
+                            f"rule {rule.name!r} redirects to {target!r}, which the dialing policy refuses: "
+                            f"{exc.reason}",
+                        )
+                    )
     for name, flow in flows.items():
         for node_id, to in flow_targets(flow):
             if "{" in to:
@@ -373,32 +391,104 @@ def check_destinations(
             try:
                 policy.check(to)
             except DestinationRefused as exc:
-                raise SettingsError(
-                    f"setting {flows_setting}: flow {name!r} node {node_id!r} rings {to!r}, which the dialing "
-                    f"policy refuses: {exc.reason}"
-                ) from None
+                refused.append(
+                    (
+                        name,
+                        f"flow {name!r} node {node_id!r} rings {to!r}, which the dialing policy refuses: {exc.reason}",
+                    )
+                )
+    return refused
+
+
+def check_destinations(
+    policy: DestinationPolicy,
+    routing: RoutingRules,
+    flows: dict[str, Flow],
+    flows_setting: str = "FLOWS",
+    routing_setting: str = "ROUTING_RULES",
+) -> None:
+    """Every target the settings name (redirect and sim-ring targets, the flows' transfer and add_participant
+    targets) passes the dialing policy: an app that would ring a premium number does not start. A flow's target
+    that names a call variable ({peer}) is known only on the call, and is checked then (the executor)."""
+    for flow, why in refused_targets(policy, routing, flows):
+        raise SettingsError(f"setting {routing_setting if flow is None else flows_setting}: {why}")
+
+
+def unknown_flows(routing: RoutingRules, flows: Collection[str]) -> list[str]:
+    """A problem for each flow a routing rule answers into that is not among ``flows``."""
+    problems = []
+    for rule in [*routing.rules, routing.default_rule()]:
+        for flow in (getattr(rule.action, "flow", None), getattr(rule.action, "unknown_flow", None)):
+            if flow and flow not in flows:
+                problems.append(
+                    f"rule {rule.name!r} answers into unknown flow {flow!r} (flows: {', '.join(sorted(flows))})"
+                )
+    return problems
+
+
+MAX_PROBLEMS_SHOWN = 10
+
+
+def _problems(name: str, problems: Sequence[object]) -> SettingsError:
+    """One error naming the setting and its problems (the first few: the validator lists every one)."""
+    shown = "; ".join(str(p) for p in problems[:MAX_PROBLEMS_SHOWN])
+    more = len(problems) - MAX_PROBLEMS_SHOWN
+    if more > 0:
+        shown += f"; and {more} more (bin/validate-flows lists every one)"
+    return SettingsError(f"setting {name}: {shown}")
+
+
+def flows_file_paths(value: str, root: Path = APP_ROOT) -> list[Path]:
+    """The resolved paths of a FLOWS_FILE value: ';'-separated, relative to ``root`` (or absolute)."""
+    return [(root / Path(item).expanduser()).resolve() for item in flow_sources.split_paths(value)]
 
 
 def load_flows(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Flow]:
+    """The flows: the FLOWS setting, or else every file and folder FLOWS_FILE names, merged."""
     if env.get("FLOWS"):
-        name, raw = "FLOWS", _json("FLOWS", env["FLOWS"])
+        flows, problems = flow_sources.flows_of(_json("FLOWS", env["FLOWS"]))
+        if problems:
+            raise _problems("FLOWS", problems)
+        return flows
+    value = _reader(env)("FLOWS_FILE")
+    paths = flows_file_paths(value, root)
+    if not paths:
+        raise SettingsError(f"setting FLOWS_FILE: {value!r} names no file or folder")
+    found = flow_sources.read([(p, str(p)) for p in paths])
+    if found.problems:
+        raise _problems("FLOWS_FILE", found.problems)
+    return found.flows
+
+
+def _routing(env: Mapping[str, str], root: Path) -> tuple[RoutingRules, str]:
+    """The routing rules, from ROUTING_RULES or the file ROUTING_RULES_FILE names (exactly one), and which."""
+    inline, file = env.get("ROUTING_RULES", "").strip(), env.get("ROUTING_RULES_FILE", "").strip()
+    if inline and file:
+        raise SettingsError(
+            "settings ROUTING_RULES and ROUTING_RULES_FILE are both set: set one, the rules as JSON "
+            "(ROUTING_RULES) or the path of a JSON file of them (ROUTING_RULES_FILE)"
+        )
+    if not inline and not file:
+        raise SettingsError(
+            "setting ROUTING_RULES or ROUTING_RULES_FILE is required: the routing rules for IncomingCall as JSON "
+            "(ROUTING_RULES), or the path, relative to the app root, of a JSON file of them (ROUTING_RULES_FILE); "
+            "see docs/routing.md"
+        )
+    if inline:
+        name, raw = "ROUTING_RULES", _json("ROUTING_RULES", inline)
     else:
-        path = root / env.get("FLOWS_FILE", "flows/default.json")
-        name = "FLOWS_FILE"
+        name = "ROUTING_RULES_FILE"
+        path = (root / Path(file).expanduser()).resolve()
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise SettingsError(f"setting FLOWS_FILE: cannot read {path} ({exc.strerror})") from None
+            raise SettingsError(f"setting ROUTING_RULES_FILE: cannot read {path} ({exc.strerror})") from None
         except ValueError as exc:
-            raise SettingsError(f"setting FLOWS_FILE: {path} is not valid JSON ({exc})") from None
+            raise SettingsError(f"setting ROUTING_RULES_FILE: {path} is not valid JSON ({exc})") from None
     try:
-        flows = FlowSet.model_validate(raw)
+        return RoutingRules.model_validate(raw), name
     except ValidationError as exc:
         raise SettingsError(_pydantic_message(name, exc)) from None
-    problems = flows.check()
-    if problems:
-        raise SettingsError(f"setting {name}: " + "; ".join(problems))
-    return dict(flows.root)
 
 
 def _required(env: Mapping[str, str]) -> None:
@@ -427,27 +517,22 @@ def _callback_keys(env: Mapping[str, str]) -> tuple[bytes, bytes | None]:
     return secret, previous
 
 
-def _routing_and_flows(env: Mapping[str, str], root: Path) -> tuple[RoutingRules, dict[str, Flow]]:
-    """The routing rules and the flows, each flow a rule answers into known."""
-    try:
-        routing = RoutingRules.model_validate(_json("ROUTING_RULES", env["ROUTING_RULES"]))
-    except ValidationError as exc:
-        raise SettingsError(_pydantic_message("ROUTING_RULES", exc)) from None
+def _routing_and_flows(env: Mapping[str, str], root: Path) -> tuple[RoutingRules, dict[str, Flow], str]:
+    """The routing rules, the flows (each flow a rule answers into known), and the setting the rules came from."""
+    routing, routing_setting = _routing(env, root)
     flows = load_flows(env, root)
-    for rule in [*routing.rules, routing.default_rule()]:
-        for flow in (getattr(rule.action, "flow", None), getattr(rule.action, "unknown_flow", None)):
-            if flow and flow not in flows:
-                raise SettingsError(
-                    f"setting ROUTING_RULES: rule {rule.name!r} answers into unknown flow {flow!r} "
-                    f"(flows: {', '.join(sorted(flows))})"
-                )
-    return routing, flows
+    problems = unknown_flows(routing, flows)
+    if problems:
+        raise SettingsError(f"setting {routing_setting}: {problems[0]}")
+    return routing, flows, routing_setting
 
 
-def _dialing(env: Mapping[str, str], routing: RoutingRules, flows: dict[str, Flow]) -> DialingSettings:
+def _dialing(
+    env: Mapping[str, str], routing: RoutingRules, flows: dict[str, Flow], routing_setting: str = "ROUTING_RULES"
+) -> DialingSettings:
     """The dialing settings, with every target the routing rules and flows name checked against its policy."""
     dial = dialing(env)
-    check_destinations(dial.policy, routing, flows, "FLOWS" if env.get("FLOWS") else "FLOWS_FILE")
+    check_destinations(dial.policy, routing, flows, "FLOWS" if env.get("FLOWS") else "FLOWS_FILE", routing_setting)
     return dial
 
 
@@ -507,8 +592,8 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
     get = _reader(env)
     endpoint, access_key = _acs(env)
     secret, previous = _callback_keys(env)
-    routing, flows = _routing_and_flows(env, root)
-    dial = _dialing(env, routing, flows)
+    routing, flows, routing_setting = _routing_and_flows(env, root)
+    dial = _dialing(env, routing, flows, routing_setting)
     cognitive = _cognitive(env, flows)
     storage = _storage(env, get)
     recording = _recording(get)
