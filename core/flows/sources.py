@@ -49,13 +49,15 @@ class FlowSources:
     flows: dict[str, Flow] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)  # every flow name seen (valid or not) -> its file
     files: list[str] = field(default_factory=list)  # every flow file read, in order
+    named: list[str] = field(default_factory=list)  # every file read and every path that named none, in order
     problems: list[Problem] = field(default_factory=list)
 
     def problems_in(self, where: str) -> list[str]:
         return [p.message for p in self.problems if p.where == where]
 
 
-def _path(parts: Sequence[Any]) -> str:
+def location(parts: Sequence[Any]) -> str:
+    """A pydantic error's location as a path: ``nodes.menu.choices[0].key``."""
     out = ""
     for part in parts:
         if isinstance(part, int):
@@ -81,9 +83,9 @@ def describe_error(error: dict[str, Any]) -> str:
             return f"flow {flow}, node {node}: the node id is not valid: {message}"
         if rest and rest[0] in NODE_TYPES:
             rest = rest[1:]  # the union's tag
-        where = _path(rest)
+        where = location(rest)
         return f"flow {flow}, node {node}: " + (f"{where}: " if where else "") + message
-    where = _path(loc)
+    where = location(loc)
     return f"flow {flow}: " + (f"{where}: " if where else "") + message
 
 
@@ -135,11 +137,13 @@ def read(paths: Sequence[tuple[Path, str]]) -> FlowSources:
     for path, shown in paths:
         files, problems = flow_files(path, shown)
         out.problems += problems
+        out.named += [p.where for p in problems]
         for file, name in files:
             if file in seen:
                 continue
             seen.add(file)
             out.files.append(name)
+            out.named.append(name)
             _read_file(file, name, out)
     return out
 

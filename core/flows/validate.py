@@ -1,27 +1,33 @@
-"""Check flow files before they reach a caller: ``python -m core.flows.validate [FILE ...]``.
+"""Check flows and routing rules before they reach a caller: ``bin/validate-flows [--routing FILE] [PATH ...]``.
 
-Each file is read as the app reads it (the pydantic models, then ``Flow.check()`` for the
-graph), and every problem is printed with the file, flow and node it is in. With no FILE, the
-FLOWS_FILE default (``flows/default.json``) is checked. Exit code 0 when every file is valid,
-1 when any is not.
+``bin/validate-flows`` runs ``python -m core.flows.validate`` from any directory, paths relative to it.
+
+The PATHs are flow files and folders, merged as the ``FLOWS_FILE`` setting merges them (``core/flows/sources.py``;
+a PATH may itself be a ``;``-separated list, as the setting is). Every problem is reported at once, each prefixed by
+the file it is in: each flow's schema problems (the pydantic models) and graph problems (``Flow.check()``), a flow
+name defined in two files, a path that names no flow file, and the fixed transfer and invitation targets the dialing
+policy refuses (``DIAL_*_PREFIXES`` from the environment, else their defaults), as start-up checks them. With
+``--routing FILE``, the routing rules are checked with the app's own model, and every flow a rule answers into must
+be among the merged flows. With no PATH, the FLOWS_FILE default (``flows/default.json``) is checked. A file with no
+problem prints ``FILE: ok``. Exit code 0 when everything is valid, 1 when anything is not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import ValidationError
 
-from .model import FlowSet, Node
+from . import sources
+from .sources import NODE_TYPES, Problem, describe_error, split_paths
 
 APP_ROOT = Path(__file__).resolve().parents[2]
-# The node types, as they appear in the location of a pydantic error inside a discriminated union.
-NODE_TYPES = frozenset(get_args(cls.model_fields["type"].annotation)[0] for cls in get_args(get_args(Node)[0]))
+__all__ = ["NODE_TYPES", "default_file", "describe_error", "main", "problems_of", "problems_of_file", "validate"]
 
 
 def default_file() -> Path:
@@ -31,83 +37,99 @@ def default_file() -> Path:
     return APP_ROOT / (spec.default or "flows/default.json")
 
 
-def _path(parts: Sequence[Any]) -> str:
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def describe_error(error: dict[str, Any]) -> str:
-    """One pydantic error of a FlowSet, located as 'flow F, node N: field: message'."""
-    loc = list(error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    if not loc:
-        return f"{message}"
-    flow = loc.pop(0)
-    if loc and loc[0] == "[key]":
-        return f"flow {flow}: the flow name is not valid: {message}"
-    if len(loc) >= 2 and loc[0] == "nodes":
-        node = loc[1]
-        rest = loc[2:]
-        if rest and rest[0] == "[key]":
-            return f"flow {flow}, node {node}: the node id is not valid: {message}"
-        if rest and rest[0] in NODE_TYPES:
-            rest = rest[1:]  # the union's tag
-        where = _path(rest)
-        return f"flow {flow}, node {node}: " + (f"{where}: " if where else "") + message
-    where = _path(loc)
-    return f"flow {flow}: " + (f"{where}: " if where else "") + message
-
-
 def problems_of(data: Any) -> list[str]:
     """Every problem of a flow document (already parsed JSON), each naming its flow and node."""
-    if not isinstance(data, dict):
-        return ["the file must hold a JSON object of flows by name"]
-    if not data:
-        return ["no flows: the file must hold at least one flow"]
-    problems: list[str] = []
-    for name, flow in data.items():  # one at a time, so a broken flow does not hide the others' problems
-        try:
-            problems += FlowSet.model_validate({name: flow}).check()
-        except ValidationError as exc:
-            problems += [describe_error(e) for e in exc.errors(include_url=False)]
-    return problems
+    return sources.flows_of(data)[1]
 
 
 def problems_of_file(path: Path) -> list[str]:
+    """Every problem of one flow file."""
+    found = sources.read([(path, str(path))])
+    return [p.message for p in found.problems]
+
+
+def _routing(path: Path, shown: str, flow_names: list[str]) -> tuple[Any, list[Problem]]:
+    """The routing rules of a file (None when they do not load), and their problems."""
+    from core.calls.routing import RoutingRules
+    from core.platform.settings import unknown_flows
+
     try:
-        text = path.read_text(encoding="utf-8")
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        return [f"cannot read the file ({exc.strerror})"]
-    try:
-        data = json.loads(text)
+        return None, [Problem(shown, f"cannot read the file ({exc.strerror})")]
     except ValueError as exc:
-        return [f"not valid JSON ({exc})"]
-    return problems_of(data)
+        return None, [Problem(shown, f"not valid JSON ({exc})")]
+    try:
+        routing = RoutingRules.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            where = sources.location(error["loc"])
+            problems.append(
+                Problem(shown, (f"{where}: " if where else "") + error["msg"].removeprefix("Value error, "))
+            )
+        return None, problems
+    return routing, [Problem(shown, p) for p in unknown_flows(routing, flow_names)]
+
+
+def _dialing(routing: Any, routing_shown: str | None, found: sources.FlowSources) -> list[Problem]:
+    """The fixed targets the dialing policy refuses, as start-up refuses them."""
+    from core.platform.settings import SettingsError, dialing, refused_targets
+
+    try:
+        policy = dialing(os.environ).policy
+    except SettingsError as exc:
+        return [Problem("environment", str(exc))]
+    problems = []
+    for flow, why in refused_targets(policy, routing, found.flows):
+        where = routing_shown if flow is None else found.origin[flow]
+        problems.append(Problem(where or "", why))
+    return problems
+
+
+def validate(paths: list[str], routing: str | None = None) -> tuple[list[str], list[Problem]]:
+    """Every file checked (flow files, then the routing file), in order, and every problem found in them."""
+    items = [item for arg in paths for item in split_paths(arg)]
+    found = sources.read([(Path(item).expanduser(), item) for item in items])
+    places = list(found.named)
+    problems = list(found.problems)
+    rules = None
+    if routing is not None:
+        places.append(routing)
+        rules, routing_problems = _routing(Path(routing).expanduser(), routing, list(found.origin))
+        problems += routing_problems
+    problems += _dialing(rules, routing, found)
+    return places, problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m core.flows.validate",
-        description="Validate flow files with the flow models and the graph checks.",
+        prog="validate-flows",
+        description="Validate flow files and folders (merged as FLOWS_FILE merges them) and, with --routing, the "
+        "routing rules: every problem is printed, prefixed by its file. Exit code 0: valid; 1: not.",
     )
-    parser.add_argument("files", nargs="*", type=Path, metavar="FILE", help="flow files (default: flows/default.json)")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="a flow file or a folder of them (every *.json but schema.json); default: flows/default.json",
+    )
+    parser.add_argument("--routing", metavar="FILE", help="a JSON file of routing rules (ROUTING_RULES_FILE)")
     args = parser.parse_args(argv)
-    files: list[Path] = args.files or [default_file()]
-    failed = False
-    for path in files:
-        problems = problems_of_file(path)
-        if problems:
-            failed = True
-            for problem in problems:
-                print(f"{path}: {problem}")
-        else:
-            print(f"{path}: ok")
-    return 1 if failed else 0
+    places, problems = validate(args.paths or [str(default_file())], args.routing)
+    for place in places:
+        mine = [p.message for p in problems if p.where == place]
+        for message in mine:
+            print(f"{place}: {message}")
+        if not mine:
+            print(f"{place}: ok")
+    for problem in problems:
+        if problem.where not in places:
+            print(problem)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
