@@ -215,9 +215,19 @@ class RecordNode(_Strict):
 
 
 class HangupNode(_Strict):
+    """Ends the app's part of the call, after an optional prompt. ``for_everyone`` defaults to true because an
+    IVR's goodbye should end the call: with false, anyone the flow brought in stays on the line with the caller."""
+
     type: Literal["hangup"]
-    prompt: Prompt | None = None
-    for_everyone: bool = True
+    prompt: Prompt | None = Field(default=None, description="Played before hanging up")
+    for_everyone: bool = Field(
+        default=True,
+        description=(
+            "true (the default): end the call for every participant (ACS terminates the call). false: only the app "
+            "leaves; participants still in the call (e.g. one an add_participant node invited) stay connected with "
+            "the caller, and a call with nobody else left ends as with true"
+        ),
+    )
 
 
 Node = Annotated[
