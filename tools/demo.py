@@ -7,12 +7,18 @@ prints each call's timeline and what the app stored about it in Table Storage.
 ``python -m tools.demo --instances N`` runs the app as Flex Consumption would (``tools/cluster.py``): N instances for
 its HTTP functions and one for each Event Grid function, behind a front that spreads requests over them; each call's
 line says which instances served its callbacks.
+
+Your own flows and rules (``bin/run-scenario`` wraps this): ``python -m tools.demo SCENARIO.yaml --flows
+"flows/default.json;my/flows" --routing my/routing.json [--settings local.settings.json | --settings KEY=VALUE]``.
+Paths are relative to the current directory. Exit code: 0 when every call ended, 1 when one did not, 2 on a bad
+option or scenario, 3 when the app refused to start (its start-up error is shown, e.g. an invalid flow's node).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -82,16 +88,21 @@ def callbacks_served(app: Any, call: Any) -> str:
     return ", ".join(f"{name} x{n}" for name, n in sorted(served.items())) or "none"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from simulator.engine import Config
-    from simulator.runner import SimulatorThread
-    from simulator.scenario import finished, load, run
-    from tools import azurite
-    from tools.apphost import start_app
-
-    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=os.environ.get("DEMO_PROG", "python -m tools.demo"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", nargs="?", type=Path, default=ROOT / "scenarios" / "demo.yaml")
+    parser.add_argument("scenario", nargs="?", type=Path, default=ROOT / "scenarios" / "demo.yaml",
+                        help="scenario file of scripted calls (default: scenarios/demo.yaml; see docs/simulator.md)")
+    parser.add_argument("--flows", action="append", metavar="PATHS",
+                        help="flow files or folders, ';'-separated (or repeated), merged: the app's FLOWS_FILE;"
+                        " include flows/default.json to keep the shipped flows (default: flows/default.json)")
+    parser.add_argument("--routing", metavar="FILE",
+                        help="routing rules file (the app's ROUTING_RULES_FILE; default: the demo's rules)")
+    parser.add_argument("--settings", action="append", default=[], metavar="FILE|KEY=VALUE",
+                        help="more app settings: a local.settings.json-style file or KEY=VALUE (repeatable); the"
+                        " stack's own wiring (ACS_*, CALLBACK_*, APP_STORAGE, ...) is kept")
+    parser.add_argument("--timeout", type=float, default=60, metavar="SECONDS",
+                        help="how long the calls may take (default 60)")
     parser.add_argument("--instances", type=int, default=0, metavar="N",
                         help="run the app as a cluster: N instances for the HTTP functions, one per Event Grid"
                         " function (default: one local host)")
@@ -101,7 +112,54 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.instances < 0:
         parser.error("--instances must be at least 1 (or 0: one local host)")
-    scenario = load(args.scenario)
+    return args
+
+
+def cluster_routing(settings: dict[str, str]) -> dict[str, Any] | None:
+    """The routing rules of ``settings`` as a dict, taken out of them: a cluster's settings carry them inline."""
+    if "ROUTING_RULES_FILE" in settings:
+        path = Path(settings.pop("ROUTING_RULES_FILE"))
+        return json.loads((path if path.is_absolute() else ROOT / path).read_text())
+    if "ROUTING_RULES" in settings:
+        return json.loads(settings.pop("ROUTING_RULES"))
+    return None
+
+
+def not_ended_hint(call: Any) -> str:
+    """Why a scripted call may still be going on, for the person who wrote the scenario."""
+    left = ", ".join(call.participants) or "nobody"
+    return (
+        f"  call '{call.timeline.label}' did not end: the app's leg is still on it, with {left}. A looping prompt, a"
+        " hold, or a scripted party who never hangs up keeps a call going: end it from the script, e.g. the"
+        " caller's step {after: 5, hangup: true} (docs/simulator.md)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from simulator.engine import Config
+    from simulator.runner import SimulatorThread
+    from simulator.scenario import ScenarioError, finished, run
+    from tools import azurite
+    from tools.flowtest import (
+        AppRefused,
+        FlowTestError,
+        load_scenario,
+        read_settings,
+        refusal,
+        start_user_app,
+        user_settings,
+    )
+
+    args = parse_args(argv)
+    try:
+        scenario = load_scenario(args.scenario)
+        settings, ignored = user_settings(flows=args.flows, routing=args.routing,
+                                          settings=read_settings(args.settings))
+    except (FlowTestError, ScenarioError, OSError) as exc:
+        print(f"{os.environ.get('DEMO_PROG', 'tools.demo')}: {exc}", file=sys.stderr)
+        return 2
+    if ignored:
+        print(f"  (settings kept as the local stack wires them, not from --settings: {', '.join(ignored)})")
     what = (
         f"the app as a cluster ({args.instances} instances for its HTTP functions, one per Event Grid function;"
         " local Functions hosts)"
@@ -109,24 +167,36 @@ def main(argv: list[str] | None = None) -> int:
         else "the app (local Functions host)"
     )
     print(f"Starting Azurite, the ACS simulator and {what}...", flush=True)
+    if "FLOWS_FILE" in settings or "ROUTING_RULES_FILE" in settings:
+        print(f"  flows: {settings.get('FLOWS_FILE', 'flows/default.json')}   routing rules: "
+              f"{settings.get('ROUTING_RULES_FILE', 'from --settings' if 'ROUTING_RULES' in settings else 'the demo')}")
     storage = azurite.start()
     try:
         simulator = SimulatorThread(config=Config())
         with simulator as sim:
-            if args.instances:
-                from tools.cluster import start_cluster
+            try:
+                if args.instances:
+                    from tools.cluster import start_cluster
 
-                app = start_cluster(sim, storage.connection_string, http_instances=args.instances,
-                                    eventgrid_instances=1, mode=args.mode, RECORDING_MODE="on_connect")
-            else:
-                app = start_app(sim, storage.connection_string, RECORDING_MODE="on_connect")
+                    routing = cluster_routing(settings)
+                    try:
+                        app = start_cluster(sim, storage.connection_string, http_instances=args.instances,
+                                            eventgrid_instances=1, mode=args.mode, routing=routing,
+                                            **{"RECORDING_MODE": "on_connect", **settings})
+                    except RuntimeError as exc:
+                        raise AppRefused(refusal(str(exc)), str(exc)) from None
+                else:
+                    app = start_user_app(sim, storage.connection_string, settings)
+            except AppRefused as exc:
+                print(f"\nThe app did not start: {exc.reason}", file=sys.stderr)
+                return 3
             try:
                 print(f"  simulator {sim.endpoint}   app {app.base_url}   Azurite blob port {storage.blob_port}")
                 if args.instances:
                     names = ", ".join(i.name for i in app.instances())
                     print(f"  instances behind the front ({args.mode}): {names}")
                 print()
-                calls = simulator.call(run(sim.sim, scenario, timeout=60), timeout=90)
+                calls = simulator.call(run(sim.sim, scenario, timeout=args.timeout), timeout=args.timeout + 30)
                 outcomes = stored_outcomes(storage.connection_string)
                 recorded = sum(1 for call in calls if call.recordings)
                 qa = qa_blobs(storage.connection_string, recorded)
@@ -149,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                     print()
                 done = sum(finished(c) for c in calls)
                 print(f"{done}/{len(calls)} scripted call(s) finished as scripted")
+                for call in calls:
+                    if not finished(call):
+                        print(not_ended_hint(call))
                 if args.instances:
                     counts = ", ".join(f"{name} {n}" for name, n in app.counts().items())
                     print(f"requests served per instance: {counts}")
