@@ -69,7 +69,7 @@ param callbackSecret string
 @secure()
 param callbackSecretPrevious string = ''
 
-@description('JSON routing rules for IncomingCall (ROUTING_RULES, see docs/routing.md).')
+@description('Routing rules for IncomingCall as an object (ROUTING_RULES, see docs/routing.md): used only when routingRulesFile is empty.')
 param routingRules object = {
   rules: []
   default: {
@@ -78,8 +78,15 @@ param routingRules object = {
   }
 }
 
-@description('Flows by name (FLOWS); empty: the flows file shipped with the app (FLOWS_FILE).')
+@description('Flows by name (FLOWS); empty: the flows files packaged with the app (flowsFile). Set, it overrides flowsFile entirely.')
 param flows object = {}
+
+@description('FLOWS_FILE: the flows packaged with the app, as paths relative to the repository root (the app root) separated by ";": JSON files of flows by name, or folders of them (every *.json file directly inside, except schema.json). Every flow the routing rules answer into must be among them. See infra/README.md, Your own flows and routing rules.')
+@minLength(1)
+param flowsFile string = 'flows/default.json'
+
+@description('ROUTING_RULES_FILE: path, relative to the repository root (the app root), of a JSON file of routing rules packaged with the app (docs/routing.md). Set, it replaces routingRules (ROUTING_RULES is then not set); empty: routingRules.')
+param routingRulesFile string = ''
 
 @description('When to record calls (RECORDING_MODE).')
 @allowed([
@@ -355,7 +362,9 @@ module functionApp 'modules/functionapp.bicep' = {
     zoneRedundant: zoneRedundant
     appInsightsEntraAuth: appInsightsEntraAuth
     routingRules: routingRules
+    routingRulesFile: routingRulesFile
     flows: flows
+    flowsFile: flowsFile
     recordingMode: recordingMode
     recordingDeleteAfterCopy: recordingDeleteAfterCopy
     recordingStorage: recordingStorage

@@ -75,13 +75,17 @@ param zoneRedundant bool = false
 param appInsightsEntraAuth bool = false
 
 // ---- the app's settings (core/platform/settings.py) ----
-@description('JSON routing rules for IncomingCall (ROUTING_RULES).')
+@description('Routing rules for IncomingCall (ROUTING_RULES): set only when routingRulesFile is empty.')
 param routingRules object
+
+@description('Path of the routing rules file in the package (ROUTING_RULES_FILE); empty: routingRules (ROUTING_RULES) instead.')
+param routingRulesFile string = ''
 
 @description('Flows by name (FLOWS); empty: the flows of FLOWS_FILE.')
 param flows object = {}
 
-@description('Path of the flows file in the package (FLOWS_FILE).')
+@description('Paths of the flows files and folders in the package, separated by ";" (FLOWS_FILE).')
+@minLength(1)
 param flowsFile string = 'flows/default.json'
 
 @description('Issuer of callback JWTs (ACS_JWT_ISSUER).')
@@ -301,6 +305,14 @@ var entraTelemetrySettings = appInsightsEntraAuth ? {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${hostIdentityClientId};Authorization=AAD'
 } : {}
 
+// The routing rules: from a file packaged with the app (ROUTING_RULES_FILE) or inline (ROUTING_RULES),
+// never both (the app refuses both). A setting left out of this collection is removed from the app.
+var routingSettings = empty(routingRulesFile) ? {
+  ROUTING_RULES: string(routingRules)
+} : {
+  ROUTING_RULES_FILE: routingRulesFile
+}
+
 // The app's settings: one entry per core/platform/settings.py SETTINGS name that is set in Azure.
 var appSettings = {
   ACS_ENDPOINT: 'https://${acs.properties.hostName}'
@@ -312,7 +324,6 @@ var appSettings = {
   // Only during a rotation; empty otherwise (the app reads an empty value as unset).
   CALLBACK_SECRET_PREVIOUS: callbackSecretRotation ? '@Microsoft.KeyVault(SecretUri=${callbackSecretPrevious.properties.secretUriWithVersion})' : ''
   COGNITIVE_SERVICES_ENDPOINT: aiServices.properties.endpoint
-  ROUTING_RULES: string(routingRules)
   FLOWS: empty(flows) ? '' : string(flows)
   FLOWS_FILE: flowsFile
   APP_STORAGE__tableServiceUri: storage.properties.primaryEndpoints.table
@@ -351,7 +362,7 @@ resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222:False positive (appsettings). The site must be public; see the skip on the site resource.
   parent: functionApp
   name: 'appsettings'
-  properties: union(platformSettings, entraTelemetrySettings, appSettings)
+  properties: union(platformSettings, entraTelemetrySettings, routingSettings, appSettings)
 }
 
 output name string = functionApp.name

@@ -20,6 +20,7 @@ Each non-literal keeps its source text in ``.src``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -503,6 +504,29 @@ def with_params(template: Template, **values: Any) -> Context:
     unknown = set(values) - set(template.params)
     assert not unknown, f"{template.rel} has no parameters {sorted(unknown)}"
     return Context(template, tuple(values.items()), Context(template))
+
+
+def object_value(ctx: Context, expr: Any, stand_in: Callable[[str, Unknown], Any]) -> dict[str, Any]:
+    """The object an expression (literal object, union(), ?:) is when deployed: conditions evaluated, so only the
+    keys of the arms taken; a value with no value at planning time (a host name, a resource id) is
+    ``stand_in(key, the Unknown raised)``."""
+    ctx, expr = trace(ctx, expr)
+    if isinstance(expr, dict):
+        result: dict[str, Any] = {}
+        for key, value in expr.items():
+            try:
+                result[key] = evaluate(ctx, value)
+            except Unknown as unknown:
+                result[key] = stand_in(key, unknown)
+        return result
+    if isinstance(expr, Call) and expr.name == "union":
+        merged: dict[str, Any] = {}
+        for arg in expr.args:
+            merged.update(object_value(ctx, arg, stand_in))
+        return merged
+    if isinstance(expr, Cond):
+        return object_value(ctx, expr.yes if evaluate(ctx, expr.test) else expr.no, stand_in)
+    raise Unknown(ctx, expr)
 
 
 def object_entries(ctx: Context, expr: Any) -> dict[str, list[tuple[Context, Any, bool]]]:

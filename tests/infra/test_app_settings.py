@@ -96,11 +96,17 @@ def test_local_only_and_flex_rejected_settings_are_not_set():
     assert not NOT_ON_FLEX & set(SETTINGS_IN_BICEP)
 
 
-def test_only_the_entra_telemetry_setting_is_optional():
+def test_only_the_entra_telemetry_setting_and_the_source_of_the_rules_are_optional():
     optional = {name for name, arms in SETTINGS_IN_BICEP.items() if not all(always for _, _, always in arms)}
-    assert optional == {"APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+    assert optional == {"APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "ROUTING_RULES", "ROUTING_RULES_FILE"}
     default = bicep.evaluate(CTX, bicep.Ref("appInsightsEntraAuth"))
     assert default is False
+    # ROUTING_RULES or ROUTING_RULES_FILE, never both (the app refuses both): test_user_flows.py evaluates each case.
+    [(_, rules, _)] = SETTINGS_IN_BICEP["ROUTING_RULES"]
+    [(_, rules_file, _)] = SETTINGS_IN_BICEP["ROUTING_RULES_FILE"]
+    default_rules = bicep.evaluate(bicep.Context(MAIN), MAIN.params["routingRules"].value)
+    assert json.loads(bicep.evaluate(CTX, rules)) == default_rules
+    assert rules_file == bicep.Ref("routingRulesFile")
 
 
 @pytest.mark.parametrize("spec", [s for s in SETTINGS if s.default is not None], ids=lambda s: s.name)

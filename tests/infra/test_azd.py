@@ -5,7 +5,6 @@ with internet, and `make test` running the infra checks. The postdeploy hook: te
 from __future__ import annotations
 
 import base64
-import fnmatch
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.infra import bicep
+from tests.infra import azd, bicep
 
 ROOT = bicep.ROOT
 MAIN = bicep.template("main.bicep")
@@ -113,42 +112,33 @@ def test_every_main_output_is_a_plain_name_or_endpoint():
         assert re.fullmatch(r"[A-Z][A-Z0-9_]+", name), f"azd env names are UPPER_CASE: {name}"
 
 
-def test_funcignore_keeps_the_app_and_drops_the_tools():
+APP = {"function_app.py", "host.json", "requirements.txt", "blueprints", "core", "handlers", "flows"}
+
+
+def test_the_package_holds_exactly_the_app(tmp_path: Path):
+    # Every file of the repository, through .funcignore as git applies it: what azd uploads is the app and nothing
+    # beside it (no benchmark, simulator, local host, docs or tools: they are not needed in Azure, and every file
+    # there is attack surface). examples/ goes too, JSON only, so FLOWS_FILE may name an example's flows in place.
+    files = azd.packaged(azd.checkout(tmp_path / "repo"))
+    assert azd.project_folder() == ROOT
+    top = {path.split("/")[0] for path in files}
+    assert top - {"examples"} == APP, sorted(top ^ APP)
+    assert all(path.endswith(".json") for path in files if path.startswith("examples/")), sorted(files)
+    assert not [p for p in files if p.endswith((".md", ".yaml", ".yml", ".pyc")) or "/test_" in p], sorted(files)
+
+
+def test_funcignore_anchors_the_projects_own_folders():
+    """The project's folders are left out at the root only (`/docs/`), so a user's `my-flows/docs/` still goes;
+    local state and caches at any depth."""
     patterns = [
         line.strip()
         for line in (ROOT / ".funcignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    for kept in ("function_app.py", "host.json", "requirements.txt", "blueprints/", "core/", "handlers/", "flows/"):
-        assert kept not in patterns and kept.rstrip("/") not in patterns, kept
-    for dropped in (".venv/", "node_modules/", "tests/", "simulator/", "infra/", "local.settings.json"):
-        assert dropped in patterns, dropped
-
-
-def _ignored(path: str, patterns: list[str]) -> bool:
-    """Whether .funcignore leaves ``path`` out (gitignore's rules for the simple patterns it uses: ``name/`` for a
-    folder at any depth, ``*`` globs, a pattern without ``/`` matching any path segment)."""
-    parts = path.split("/")
-    for pattern in patterns:
-        folder = pattern.endswith("/")
-        name = pattern.rstrip("/")
-        segments = parts[:-1] if folder else parts
-        if any(fnmatch.fnmatchcase(segment, name) for segment in segments):
-            return True
-    return False
-
-
-def test_the_package_holds_exactly_the_app():
-    # Every tracked file, through .funcignore: what azd uploads is the app and nothing beside it (no benchmark,
-    # simulator, local host or docs: they are not needed in Azure, and every file there is attack surface).
-    patterns = [
-        line.strip()
-        for line in (ROOT / ".funcignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    packaged = {path.split("/")[0] for path in tracked.splitlines() if not _ignored(path, patterns)}
-    assert packaged == {"function_app.py", "host.json", "requirements.txt", "blueprints", "core", "handlers", "flows"}
+    for folder in ("bench", "bin", "devhost", "docs", "infra", "scenarios", "simulator", "tests", "tools"):
+        assert f"/{folder}/" in patterns and f"{folder}/" not in patterns, folder
+    for anywhere in (".venv/", "__pycache__/", "node_modules/", "local.settings.json", ".azure/"):
+        assert anywhere in patterns, anywhere
 
 
 def test_workflow_builds_every_template_and_runs_a_what_if():
