@@ -178,7 +178,7 @@ class CallResult:
     """One scripted call as the caller lived it and the app stored it. Phone numbers are plain (+1...)."""
 
     name: str
-    server_call_id: str
+    server_call_id: str = field(repr=False)
     caller: str
     callee: str
     finished: bool
@@ -191,8 +191,8 @@ class CallResult:
     failed_recognitions: int  # recognitions that ended without a result (silence, a wrong key, no match)
     transfers: list[str]  # every transfer target the app asked for, in order
     transferred_to: str | None  # the one that took the call
-    timeline: str  # the simulator's timeline, as run-scenario prints it
-    app_state: dict[str, Any] = field(default_factory=dict)  # the app's call state in Table Storage
+    timeline: str = field(repr=False)  # the simulator's timeline, as run-scenario prints it
+    app_state: dict[str, Any] = field(default_factory=dict, repr=False)  # the app's call state in Table Storage
 
     @property
     def nodes(self) -> list[str]:
@@ -211,39 +211,47 @@ class CallResult:
     # Assertions that say what was expected and show the call's timeline when it is not so.
 
     def _fail(self, message: str) -> None:
+        __tracebackhide__ = True
         raise AssertionError(f"{self.name}: {message}\n\n{self.timeline}")
 
     def assert_heard(self, *texts: str) -> None:
+        __tracebackhide__ = True
         for text in texts:
             if not self.heard(text):
                 self._fail(f"the caller never heard {text!r}; prompts: {self.prompts}")
 
     def assert_not_heard(self, *texts: str) -> None:
+        __tracebackhide__ = True
         for text in texts:
             if self.heard(text):
                 self._fail(f"the caller heard {text!r}")
 
     def assert_transferred_to(self, target: str) -> None:
+        __tracebackhide__ = True
         if self.transferred_to != _plain(target):
             self._fail(f"expected a transfer to {target}; transfers asked: {self.transfers}, "
                        f"taken by: {self.transferred_to}")
 
     def assert_not_transferred_to(self, target: str) -> None:
+        __tracebackhide__ = True
         if _plain(target) in self.transfers:
             self._fail(f"the app transferred the caller to {target}")
 
     def assert_ended_by(self, who: str) -> None:
+        __tracebackhide__ = True
         if who not in ENDINGS:
             raise ValueError(f"who must be one of {ENDINGS}, not {who!r}")
         if self.ended_by != who:
             self._fail(f"expected the call to end by {who!r}, it ended by {self.ended_by!r}")
 
     def assert_visited(self, *nodes: str) -> None:
+        __tracebackhide__ = True
         for node in nodes:
             if node not in self.nodes:
                 self._fail(f"the flow never entered node {node!r}; nodes: {self.nodes}")
 
     def assert_not_visited(self, *nodes: str) -> None:
+        __tracebackhide__ = True
         for node in nodes:
             if node in self.nodes:
                 self._fail(f"the flow entered node {node!r}; nodes: {self.nodes}")
