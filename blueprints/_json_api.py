@@ -11,6 +11,7 @@ from typing import Any
 import azure.functions as func
 
 from core.outbound.control import RequestError
+from core.outbound.responses import ErrorAnswer
 from core.platform.jsonsafe import JsonError, check_length
 
 log = logging.getLogger("blueprints.api")
@@ -23,7 +24,7 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 
 def _refusal(status: int, reason: str) -> func.HttpResponse:
     log.warning("control API request refused with %d: %s", status, reason)
-    return json_response(status, {"error": reason, "fields": []})
+    return json_response(status, ErrorAnswer(error=reason, fields=[]).dump())
 
 
 def answer(success: int, work: Callable[[], Any], req: func.HttpRequest | None = None) -> func.HttpResponse:

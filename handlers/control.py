@@ -21,6 +21,7 @@ from core.calls.state import CallState, StateNotFound
 from core.flows import actions as act
 from core.flows.engine import API_CONTEXT
 from core.outbound import control
+from core.outbound import responses as out
 from core.outbound.control import RequestError
 from core.outbound.destinations import DestinationPolicy, DestinationRefused, fill_targets, flow_targets, phone_of
 from core.outbound.dial_cap import DialCapBusy, DialCapReached, Taken
@@ -226,16 +227,16 @@ def connect_call(req: control.ConnectCall, services: Services) -> dict[str, Any]
 def _joined(call_ref: str, props: Any, services: Services) -> dict[str, Any]:
     """A call placed or connected: indexed by its connection id (the control API addresses it so), and described."""
     services.store.index(props.call_connection_id or "", call_ref)
-    return {
-        "call_ref": call_ref,
-        "call_connection_id": props.call_connection_id,
-        "server_call_id": props.server_call_id,
-        "state": str(props.call_connection_state or ""),
-    }
+    return out.CallJoined(
+        call_ref=call_ref,
+        call_connection_id=props.call_connection_id or "",
+        server_call_id=props.server_call_id or None,
+        state=str(props.call_connection_state or ""),
+    ).dump()
 
 
-def _participant(p: Any) -> dict[str, Any]:
-    return {"id": p.identifier.raw_id, "is_muted": bool(p.is_muted), "is_on_hold": bool(p.is_on_hold)}
+def _participant(p: Any) -> out.ParticipantView:
+    return out.ParticipantView(id=p.identifier.raw_id, is_muted=bool(p.is_muted), is_on_hold=bool(p.is_on_hold))
 
 
 def get_call(call_connection_id: str, services: Services) -> dict[str, Any]:
@@ -246,16 +247,22 @@ def get_call(call_connection_id: str, services: Services) -> dict[str, Any]:
         # The service forgets a call once it ends; the app's state of it (vars, outcome) remains.
         if getattr(exc, "status_code", None) != 404 or not services.store.lookup(call_connection_id):
             raise _acs_error(exc) from exc
-    body: dict[str, Any] = {"call_connection_id": call_connection_id, "server_call_id": None, "state": "disconnected"}
+    view = out.CallView(
+        call_connection_id=call_connection_id,
+        server_call_id=None,
+        state="disconnected",
+        correlation_id=None,
+        targets=[],
+        source=None,
+        app=None,
+    )
     if props is not None:
-        body = {
-            "call_connection_id": props.call_connection_id,
-            "server_call_id": props.server_call_id,
-            "state": str(props.call_connection_state or ""),
-            "correlation_id": props.correlation_id,
-            "targets": [t.raw_id for t in props.targets or []],
-            "source": props.source.raw_id if props.source else None,
-        }
+        view.call_connection_id = props.call_connection_id or call_connection_id
+        view.server_call_id = props.server_call_id or None
+        view.state = str(props.call_connection_state or "")
+        view.correlation_id = props.correlation_id or None
+        view.targets = [t.raw_id for t in props.targets or []]
+        view.source = props.source.raw_id if props.source else None
     call_ref = services.store.lookup(call_connection_id)
     if call_ref:
         try:
@@ -263,18 +270,18 @@ def get_call(call_connection_id: str, services: Services) -> dict[str, Any]:
         except StateNotFound:
             state = None
         if state is not None:
-            body["server_call_id"] = body["server_call_id"] or state.server_call_id or None
-            body["app"] = {
-                "call_ref": call_ref,
-                "flow": state.flow,
-                "node": state.node,
-                "status": state.status,
-                "participants": state.participants,
-                "vars": state.vars,
-                "outcome": state.outcome,
-                "recording_id": state.recording_id or None,
-            }
-    return body
+            view.server_call_id = view.server_call_id or state.server_call_id or None
+            view.app = out.AppView(
+                call_ref=call_ref,
+                flow=state.flow,
+                node=state.node,
+                status=state.status,
+                participants=state.participants,
+                vars=state.vars,
+                outcome=state.outcome,
+                recording_id=state.recording_id or None,
+            )
+    return view.dump()
 
 
 def list_participants(call_connection_id: str, services: Services) -> dict[str, Any]:
@@ -282,7 +289,7 @@ def list_participants(call_connection_id: str, services: Services) -> dict[str, 
         participants = services.executor.participants(call_connection_id)
     except Exception as exc:
         raise _acs_error(exc) from exc
-    return {"participants": [_participant(p) for p in participants]}
+    return out.ParticipantList(participants=[_participant(p) for p in participants]).dump()
 
 
 def get_participant(call_connection_id: str, participant: str, services: Services) -> dict[str, Any]:
@@ -290,7 +297,7 @@ def get_participant(call_connection_id: str, participant: str, services: Service
         found = services.executor.participant(call_connection_id, participant)
     except Exception as exc:
         raise _acs_error(exc) from exc
-    return _participant(found)
+    return _participant(found).dump()
 
 
 def call_action(call_connection_id: str, name: str, body: bytes, services: Services) -> dict[str, Any]:
@@ -352,4 +359,4 @@ def _run_action(
             services.dial_cap.give_back(taken)  # the service refused: nothing rang
         raise error from exc
     log.info("control API %s on %s (%s)", name, call_connection_id, context)
-    return {"operation_context": context, **result}
+    return spec.response(operation_context=context, **result).dump()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
+from core.outbound.responses import HealthReport
 from core.platform.settings import Settings, SettingsError, get_settings
 
 PROBE_TTL_SECONDS = 30.0
@@ -101,7 +102,7 @@ def health_report(load: Callable[[], Settings] = get_settings, cache: ProbeCache
         settings = load()
     except SettingsError as exc:
         report.update(status="error", settings_error=str(exc))
-        return report
+        return HealthReport.model_validate(report).dump()
     report["settings"] = settings.describe()
     checks, age = cache.get(
         _probe_key(settings),
@@ -110,4 +111,4 @@ def health_report(load: Callable[[], Settings] = get_settings, cache: ProbeCache
     report["dependencies"] = checks
     report["dependencies_age_s"] = round(age, 1)
     report["status"] = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
-    return report
+    return HealthReport.model_validate(report).dump()

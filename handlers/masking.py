@@ -15,6 +15,7 @@ from core.calls.routing import AnswerAction, MaskAction, RejectAction, resolve_m
 from core.outbound import control
 from core.outbound.control import RequestError
 from core.outbound.masking import MaskingConflict, new_session
+from core.outbound.responses import MaskingSessionCreated
 from core.platform.observability import mask_id
 from core.services import Services
 from handlers.control import check_destinations
@@ -36,7 +37,7 @@ def create_session(req: control.MaskingSessionRequest, services: Services) -> di
             status=409,
         ) from None
     log.info("masking session %s on %s", session.id, mask_id(session.masked_number))
-    return session.model_dump()
+    return MaskingSessionCreated.model_validate(session.model_dump()).dump()
 
 
 def route_masked(

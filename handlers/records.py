@@ -8,6 +8,7 @@ from typing import Any
 
 from core.calls.state import CallState
 from core.outbound.control import RequestError
+from core.outbound.responses import CallRecord, RecordList, RecordSummary
 from core.records.events import CallRecordEvent, flow_outcome
 from core.services import Services
 
@@ -56,7 +57,8 @@ def parse_limit(value: str | None) -> int:
 
 def list_records(limit: str | None, services: Services) -> dict[str, Any]:
     """GET /api/records?limit=N: the latest calls, newest first."""
-    return {"records": services.records.recent(parse_limit(limit))}
+    summaries = services.records.recent(parse_limit(limit))
+    return RecordList(records=[RecordSummary.of(s) for s in summaries]).dump()
 
 
 def get_record(server_call_id: str, services: Services) -> dict[str, Any]:
@@ -64,4 +66,4 @@ def get_record(server_call_id: str, services: Services) -> dict[str, Any]:
     record = services.records.get(server_call_id)
     if record is None:
         raise RequestError(f"no record of call {server_call_id!r}", status=404)
-    return record
+    return CallRecord.of(record).dump()

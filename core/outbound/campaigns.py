@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from core.calls.state import CallState
 from core.flows.model import CollectDigitsNode, Flow, MenuNode, Prompt
+from core.outbound.responses import CampaignNumber, CampaignReport, Status
 from core.platform import tables
 from core.platform.tables import TableBacked
 
@@ -29,7 +30,6 @@ T = TypeVar("T")
 PARTITION = "campaign"
 CHUNK = 30_000  # characters per string property (Table Storage allows 64 KiB of UTF-16)
 FINAL = ("answered", "confirmed", "no answer", "failed")
-Status = Literal["pending", "calling", "answered", "confirmed", "no answer", "failed"]
 
 
 class CampaignCall(BaseModel):
@@ -64,7 +64,7 @@ class Campaign(BaseModel):
         return sum(1 for c in self.calls if c.status == "calling")
 
     @property
-    def status(self) -> str:
+    def status(self) -> Literal["running", "held", "done"]:
         if all(c.status in FINAL for c in self.calls):
             return "done"
         return "held" if self.held and not self.live else "running"
@@ -116,33 +116,34 @@ class Campaign(BaseModel):
         return True
 
     def describe(self) -> dict[str, Any]:
+        """The campaign as the API answers (``core.outbound.responses.CampaignReport``)."""
         counts: dict[str, int] = {}
         for c in self.calls:
             counts[c.status] = counts.get(c.status, 0) + 1
-        return {
-            "id": self.id,
-            "flow": self.flow,
-            "status": self.status,
-            "concurrency": self.concurrency,
-            "live": self.live,
-            "peak": self.peak,
-            "held": self.held or None,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at or None,
-            "counts": counts,
-            "numbers": [
-                {
-                    "number": c.number,
-                    "status": c.status,
-                    "detail": c.detail,
-                    "results": c.results,
-                    "call_connection_id": c.call_connection_id or None,
-                    "started_at": c.started_at or None,
-                    "ended_at": c.ended_at or None,
-                }
+        return CampaignReport(
+            id=self.id,
+            flow=self.flow,
+            status=self.status,
+            concurrency=self.concurrency,
+            live=self.live,
+            peak=self.peak,
+            held=self.held or None,
+            created_at=self.created_at,
+            finished_at=self.finished_at or None,
+            counts=counts,
+            numbers=[
+                CampaignNumber(
+                    number=c.number,
+                    status=c.status,
+                    detail=c.detail,
+                    results=c.results,
+                    call_connection_id=c.call_connection_id or None,
+                    started_at=c.started_at or None,
+                    ended_at=c.ended_at or None,
+                )
                 for c in self.calls
             ],
-        }
+        ).dump()
 
 
 # What a failed CreateCall's result code says about the callee.

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.flows import actions as act
 from core.flows.model import KEYS, Prompt, Target
+from core.outbound import responses as out
 
 PHONE = r"^\+[1-9]\d{6,14}$"  # E.164: + and 7 to 15 digits
 # A raw id: a phone number (+E.164, or 4:+E.164: a raw id of kind 4 is a phone number and nothing else), or an id
@@ -294,6 +295,9 @@ class Operation:
     request: type[BaseModel] | None = None
     success: int = 200
     query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON schema type, description)
+    response: type[out.Answer] = out.ActionAccepted  # the body of ``success``: the handler builds it with this model
+    errors: tuple[tuple[int, str], ...] = ()  # (status, why): refusals (ErrorAnswer) but 401 and a body's 400/411/413
+    acs: bool = False  # it asks Communication Services, whose 4xx passes through and whose failure is a 502
 
 
 CALL = "calls/{call_connection_id}"
@@ -311,6 +315,7 @@ class CallAction:
     build: Callable[[Any, str], act.Action]  # (the validated request, its operation context) -> the action
     rings: bool = False  # it makes the service ring someone: the dialing policy and the daily cap apply
     starts_recording: bool = False  # addressed by the server call id, which is looked up first
+    response: type[out.ActionAccepted] = out.ActionAccepted  # what the 202 says: the executor's result goes in it
 
 
 def _recognize(req: RecognizeRequest, context: str) -> act.Recognize:
@@ -365,6 +370,7 @@ ACTIONS: dict[str, CallAction] = {
             target=req.target, timeout_seconds=req.timeout_seconds, context=context
         ),
         rings=True,
+        response=out.ParticipantInvited,
     ),
     "cancel-add-participant": CallAction(
         CancelAddRequest,
@@ -402,7 +408,11 @@ ACTIONS: dict[str, CallAction] = {
         Empty, "Cancel all media operations", lambda req, context: act.CancelMedia(context=context)
     ),
     "start-recording": CallAction(
-        StartRecordingRequest, "Start recording the call", _start_recording, starts_recording=True
+        StartRecordingRequest,
+        "Start recording the call",
+        _start_recording,
+        starts_recording=True,
+        response=out.RecordingStarted,
     ),
     "pause-recording": CallAction(RecordingRequest, "Pause a recording", _recording("pause")),
     "resume-recording": CallAction(RecordingRequest, "Resume a recording", _recording("resume")),
@@ -420,14 +430,83 @@ ACTIONS: dict[str, CallAction] = {
 CAPPED = {"place_call", *(f"call_{n.replace('-', '_')}" for n, a in ACTIONS.items() if a.rings), "start_campaign"}
 DIALING = {*CAPPED, "create_masking_session"}
 
+NO_CALL = (404, "No such call or participant (the service's 404, passed through)")
+RECORDING_UNKNOWN = (409, "No recording is known for the call: give recording_id")
+DIAL_BUSY = (503, "The day's dial count kept changing under concurrent requests; retry after Retry-After")
+
+
+def _action_errors(action: CallAction) -> tuple[tuple[int, str], ...]:
+    errors = [NO_CALL]
+    if action.rings:
+        errors += [(403, REFUSED_DESTINATION), (429, CAP_REACHED), DIAL_BUSY]
+    if action.request is RecordingRequest:
+        errors.append(RECORDING_UNKNOWN)
+    return tuple(errors)
+
+
+# The one table of operations: the HTTP layer serves them, the OpenAPI document describes them (request and answers).
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("place_call", "POST", "calls", "Place an outbound call into a flow", PlaceCall, 201),
-    Operation("connect_call", "POST", "connections", "Connect to an ongoing call or a Room", ConnectCall, 201),
-    Operation("get_call", "GET", CALL, "Call state, and results of control-API actions"),
-    Operation("list_participants", "GET", CALL + "/participants", "List all participants"),
-    Operation("get_participant", "GET", CALL + "/participants/{participant}", "Get one participant"),
+    Operation(
+        "place_call",
+        "POST",
+        "calls",
+        "Place an outbound call into a flow",
+        PlaceCall,
+        201,
+        response=out.CallJoined,
+        errors=((403, REFUSED_DESTINATION), (429, CAP_REACHED), DIAL_BUSY),
+        acs=True,
+    ),
+    Operation(
+        "connect_call",
+        "POST",
+        "connections",
+        "Connect to an ongoing call or a Room",
+        ConnectCall,
+        201,
+        response=out.CallJoined,
+        errors=((403, REFUSED_CONNECT),),
+        acs=True,
+    ),
+    Operation(
+        "get_call",
+        "GET",
+        CALL,
+        "Call state, and results of control-API actions",
+        response=out.CallView,
+        errors=(NO_CALL,),
+        acs=True,
+    ),
+    Operation(
+        "list_participants",
+        "GET",
+        CALL + "/participants",
+        "List all participants",
+        response=out.ParticipantList,
+        errors=(NO_CALL,),
+        acs=True,
+    ),
+    Operation(
+        "get_participant",
+        "GET",
+        CALL + "/participants/{participant}",
+        "Get one participant",
+        response=out.ParticipantView,
+        errors=(NO_CALL,),
+        acs=True,
+    ),
     *(
-        Operation(f"call_{name.replace('-', '_')}", "POST", f"{CALL}/{name}", action.summary, action.request, 202)
+        Operation(
+            f"call_{name.replace('-', '_')}",
+            "POST",
+            f"{CALL}/{name}",
+            action.summary,
+            action.request,
+            202,
+            response=action.response,
+            errors=_action_errors(action),
+            acs=True,
+        )
         for name, action in ACTIONS.items()
     ),
     Operation(
@@ -437,8 +516,21 @@ OPERATIONS: tuple[Operation, ...] = (
         "Call a list of numbers into a flow (default outage_notice), a bounded number at a time",
         StartCampaign,
         201,
+        response=out.CampaignReport,
+        errors=(
+            (403, REFUSED_DESTINATION),
+            (409, "A campaign with this id exists with other numbers or another flow"),
+            (429, CAP_REACHED),
+        ),
     ),
-    Operation("get_campaign", "GET", "campaigns/{campaign_id}", "A campaign's progress and each number's result"),
+    Operation(
+        "get_campaign",
+        "GET",
+        "campaigns/{campaign_id}",
+        "A campaign's progress and each number's result",
+        response=out.CampaignReport,
+        errors=((404, "No such campaign"),),
+    ),
     Operation(
         "create_masking_session",
         "POST",
@@ -446,6 +538,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "Connect two parties through a masked number without revealing either",
         MaskingSessionRequest,
         201,
+        response=out.MaskingSessionCreated,
+        errors=((403, REFUSED_DESTINATION), (409, "A party is already in another session on this masked number")),
     ),
     Operation(
         "list_records",
@@ -453,18 +547,23 @@ OPERATIONS: tuple[Operation, ...] = (
         "records",
         "Recent calls' records, newest first",
         query=(("limit", "integer", "How many calls (1-100, default 20)"),),
+        response=out.RecordList,
+        errors=((400, "limit is not a whole number from 1 to 100; `fields` names it"),),
     ),
     Operation(
         "health_details",
         "GET",
         "health/details",
         "The app's settings (no secrets), versions and dependencies, probes cached; 503 when something is wrong",
+        response=out.HealthReport,
     ),
     Operation(
         "get_record",
         "GET",
         "records/{server_call_id}",
         "One call's record: start, end, duration, participants, end reason and the flows' outcomes",
+        response=out.CallRecord,
+        errors=((404, "No record of this call"),),
     ),
 )
 
@@ -485,7 +584,7 @@ class RequestError(ValueError):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": str(self), "fields": self.fields}
+        return out.ErrorAnswer.model_validate({"error": str(self), "fields": self.fields}).dump()
 
 
 def parse(model: type[BaseModel], body: bytes) -> Any:
@@ -504,8 +603,57 @@ def parse(model: type[BaseModel], body: bytes) -> Any:
         raise RequestError(f"invalid request: {names}", fields) from None
 
 
+SUCCESS = {200: "OK", 201: "Created", 202: "Accepted: the result arrives as an event (see GET calls/{id})"}
+BODY_ERRORS = (
+    (400, "Invalid request; `fields` names each problem"),
+    (411, "Chunked body, which the Functions host drops: send a length"),
+    (413, "Body too large (its Content-Length is checked first)"),
+)
+ACS_REFUSED = "Communication Services refused the request: its status and reason passed through"
+ACS_FAILED = "Communication Services failed or did not answer; retry"
+UNAUTHORIZED = "Missing or wrong function key (the Functions host answers, with no body)"
+RETRY_AFTER = {"description": "Seconds until a retry may succeed", "schema": {"type": "integer", "minimum": 0}}
+
+
+def _component(model: type[BaseModel], schemas: dict[str, Any], mode: Literal["validation", "serialization"]) -> dict:
+    """``model``'s JSON schema into the document's components (each name once, one content), and a reference to it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    for name, definition in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
+        if schemas.setdefault(name, definition) != definition:
+            raise ValueError(f"two schemas named {name} in the OpenAPI document")
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}} | (
+        {"headers": headers} if headers else {}
+    )
+
+
+def _responses(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    """What ``op`` answers: its success's model, and the error answer for each refusal it writes."""
+    error = _component(out.ErrorAnswer, schemas, "serialization")
+    success = _component(op.response, schemas, "serialization")
+    responses: dict[str, Any] = {str(op.success): _json(SUCCESS[op.success], success)}
+    refusals = [*(BODY_ERRORS if op.request is not None else ()), *op.errors]
+    if op.acs:
+        refusals.append((502, ACS_FAILED))
+    for status, why in sorted(refusals):
+        retry = {"Retry-After": RETRY_AFTER} if status in (429, 503) else None
+        responses[str(status)] = _json(why, error, retry)
+    responses["401"] = {"description": UNAUTHORIZED}
+    if op.acs:
+        responses["4XX"] = _json(ACS_REFUSED, error)
+    if op.name == "health_details":
+        responses["503"] = _json(
+            "Something is wrong: a dependency does not answer, or the settings do not load", success
+        )
+    return dict(sorted(responses.items()))
+
+
 def openapi() -> dict[str, Any]:
-    """The control API as OpenAPI 3.1 (request schemas from the models above)."""
+    """The control API as OpenAPI 3.1: request schemas from the request models, response schemas from the models the
+    handlers build their answers with (``core.outbound.responses``)."""
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
     for op in OPERATIONS:
@@ -513,22 +661,8 @@ def openapi() -> dict[str, Any]:
             "operationId": op.name,
             "summary": op.summary,
             "security": [{"functionKey": []}],
-            "responses": {
-                str(op.success): {"description": "Done", "content": {"application/json": {}}},
-                "400": {"description": "Invalid request; `fields` names each problem"},
-                "401": {"description": "Missing or wrong function key"},
-                "404": {"description": "No such call, participant or recording"},
-                "502": {"description": "Communication Services failed; retry"},
-            },
+            "responses": _responses(op, schemas),
         }
-        if op.name in DIALING:
-            entry["responses"]["403"] = {"description": REFUSED_DESTINATION}
-        if op.name == "connect_call":
-            entry["responses"]["403"] = {"description": REFUSED_CONNECT}
-        if op.name in CAPPED:
-            entry["responses"]["429"] = {"description": CAP_REACHED}
-        if op.request is RecordingRequest:
-            entry["responses"]["409"] = {"description": "No recording is known for the call: give recording_id"}
         params = [name.strip("{}") for name in op.path.split("/") if name.startswith("{")]
         if params:
             entry["parameters"] = [
@@ -539,26 +673,22 @@ def openapi() -> dict[str, Any]:
                 {"name": name, "in": "query", "required": False, "description": description, "schema": {"type": kind}}
             )
         if op.request is not None:
-            entry["responses"]["413"] = {"description": "Body too large (its Content-Length is checked first)"}
-            entry["responses"]["411"] = {"description": "Chunked body, which the Functions host drops: send a length"}
-            schema = op.request.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(schema.pop("$defs", {}))
-            schemas[op.request.__name__] = schema
             entry["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.request.__name__}"}}},
+                "content": {"application/json": {"schema": _component(op.request, schemas, "validation")}},
             }
         paths.setdefault(f"/api/{op.path}", {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Call workflows control API",
-            "version": "1.0.0",
-            "description": "Drive Azure Communication Services calls through the app.",
+            "version": "1.1.0",
+            "description": "Drive Azure Communication Services calls through the app. Every answer is JSON and"
+            " documented here: the success's body, and for a refusal `{error, fields}` (401 excepted: no body).",
         },
         "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
         },
     }
