@@ -77,11 +77,16 @@ class Behaviour:
 
 
 def parse_step(data: dict[str, Any]) -> Step:
+    """One script step (docs/simulator.md): a trigger, an optional match, and one thing to do."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a script step is a mapping such as {{on: recognize, press: '1'}}, not {data!r}")
     # YAML 1.1 reads a bare ``on:`` key as the boolean True.
     data = {("on" if key is True else key): value for key, value in data.items()}
     unknown = set(data) - {"on", "match", "press", "say", "silence", "hangup", "delay", "after"}
     if unknown:
-        raise ValueError(f"unknown step keys: {sorted(unknown)}")
+        raise ValueError(
+            f"unknown step keys: {sorted(unknown)} (known: on, match, press, say, silence, hangup, delay, after)"
+        )
     step = Step(
         on=str(data.get("on", "time" if "after" in data else "recognize")),
         match=data.get("match"),
@@ -103,7 +108,16 @@ def parse_step(data: dict[str, Any]) -> Step:
     return step
 
 
+BEHAVIOUR_KEYS = {"answer", "delay", "display_name", "script"}
+
+
 def parse_behaviour(data: dict[str, Any]) -> Behaviour:
+    """A party's answer and script (docs/simulator.md); a key it does not know is an error, not a silent default."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a party is a mapping of {sorted(BEHAVIOUR_KEYS)}, not {data!r}")
+    unknown = set(data) - BEHAVIOUR_KEYS
+    if unknown:
+        raise ValueError(f"unknown party keys: {sorted(unknown)} (known: {sorted(BEHAVIOUR_KEYS)})")
     answer = data.get("answer", "accept")
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {sorted(ANSWERS)}, not {answer!r}")

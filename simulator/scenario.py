@@ -1,10 +1,13 @@
 """Scenario files: who calls which number, what they do after which prompt, how invitees answer.
 
+The whole vocabulary, with examples, is in docs/simulator.md; ``bin/run-scenario FILE`` plays one against the app.
 A scenario is YAML or JSON::
 
     settings: {time_scale: 0.01, prompt_seconds: 0.05}   # optional, see engine.Config
     eventgrid:                                            # optional, added to --eventgrid-target
-      - endpoint: "http://127.0.0.1:7071/runtime/webhooks/eventgrid?functionName=incoming_call"
+      # devhost's Event Grid webhook: code= is its Event Grid system key (DEVHOST_EVENTGRID_KEY), as Azure's
+      # subscriptions carry it; without it the app answers 401
+      - endpoint: "http://127.0.0.1:7071/runtime/webhooks/eventgrid?functionName=incoming_call&code=EVENTGRID_KEY"
         eventTypes: [Microsoft.Communication.IncomingCall]
     parties:                                              # invitees / transfer targets / outbound callees
       "+14255550199": {answer: decline}
@@ -12,7 +15,7 @@ A scenario is YAML or JSON::
     faults: [{kind: request, match: Play, status: 503, retry_after: 0.1}]
     calls:
       - name: caller picks sales
-        from: "+14255550100"
+        from: "+14255550011"         # not a number the flow transfers to (the operator is +14255550100)
         to: "+18005550123"
         at: 0.0                      # seconds after the scenario starts
         custom_context: {sipHeaders: {"X-MS-Custom-Account": "42"}}
@@ -50,6 +53,9 @@ SETTINGS = {
     "max_recording_seconds",
     "require_https_callbacks",
 }
+
+
+CALL_KEYS = {"name", "from", "to", "at", "script", "parties", "display_name", "custom_context", "ring_timeout"}
 
 
 class ScenarioError(ValueError):
@@ -114,6 +120,9 @@ def parse(data: dict[str, Any]) -> Scenario:
         where = f"calls[{index}]"
         if not isinstance(spec, dict) or not spec.get("from") or not spec.get("to"):
             raise ScenarioError(f"{where}: 'from' and 'to' are required")
+        unknown_keys = set(spec) - CALL_KEYS
+        if unknown_keys:
+            raise ScenarioError(f"{where}: unknown keys {sorted(unknown_keys)} (known: {sorted(CALL_KEYS)})")
         try:
             behaviour = parse_behaviour({"script": spec.get("script") or [], "display_name": spec.get("display_name")})
             call_parties = {normalize(str(k)): parse_behaviour(v or {}) for k, v in (spec.get("parties") or {}).items()}
