@@ -406,12 +406,17 @@ def check_destinations(
     flows: dict[str, Flow],
     flows_setting: str = "FLOWS",
     routing_setting: str = "ROUTING_RULES",
+    origin: Mapping[str, str] | None = None,
 ) -> None:
     """Every target the settings name (redirect and sim-ring targets, the flows' transfer and add_participant
     targets) passes the dialing policy: an app that would ring a premium number does not start. A flow's target
-    that names a call variable ({peer}) is known only on the call, and is checked then (the executor)."""
+    that names a call variable ({peer}) is known only on the call, and is checked then (the executor). ``origin``
+    (flow name -> file) lets the error name the file a flow is in."""
     for flow, why in refused_targets(policy, routing, flows):
-        raise SettingsError(f"setting {routing_setting if flow is None else flows_setting}: {why}")
+        if flow is None:
+            raise SettingsError(f"setting {routing_setting}: {why}")
+        where = f"{origin[flow]}: " if origin and flow in origin else ""
+        raise SettingsError(f"setting {flows_setting}: {where}{why}")
 
 
 def unknown_flows(routing: RoutingRules, flows: Collection[str]) -> list[str]:
@@ -445,11 +450,16 @@ def flows_file_paths(value: str, root: Path = APP_ROOT) -> list[Path]:
 
 def load_flows(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Flow]:
     """The flows: the FLOWS setting, or else every file and folder FLOWS_FILE names, merged."""
+    return _flows_and_origin(env, root)[0]
+
+
+def _flows_and_origin(env: Mapping[str, str], root: Path) -> tuple[dict[str, Flow], dict[str, str]]:
+    """The flows and, from FLOWS_FILE, the file each is in (so later errors about a flow can name its file)."""
     if env.get("FLOWS"):
         flows, problems = flow_sources.flows_of(_json("FLOWS", env["FLOWS"]))
         if problems:
             raise _problems("FLOWS", problems)
-        return flows
+        return flows, {}
     value = _reader(env)("FLOWS_FILE")
     paths = flows_file_paths(value, root)
     if not paths:
@@ -457,7 +467,7 @@ def load_flows(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Flow]
     found = flow_sources.read([(p, str(p)) for p in paths])
     if found.problems:
         raise _problems("FLOWS_FILE", found.problems)
-    return found.flows
+    return found.flows, found.origin
 
 
 def _routing(env: Mapping[str, str], root: Path) -> tuple[RoutingRules, str]:
@@ -517,22 +527,33 @@ def _callback_keys(env: Mapping[str, str]) -> tuple[bytes, bytes | None]:
     return secret, previous
 
 
-def _routing_and_flows(env: Mapping[str, str], root: Path) -> tuple[RoutingRules, dict[str, Flow], str]:
-    """The routing rules, the flows (each flow a rule answers into known), and the setting the rules came from."""
+@dataclass(frozen=True)
+class _Sources:
+    """The routing rules and flows as loaded, with where they came from (for the errors that follow)."""
+
+    routing: RoutingRules
+    flows: dict[str, Flow]
+    routing_setting: str
+    flows_setting: str
+    origin: dict[str, str]
+
+
+def _routing_and_flows(env: Mapping[str, str], root: Path) -> _Sources:
+    """The routing rules and the flows, each flow a rule answers into known."""
     routing, routing_setting = _routing(env, root)
-    flows = load_flows(env, root)
+    flows, origin = _flows_and_origin(env, root)
     problems = unknown_flows(routing, flows)
     if problems:
         raise SettingsError(f"setting {routing_setting}: {problems[0]}")
-    return routing, flows, routing_setting
+    return _Sources(routing, flows, routing_setting, "FLOWS" if env.get("FLOWS") else "FLOWS_FILE", origin)
 
 
-def _dialing(
-    env: Mapping[str, str], routing: RoutingRules, flows: dict[str, Flow], routing_setting: str = "ROUTING_RULES"
-) -> DialingSettings:
+def _dialing(env: Mapping[str, str], loaded: _Sources) -> DialingSettings:
     """The dialing settings, with every target the routing rules and flows name checked against its policy."""
     dial = dialing(env)
-    check_destinations(dial.policy, routing, flows, "FLOWS" if env.get("FLOWS") else "FLOWS_FILE", routing_setting)
+    check_destinations(
+        dial.policy, loaded.routing, loaded.flows, loaded.flows_setting, loaded.routing_setting, loaded.origin
+    )
     return dial
 
 
@@ -592,8 +613,9 @@ def load(env: Mapping[str, str] | None = None, root: Path = APP_ROOT) -> Setting
     get = _reader(env)
     endpoint, access_key = _acs(env)
     secret, previous = _callback_keys(env)
-    routing, flows, routing_setting = _routing_and_flows(env, root)
-    dial = _dialing(env, routing, flows, routing_setting)
+    loaded = _routing_and_flows(env, root)
+    routing, flows = loaded.routing, loaded.flows
+    dial = _dialing(env, loaded)
     cognitive = _cognitive(env, flows)
     storage = _storage(env, get)
     recording = _recording(get)

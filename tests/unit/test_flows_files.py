@@ -200,3 +200,21 @@ def test_routing_rules_file_invalid_rules_and_unknown_flows_name_that_setting(tm
     with pytest.raises(SettingsError) as caught:
         load(base_env(ROUTING_RULES=None, ROUTING_RULES_FILE="routing.json"), tmp_path)
     assert str(caught.value).startswith("setting ROUTING_RULES_FILE: rule 'default' redirects to '+19005550100'")
+
+
+def test_a_refused_target_names_the_file_of_its_flow(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "flows" / "default.json", tmp_path / "default.json")
+    premium = {
+        "start": "agent",
+        "nodes": {
+            "agent": {"type": "transfer", "target": {"to": "+19005550100"}, "on_failure": "bye"},
+            "bye": {"type": "hangup"},
+        },
+    }
+    write(tmp_path / "mine" / "premium.json", {"premium": premium})
+    with pytest.raises(SettingsError) as caught:
+        load(base_env(FLOWS_FILE="default.json;mine"), tmp_path)
+    assert str(caught.value).startswith(
+        f"setting FLOWS_FILE: {tmp_path.resolve() / 'mine' / 'premium.json'}: flow 'premium' node 'agent' rings "
+        "'+19005550100', which the dialing policy refuses"
+    )
