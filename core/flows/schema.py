@@ -7,7 +7,7 @@
     python -m core.flows.schema --check    # exit 1 when flows/schema.json is stale
 
 The graph rules JSON Schema cannot state (every ``next`` names a node, no unreachable node, menu keys unique, ...)
-live in ``Flow.check()``: run ``python -m core.flows.validate`` for both.
+live in ``Flow.check()``: run ``bin/validate-flows`` (``python -m core.flows.validate``) for both.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def build_schema() -> dict[str, Any]:
         "title": "Call flows",
         "description": (
             "Call flows for the ACS Call Automation app: a JSON object of flows by name (the FLOWS "
-            "setting or the file FLOWS_FILE names). Generated from core/flows/model.py by "
+            "setting, or one of the files FLOWS_FILE names). Generated from core/flows/model.py by "
             "`python -m core.flows.schema`; do not edit. Graph rules (targets exist, nodes reachable, "
-            "menu keys unique) are checked by `python -m core.flows.validate`."
+            "menu keys unique) are checked by `bin/validate-flows` (python -m core.flows.validate)."
         ),
     }
     generated.pop("title", None)
