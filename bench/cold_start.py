@@ -116,14 +116,15 @@ def cold_start(app_dir: Path, storage: str, *, eager: bool, python: str = PY) ->
     from bench.ivr_load import cpu_seconds
     from simulator.engine import Config
     from simulator.runner import SimulatorThread
-    from tools.apphost import app_settings, free_port
+    from tools.apphost import app_settings, free_port, no_settings
 
     with SimulatorThread(config=Config(prompt_seconds=5.0)) as sim:
         port = free_port()
         env = _host_env(app_dir, app_settings(sim, storage, port))
         env["DEVHOST_FUNCTION_KEY"] = secrets.token_urlsafe(24)
         env["DEVHOST_EVENTGRID_KEY"] = eventgrid_key = secrets.token_urlsafe(24)
-        host_args = ["--app-dir", str(app_dir), "--port", str(port), "--settings", "no-local-settings.json"]
+        # Every setting from the environment; an older checkout's devhost (--compare) does not know --no-settings.
+        host_args = ["--app-dir", str(app_dir), "--port", str(port), *no_settings(app_dir)]
         if eager:
             code = (f"{EAGER_IMPORT}\nimport runpy, sys\nsys.argv = ['devhost', *{host_args!r}]\n"
                     "runpy.run_module('devhost', run_name='__main__', alter_sys=True)")

@@ -17,6 +17,8 @@ from aiohttp import web
 from .host import DEFAULT_REQUEST_BODY_LIMIT, REQUEST_BODY_LIMIT_SETTING, Host, Keys, check_key
 from .rpc.worker import WorkerError
 
+# The settings file read when --settings is not given (and --no-settings is not), if it exists, as Core Tools does.
+DEFAULT_SETTINGS = "local.settings.json"
 # How long a SIGTERM lets the requests in hand finish (``--drain-seconds``).
 DEFAULT_DRAIN_SECONDS = 30.0
 
@@ -33,14 +35,22 @@ def main() -> None:
     p.add_argument("--app-dir", default=".", help="folder with function_app.py and host.json")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7071)
-    p.add_argument(
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument(
         "--settings",
-        default="local.settings.json",
-        help="local.settings.json whose Values become environment variables (if the file exists)",
+        metavar="FILE",
+        help=f"settings file (relative to --app-dir) whose Values become environment variables; it must exist"
+        f" (default: {DEFAULT_SETTINGS}, read if it exists)",
+    )
+    chosen.add_argument(
+        "--no-settings",
+        action="store_true",
+        help=f"read no settings file, not even {DEFAULT_SETTINGS}: app settings come from the environment only",
     )
     p.add_argument(
         "--function-key",
-        help="key for function-level HTTP triggers (default: DEVHOST_FUNCTION_KEY, else random, printed)",
+        help="key for function-level HTTP triggers (default: DEVHOST_FUNCTION_KEY from the environment or the settings"
+        " file's Values, else random, printed)",
     )
     p.add_argument(
         "--master-key",
@@ -70,10 +80,13 @@ def main() -> None:
     if args.drain_seconds < 0:
         p.error("--drain-seconds must not be negative")
     app_dir = Path(args.app_dir).resolve()
-    settings = app_dir / args.settings
-    if settings.exists():
-        for key, value in json.loads(settings.read_text()).get("Values", {}).items():
-            os.environ.setdefault(key, str(value))
+    in_environment = set(os.environ)  # what the environment sets wins over the settings file (as in Core Tools)
+    try:
+        settings_file, values = read_settings(app_dir, args.settings, args.no_settings)
+    except SettingsFileError as exc:
+        p.error(str(exc))
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
     # As the Functions host does for its workers (Core Tools: Development; Azure: Production).
     os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -81,20 +94,27 @@ def main() -> None:
     # Keys: the argument, else the environment (where local.settings.json's Values went), else a new random
     # one. They are the host's, not the app's: taken out of the environment the functions run in, as in Azure.
     keys = Keys()  # each one new and random unless given
-    shown = []
+    shown = [f"  settings: {settings_source(app_dir, settings_file, args.no_settings, len(values))}"]
+    made = []
     for attr, variable, what in KEYS:
         from_env = os.environ.pop(variable, "").strip()
-        source = f"--{attr.replace('_', '-')}" if getattr(args, attr) else variable
         given = (getattr(args, attr) or "").strip() or from_env
         name = attr.removesuffix("_key")
         if given:
+            source = key_source(attr, variable, args, in_environment, settings_file)
             try:
                 setattr(keys, name, check_key(source, given))
             except ValueError as exc:
                 p.error(str(exc))
-            shown.append(f"  {what}: from {source}")
+            shown.append(f"  {what}: from {source}")  # a key given is never printed
         else:
             shown.append(f"  {what}: {getattr(keys, name)}")
+            made.append(variable)
+    if made:
+        shown.append(
+            f"  (keys made at start-up change at every start; to keep one, set {', '.join(made)} in the settings"
+            " file's Values or the environment, or pass it as an option)"
+        )
 
     limit = args.request_body_limit
     if limit is None:
@@ -121,6 +141,47 @@ def main() -> None:
     except WorkerError as exc:  # the app failed to import or index: the worker's reason, as the host logs it
         raise SystemExit(f"devhost: {exc}") from None
     raise SystemExit(code)
+
+
+class SettingsFileError(ValueError):
+    """A settings file asked for that cannot be read: devhost stops (exit 2) naming it."""
+
+
+def read_settings(app_dir: Path, given: str | None, none: bool) -> tuple[Path | None, dict[str, str]]:
+    """The settings file read (None: none) and its Values. ``given`` (relative to ``app_dir``) must exist; without
+    it, ``local.settings.json`` is read if it exists, as Core Tools does."""
+    if none:
+        return None, {}
+    path = app_dir / (given or DEFAULT_SETTINGS)
+    if not path.is_file():
+        if given is None:
+            return None, {}
+        raise SettingsFileError(f"--settings {given}: no such file: {path}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8-sig")).get("Values", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SettingsFileError(f"settings file {path}: not a JSON object: {exc}") from None
+    if not isinstance(values, dict):
+        raise SettingsFileError(f"settings file {path}: Values must be an object of settings")
+    return path, {str(key): str(value) for key, value in values.items()}
+
+
+def settings_source(app_dir: Path, path: Path | None, none: bool, count: int) -> str:
+    """Which settings file was read, in one line (the first thing to check when a setting seems missing)."""
+    if path is not None:
+        return f"{count} value(s) from {path} (the environment wins where both set one)"
+    if none:
+        return "no settings file read (--no-settings): app settings from the environment only"
+    return f"no settings file read (no {app_dir / DEFAULT_SETTINGS}): app settings from the environment only"
+
+
+def key_source(attr: str, variable: str, args: argparse.Namespace, environment: set[str], path: Path | None) -> str:
+    """Where a key given came from, without the key: the option, the environment or the settings file."""
+    if (getattr(args, attr) or "").strip():
+        return f"--{attr.replace('_', '-')}"
+    if variable in environment or path is None:
+        return f"{variable} in the environment"
+    return f"{variable} in {path.name} (Values)"
 
 
 async def serve(host: Host, address: str, port: int, drain_seconds: float) -> int:

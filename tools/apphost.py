@@ -181,9 +181,20 @@ def host_environment(settings: dict[str, str], function_key: str, eventgrid_key:
     return env
 
 
+def no_settings(app_dir: Path) -> list[str]:
+    """The devhost options that read no settings file (the environment carries every setting), for the devhost that
+    serves ``app_dir``: its own (``PYTHONPATH`` is the app's folder), else this checkout's. ``--no-settings`` where
+    that devhost knows it; an older one (another checkout, e.g. a benchmark's comparison) does not, and is given a
+    settings file that does not exist, which it ignores (today's devhost refuses that)."""
+    source = Path(app_dir) / "devhost" / "__main__.py"
+    if not source.is_file() or "--no-settings" in source.read_text(errors="replace"):
+        return ["--no-settings"]
+    return ["--settings", "no-local-settings.json"]
+
+
 def launch_host(app_dir: Path, port: int, env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """A devhost process serving the app on 127.0.0.1:``port`` (its output appended to ``log_path``); ``args`` are
-    more devhost options (e.g. ``--drain-seconds``)."""
+    """A devhost process serving the app on 127.0.0.1:``port`` (its output appended to ``log_path``), every setting
+    from ``env`` (no settings file read); ``args`` are more devhost options (e.g. ``--drain-seconds``)."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [
@@ -194,8 +205,7 @@ def launch_host(app_dir: Path, port: int, env: dict[str, str], log_path: Path, *
                 str(app_dir),
                 "--port",
                 str(port),
-                "--settings",
-                "no-local-settings.json",
+                *no_settings(app_dir),
                 *args,
             ],
             cwd=app_dir,

@@ -5,11 +5,13 @@ subscription-validation handshake, as the Functions host serves them."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 import uuid
@@ -255,13 +257,21 @@ def write_app(app_dir: Path) -> Path:
 
 
 def start_host(
-    app_dir: Path, *extra_args: str, timeout: float = 30, eventgrid_key: str | None = EVENTGRID_KEY
+    app_dir: Path,
+    *extra_args: str,
+    timeout: float = 30,
+    eventgrid_key: str | None = EVENTGRID_KEY,
+    function_key: str | None = FUNCTION_KEY,
+    environment: dict[str, str] | None = None,
+    devhost_path: Path = ROOT,
 ) -> RunningHost:
-    """devhost on ``app_dir`` with the test keys (``eventgrid_key=None``: the host makes its own)."""
+    """devhost on ``app_dir`` with the test keys (a key None: not given as an option), ``environment`` added to a
+    clean one (no ``DEVHOST_*``), devhost itself from ``devhost_path``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVHOST_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(devhost_path)
     env["NO_PROXY"] = "127.0.0.1,localhost"
+    env.update(environment or {})
     output = app_dir / f"devhost-{port}.log"
     with output.open("w") as out:
         process = subprocess.Popen(
@@ -273,8 +283,7 @@ def start_host(
                 str(app_dir),
                 "--port",
                 str(port),
-                "--function-key",
-                FUNCTION_KEY,
+                *(("--function-key", function_key) if function_key else ()),
                 "--master-key",
                 MASTER_KEY,
                 *(("--eventgrid-key", eventgrid_key) if eventgrid_key else ()),
@@ -358,6 +367,117 @@ def test_startup_lists_the_functions_it_serves(host: RunningHost) -> None:
     assert f"admin_only: [GET] /{PREFIX}/admin-only (admin)" in out
     assert "recorder: eventGridTrigger /runtime/webhooks/eventgrid?functionName=recorder" in out
     assert "ticker (timerTrigger): not served by the local host" in out
+    # No local.settings.json in the app's folder: it starts without one, and says so.
+    assert f"settings: no settings file read (no {host.app_dir / 'local.settings.json'})" in out
+
+
+# -- the settings file and where the keys come from ---------------------------------------------------------------
+
+
+def run_to_exit(app_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVHOST_")}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, "-m", "devhost", "--app-dir", str(app_dir), "--port", str(free_port()), *args]
+    return subprocess.run(command, cwd=app_dir, env=env, capture_output=True, text=True, timeout=30)
+
+
+def write_settings(path: Path, **values: str) -> Path:
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    return path
+
+
+def test_a_settings_file_that_does_not_exist_stops_the_host_naming_it(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "app")
+    write_settings(app_dir / "local.settings.json", DEVHOST_FUNCTION_KEY="k" * 20)  # there, but not the one asked for
+    ran = run_to_exit(app_dir, "--settings", "local.setings.json")
+    assert ran.returncode == 2, ran
+    assert f"--settings local.setings.json: no such file: {app_dir / 'local.setings.json'}" in ran.stderr
+    assert "Functions (local host) at" not in ran.stdout  # nothing served
+    # Nor can a file be asked for and refused at once; a file that is not settings stops it too.
+    assert run_to_exit(app_dir, "--settings", "local.settings.json", "--no-settings").returncode == 2
+    (app_dir / "broken.json").write_text('{"Values": ')
+    ran = run_to_exit(app_dir, "--settings", "broken.json")
+    assert ran.returncode == 2 and f"settings file {app_dir / 'broken.json'}: not a JSON object" in ran.stderr
+
+
+def test_settings_and_keys_come_from_the_file_asked_for_and_say_so(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "app")
+    key = "key-from-the-settings-file-0123"
+    write_settings(app_dir / "local.settings.json", DEVHOST_FUNCTION_KEY="k" * 20)
+    other = write_settings(app_dir / "other.settings.json", DEVHOST_FUNCTION_KEY=key, SOME_SETTING="x")
+    host = start_host(app_dir, "--settings", other.name, function_key=None)
+    try:
+        out = host.logs()
+        assert f"settings: 2 value(s) from {other}" in out
+        assert "function key: from DEVHOST_FUNCTION_KEY in other.settings.json (Values)" in out
+        assert key not in out  # a key given is not printed
+        assert host.api("GET", "secret", headers={"x-functions-key": key}).status == 200
+        assert host.api("GET", "secret", headers={"x-functions-key": "k" * 20}).status == 401  # not the default file
+    finally:
+        host.stop()
+
+
+def test_the_environment_wins_over_the_settings_file_and_says_so(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "app")
+    in_file, in_env = "key-from-local-settings-0123", "key-from-the-environment-0123"
+    write_settings(app_dir / "local.settings.json", DEVHOST_FUNCTION_KEY=in_file)
+    host = start_host(app_dir, function_key=None, environment={"DEVHOST_FUNCTION_KEY": in_env})
+    try:
+        out = host.logs()
+        assert f"settings: 1 value(s) from {app_dir / 'local.settings.json'}" in out
+        assert "function key: from DEVHOST_FUNCTION_KEY in the environment" in out
+        assert in_env not in out and in_file not in out
+        assert host.api("GET", "secret", headers={"x-functions-key": in_env}).status == 200
+        assert host.api("GET", "secret", headers={"x-functions-key": in_file}).status == 401
+    finally:
+        host.stop()
+
+
+def test_no_settings_reads_no_file_and_a_key_made_is_printed_with_how_to_keep_one(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "app")
+    in_file = "key-from-local-settings-0123"
+    write_settings(app_dir / "local.settings.json", DEVHOST_FUNCTION_KEY=in_file)
+    host = start_host(app_dir, "--no-settings", function_key=None)
+    try:
+        out = host.logs()
+        assert "settings: no settings file read (--no-settings)" in out
+        line = next(x for x in out.splitlines() if x.startswith("  function key: "))
+        made = line.rsplit(": ", 1)[1].strip()
+        assert len(made) >= 32 and made != in_file
+        assert "to keep one, set DEVHOST_FUNCTION_KEY in the settings file's Values or the environment" in out
+        assert host.api("GET", "secret", headers={"x-functions-key": made}).status == 200
+        assert host.api("GET", "secret", headers={"x-functions-key": in_file}).status == 401
+    finally:
+        host.stop()
+
+
+def test_an_older_devhost_is_launched_with_the_options_it_knows(tmp_path: Path) -> None:
+    """``tools.apphost.launch_host`` and ``bench/cold_start.py --compare`` run another checkout's devhost: one from
+    before ``--no-settings`` is given a settings file that does not exist instead, which it ignored."""
+    from tools.apphost import no_settings
+
+    assert no_settings(ROOT) == ["--no-settings"]
+    introduced = subprocess.run(
+        ["git", "log", "--format=%H", "-S--no-settings", "--", "devhost/__main__.py"],
+        cwd=ROOT, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", f"{introduced[-1]}~1", "devhost"], cwd=ROOT, capture_output=True
+    ) if introduced else None  # fmt: skip
+    if archive is None or archive.returncode != 0:
+        pytest.skip("the history from before --no-settings is not in this clone")
+    older = tmp_path / "older"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(older, filter="data")
+    generated = ROOT / "devhost" / "rpc" / "_generated"  # built at `make setup`, not tracked
+    subprocess.run(["cp", "-r", str(generated), str(older / "devhost" / "rpc")], check=True)
+    assert "--no-settings" not in (older / "devhost" / "__main__.py").read_text()
+    assert no_settings(older) == ["--settings", "no-local-settings.json"]
+    host = start_host(write_app(tmp_path / "app"), *no_settings(older), devhost_path=older)
+    try:
+        assert host.api("GET", "hello").status == 200
+    finally:
+        host.stop()
 
 
 # -- HTTP triggers: routes, parameters, methods --------------------------------------------------------
