@@ -17,8 +17,10 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m simulator",
         description="A local Azure Communication Services Call Automation service (REST API 2026-03-12) for "
         "tests and demos. Point CallAutomationClient(endpoint, AzureKeyCredential(key)) at it.",
-        epilog="Control API: GET /__sim/calls, GET /__sim/calls/{id}/timeline?format=text, POST /__sim/calls, "
-        "POST /__sim/parties, POST /__sim/faults, POST /__sim/eventgrid/subscriptions, GET /__sim/events.",
+        epilog="Control API (every route, the scenario format and the caller-scripting vocabulary: docs/simulator.md): "
+        "POST /__sim/calls (a scripted caller), GET /__sim/calls, GET /__sim/calls/{id}/timeline?format=text, "
+        "POST /__sim/calls/{id}/hangup, POST /__sim/parties, POST /__sim/faults, POST /__sim/eventgrid/subscriptions, "
+        "GET /__sim/events.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8090, help="port for the REST API (0 = any free port; default 8090)")

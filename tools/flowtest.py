@@ -430,7 +430,8 @@ class FlowStack:
 
     ``with FlowStack(flows=..., routing=...) as stack: result = stack.play("scenario.yaml")``. Raises
     ``AppRefused`` (with the app's start-up error) when the app does not start, ``FlowTestError`` on a missing
-    file. ``settings`` are more app settings (e.g. ``{"RECORDING_MODE": "off"}``)."""
+    file. ``settings`` are more app settings (e.g. ``{"RECORDING_MODE": "off"}``); relative paths are resolved
+    against ``base`` (default: the current directory)."""
 
     def __init__(
         self,
@@ -438,9 +439,11 @@ class FlowStack:
         flows: str | Path | Iterable[str | Path] | None = None,
         routing: str | Path | Mapping[str, Any] | None = None,
         settings: Mapping[str, str] | None = None,
+        base: str | Path | None = None,
         start_timeout: float = 30,
     ) -> None:
-        self.settings, self.ignored = user_settings(flows=flows, routing=routing, settings=settings)
+        self.base = Path(base) if base is not None else None
+        self.settings, self.ignored = user_settings(flows=flows, routing=routing, settings=settings, base=self.base)
         self.start_timeout = start_timeout
         self.storage: Any = None
         self.simulator: Any = None
@@ -482,7 +485,7 @@ class FlowStack:
         ``timeout`` seconds passed; the calls as they were then."""
         from simulator.scenario import run
 
-        parsed = load_scenario(scenario)
+        parsed = load_scenario(scenario, self.base)
         calls = self.simulator.call(run(self.sim.sim, parsed, timeout=timeout), timeout=timeout + 30)
         states = app_states(self.storage.connection_string)
         events = list(self.sim.sim.engine.sent_events)
@@ -530,12 +533,14 @@ def run_scenario(
     flows: str | Path | Iterable[str | Path] | None = None,
     routing: str | Path | Mapping[str, Any] | None = None,
     settings: Mapping[str, str] | None = None,
+    base: str | Path | None = None,
     timeout: float = 60,
 ) -> ScenarioResult:
     """Start a stack with these flows, rules and settings, play the scenario, stop the stack: the calls.
-    ``flows`` default to the app's (flows/default.json), ``routing`` to the demo's rules."""
-    load_scenario(scenario)  # a bad scenario fails before anything starts
-    with FlowStack(flows=flows, routing=routing, settings=settings) as stack:
+    ``flows`` default to the app's (flows/default.json), ``routing`` to the demo's rules; relative paths are
+    resolved against ``base`` (default: the current directory)."""
+    load_scenario(scenario, Path(base) if base is not None else None)  # a bad one fails before anything starts
+    with FlowStack(flows=flows, routing=routing, settings=settings, base=base) as stack:
         return stack.play(scenario, timeout=timeout)
 
 

@@ -1,10 +1,10 @@
 """The test template: keeps a flow of your own tested in your CI, the way it runs (no mocks).
 
-Copy this file into your tests (e.g. tests/test_order_line.py), point FLOWS, ROUTING and SCENARIO at your files, and
-rewrite the tests for your flow. Each run starts Azurite, the ACS simulator and the app under the local Functions
-host (tools/flowtest.py) with your flows and routing rules, plays scripted callers, and checks what each heard,
-pressed and where the call went. Run it with ``.venv/bin/python -m pytest path/to/this_file.py`` (``make test`` runs
-this one). Needs ``make setup`` (Python 3.13 venv, Azurite from npm), nothing in Azure.
+Copy this file into your tests (e.g. tests/test_my_flows.py), point FLOWS, ROUTING and SCENARIO at your files, and
+rewrite the tests for your flow (docs/your-own-flow.md). Each run starts Azurite, the ACS simulator and the app under
+the local Functions host (tools/flowtest.py) with your flows and routing rules, plays scripted callers, and checks
+what each heard, pressed and where the call went. Run it with ``.venv/bin/python -m pytest path/to/this_file.py``
+(``make test`` runs this one). Needs ``make setup`` (Python 3.13 venv, Azurite from npm), nothing in Azure.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]  # the repository: adjust when you copy this file elsewhere
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "function_app.py").is_file())  # the repository
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tools.flowtest import FlowStack, ScenarioResult  # noqa: E402
 
-# Your flows (files or folders; keep flows/default.json while your rules still answer into its flows), rules, callers.
-FLOWS = [ROOT / "flows" / "default.json", HERE / "flows"]
-ROUTING = HERE / "routing.json"
-SCENARIO = HERE / "scenario.yaml"
+# Your flows, rules and callers, relative to the repository root, as bin/run-scenario takes them. Keep
+# flows/default.json while your rules still answer into its flows (here the default rule's customer_service).
+FLOWS = "flows/default.json;examples/your-flow/flows"
+ROUTING = "examples/your-flow/routing.json"
+SCENARIO = "examples/your-flow/scenario.yaml"
 
 ORDER_LINE = "+18005550199"  # the number routing.json answers into order_status
 AGENT = "+14255550150"  # order_status's "agent" transfer target
@@ -35,14 +35,14 @@ OPERATOR = "+14255550100"  # order_status's "operator" transfer target
 @pytest.fixture(scope="module")
 def stack() -> Iterator[FlowStack]:
     """One app with your flows and rules for this module's tests (the app refusing to start fails them all)."""
-    with FlowStack(flows=FLOWS, routing=ROUTING) as running:
+    with FlowStack(flows=FLOWS, routing=ROUTING, base=ROOT) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def calls(stack: FlowStack) -> ScenarioResult:
     """The scenario file's callers, played once."""
-    result = stack.play(SCENARIO)
+    result = stack.play(SCENARIO)  # relative to the stack's base (ROOT)
     assert result.all_finished, "\n\n".join(c.timeline for c in result if not c.finished)
     return result
 
