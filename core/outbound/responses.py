@@ -64,7 +64,7 @@ class ErrorAnswer(Answer):
 
 
 class CallJoined(Answer):
-    """A call placed or connected: address it by ``call_connection_id`` from then on."""
+    """A call placed or connected: address it by `call_connection_id` from then on."""
 
     call_ref: str = Field(description="The app's id of its leg in the call (its state, its callbacks)")
     call_connection_id: str = Field(description="The app's connection to the call: calls/{call_connection_id}/...")
@@ -109,8 +109,8 @@ class ParticipantList(Answer):
 
 
 class ActionAccepted(Answer):
-    """The service took the action; its result arrives as an event, kept under ``app.outcome.api`` of
-    ``GET calls/{id}`` by this operation context."""
+    """The service took the action; its result arrives as an event, kept under `app.outcome.api` of
+    `GET calls/{id}` by this operation context."""
 
     operation_context: str = Field(description="api:<action>:<id>: names this action's result")
 
