@@ -46,18 +46,6 @@ def wait_until_listening(port: int, timeout: float = 20) -> None:
     raise SystemExit(f"nothing listened on port {port} within {timeout}s")
 
 
-def stored_outcomes(connection_string: str) -> dict[str, dict[str, object]]:
-    """The app's per-call state rows, by server call id."""
-    from azure.data.tables import TableClient
-
-    table = TableClient.from_connection_string(connection_string, table_name="callstate")
-    rows = {}
-    for entity in table.query_entities("RowKey eq 'state'"):
-        state = json.loads(entity["data"])
-        rows[state.get("server_call_id", "")] = state
-    return rows
-
-
 def qa_blobs(connection_string: str, recordings: int, timeout: float = 30.0) -> dict[str, list[tuple[str, int]]]:
     """The verified QA copies by server call id, once every recorded call's copy is there (bounded wait)."""
     from azure.storage.blob import BlobServiceClient
@@ -143,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from tools.flowtest import (
         AppRefused,
         FlowTestError,
+        app_states,
         load_scenario,
         read_settings,
         refusal,
@@ -197,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  instances behind the front ({args.mode}): {names}")
                 print()
                 calls = simulator.call(run(sim.sim, scenario, timeout=args.timeout), timeout=args.timeout + 30)
-                outcomes = stored_outcomes(storage.connection_string)
+                outcomes = app_states(storage.connection_string)
                 recorded = sum(1 for call in calls if call.recordings)
                 qa = qa_blobs(storage.connection_string, recorded)
                 for call in calls:
