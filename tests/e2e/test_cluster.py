@@ -459,7 +459,7 @@ def slow_host(tmp_path: Path) -> Iterator[Any]:
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "devhost", "--app-dir", str(tmp_path), "--port", str(port),
-                 "--settings", "none.json", "--drain-seconds", str(drain_seconds)],
+                 "--no-settings", "--drain-seconds", str(drain_seconds)],
                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         started.append((process, log))
