@@ -158,7 +158,7 @@ def parse_page(path: Path) -> Page:
                             problem(i + 1, "'stack' is a page's marker: on a line of its own, not before a fence")
                     else:
                         pending = marker
-            elif ANY_MARKER.search(raw):
+            elif ANY_MARKER.search(re.sub(r"`[^`]*`", "", raw)):  # a marker, not one quoted in a code span
                 problem(i + 1, "a doctest marker must be an HTML comment alone on its line")
             i += 1
             continue
