@@ -117,6 +117,8 @@ def app_settings(
     }
     if flows is not None:
         settings["FLOWS"] = json.dumps(flows)
+    if extra.get("ROUTING_RULES_FILE"):  # the app takes one of the two
+        del settings["ROUTING_RULES"]
     settings.update(extra)
     return settings
 

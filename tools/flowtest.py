@@ -22,8 +22,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import secrets
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,21 +87,11 @@ def flows_setting(flows: str | Path | Iterable[str | Path], base: Path | None = 
     return ";".join(app_path(p, base) for p in parts)
 
 
-def app_knows(setting: str) -> bool:
-    """Whether this checkout's app reads ``setting`` (declared in core/platform/settings.py)."""
-    from core.platform.settings import SETTINGS
-
-    return any(spec.name == setting for spec in SETTINGS)
-
-
 def routing_settings(routing: str | Path | Mapping[str, Any], base: Path | None = None) -> dict[str, str]:
     """The app settings for routing rules: a dict inline (ROUTING_RULES), a file by its path (ROUTING_RULES_FILE)."""
     if isinstance(routing, Mapping):
         return {"ROUTING_RULES": json.dumps(routing)}
-    path = app_path(routing, base)
-    if app_knows("ROUTING_RULES_FILE"):
-        return {"ROUTING_RULES_FILE": path}
-    return {"ROUTING_RULES": (ROOT / path).read_text()}  # an app from before ROUTING_RULES_FILE
+    return {"ROUTING_RULES_FILE": app_path(routing, base)}
 
 
 def read_settings(values: Iterable[str], base: Path | None = None) -> dict[str, str]:
@@ -493,38 +481,16 @@ class FlowStack:
 
 
 def start_user_app(sim: Any, storage_connection: str, settings: Mapping[str, str], timeout: float = 30) -> Any:
-    """The app under devhost, wired to ``sim`` and the storage as ``tools.apphost.start_app`` wires it (the demo's
-    recording on connect), with ``settings`` over it; ``AppRefused`` if it does not start."""
-    from tools.apphost import (
-        AppProcess,
-        app_settings,
-        free_port,
-        host_environment,
-        launch_host,
-        subscribe_eventgrid,
-        wait_serving,
-    )
+    """The app under devhost as ``tools.apphost.start_app`` starts it (the demo's recording on connect), with
+    ``settings`` over it; ``AppRefused`` with the app's own reason if it does not start."""
+    from tools.apphost import start_app
 
-    port = free_port()
-    env = app_settings(sim, storage_connection, port, RECORDING_MODE="on_connect")
-    if "ROUTING_RULES_FILE" in settings:
-        env.pop("ROUTING_RULES", None)
-    if "FLOWS_FILE" in settings:
-        env.pop("FLOWS", None)
-    env.update(settings)
-    function_key, eventgrid_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    log_path = Path(tempfile.mkstemp(prefix="app-", suffix=".log")[1])
-    process = launch_host(ROOT, port, host_environment(env, function_key, eventgrid_key, ROOT), log_path)
-    app = AppProcess(f"http://127.0.0.1:{port}", process, log_path, env, function_key, eventgrid_key)
+    chosen = {"RECORDING_MODE": "on_connect", **settings}
     try:
-        wait_serving(app.base_url, process, log_path, timeout)
-    except RuntimeError:
-        app.stop()
-        log = app.logs()
-        log_path.unlink(missing_ok=True)
+        return start_app(sim, storage_connection, timeout=timeout, **chosen)
+    except RuntimeError as exc:
+        log = str(exc)
         raise AppRefused(refusal(log), log) from None
-    subscribe_eventgrid(sim, app)
-    return app
 
 
 def run_scenario(
