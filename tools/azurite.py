@@ -112,10 +112,13 @@ def _spawn(
     )
 
 
-def start(timeout: float = 30.0, options: tuple[str, ...] = ()) -> Azurite:
-    """Azurite on free loopback ports, its data in a new temp folder; ``options``: more Azurite flags."""
+def start(
+    timeout: float = 30.0, options: tuple[str, ...] = (), ports: tuple[int, int, int] | None = None
+) -> Azurite:
+    """Azurite on free loopback ports (or ``ports``: blob, queue, table), its data in a new temp folder;
+    ``options``: more Azurite flags."""
     location = Path(tempfile.mkdtemp(prefix="azurite-"))
-    blob, queue, table = _free_port(), _free_port(), _free_port()
+    blob, queue, table = ports or (_free_port(), _free_port(), _free_port())
     azurite = Azurite(blob, queue, table, _spawn(location, blob, queue, table, options), location, options)
     try:
         for port in (blob, queue, table):

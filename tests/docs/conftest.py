@@ -10,10 +10,6 @@ import pytest
 from tests.docs.runner import Stack, start_stack
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "docs: the doc tests (tests/docs): the pages' examples, checked and run")
-
-
 @pytest.fixture(scope="module")
 def doc_stack() -> Iterator[Stack]:
     """Azurite, the simulator and the app on the documented fixed ports, for the pages marked ``stack``."""

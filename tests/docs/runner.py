@@ -274,12 +274,8 @@ def start_stack() -> Stack:
     stops: list = []
     stack = Stack({}, stops)
     try:
-        location = Path(tempfile.mkdtemp(prefix="doctest-azurite-"))
-        process = azurite._spawn(location, 10000, 10001, 10002)
-        storage = azurite.Azurite(10000, 10001, 10002, process, location)
+        storage = azurite.start(ports=(10000, 10001, 10002))
         stops.append(storage.stop)
-        for port in (10000, 10001, 10002):
-            azurite._wait(port, process, 30)
         key = base64.b64encode(os.urandom(32)).decode()
         simulator = SimulatorThread(config=Config(), port=8090, access_key=key)
         sim = simulator.__enter__()
