@@ -358,5 +358,16 @@ def _run_action(
         if taken is not None and error.status < 500:
             services.dial_cap.give_back(taken)  # the service refused: nothing rang
         raise error from exc
+    if call_ref and spec.starts_recording and result.get("recording_id"):
+        _keep_result(call_ref, action, result, services)
     log.info("control API %s on %s (%s)", name, call_connection_id, context)
     return spec.response(operation_context=context, **result).dump()
+
+
+def _keep_result(call_ref: str, action: act.Action, result: dict[str, str], services: Services) -> None:
+    """Keep the recording id the start answered with in the call's state, as a flow's start keeps it: a stop
+    without ``recording_id`` right after the start must not wait for ``RecordingStateChanged``."""
+    try:
+        services.store.mutate(call_ref, lambda state: services.engine.on_result(state, action, result))
+    except StateNotFound:
+        pass  # the call's state is gone (it ended): nothing to keep
