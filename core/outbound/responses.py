@@ -13,6 +13,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.outbound.masking import MaskingSession
+
 Status = Literal["pending", "calling", "answered", "confirmed", "no answer", "failed"]  # a campaign number's
 
 
@@ -151,13 +153,8 @@ class CampaignReport(Answer):
     numbers: list[CampaignNumber]
 
 
-class MaskingSessionCreated(Answer):
-    id: str
-    masked_number: str
-    party_a: str
-    party_b: str
-    created_at: str
-    expires_at: str
+class MaskingSessionCreated(Answer, MaskingSession):
+    """The session as stored, written strictly: the stored model's fields are the answer's."""
 
 
 # -- call records ------------------------------------------------------------------------------------------------
