@@ -351,8 +351,8 @@ class Suite:
 
         restart_app(self.app, kill=True, down_for=down_for)
 
-    def disrupt(self, kind: str) -> None:
-        """One disruption, at a moment that makes it hurt; counted as missed if that moment never came."""
+    def disrupt(self, kind: str) -> bool:
+        """One disruption, at a moment that makes it hurt: whether that moment came (and the disruption struck)."""
         struck = False
         if kind == "storage_mid_call":
             if struck := self.wait_mid_menu():
@@ -402,7 +402,7 @@ class Suite:
                     struck = False
         else:
             raise ValueError(f"unknown disruption {kind}")
-        (self.report.disruptions if struck else self.report.missed)[kind] += 1
+        return struck
 
     # -- the whole run --------------------------------------------------------------------------------------------
 
@@ -420,13 +420,22 @@ class Suite:
             trigger[int((j + 0.5) * calls * 0.8 / len(plan))].append(kind)
         pending: queue.Queue[str | None] = queue.Queue()
         errors: list[BaseException] = []
+        begun = [0]  # calls started so far
+        begun_lock = threading.Lock()
 
         def chaos() -> None:
             while (kind := pending.get()) is not None:
                 try:
-                    self.disrupt(kind)
+                    struck = self.disrupt(kind)
                 except BaseException as exc:  # reported, not swallowed
                     errors.append(exc)
+                    continue
+                if not struck and begun[0] < calls:
+                    # Its moment passed while the calls under way went on (a slow machine): the calls still to
+                    # come give it another.
+                    pending.put(kind)
+                    continue
+                (self.report.disruptions if struck else self.report.missed)[kind] += 1
 
         def start(index: int, script: Script) -> CallResult:
             # Calls wait while disruptions are queued behind the one under way, so that calls are still
@@ -435,6 +444,8 @@ class Suite:
                 time.sleep(0.02)
             for kind in trigger.get(index, []):
                 pending.put(kind)
+            with begun_lock:
+                begun[0] += 1
             return self.play(index, script)
 
         chaos_thread = threading.Thread(target=chaos, name="chaos", daemon=True)
