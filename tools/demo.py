@@ -103,16 +103,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def cluster_routing(settings: dict[str, str]) -> dict[str, Any] | None:
-    """The routing rules of ``settings`` as a dict, taken out of them: a cluster's settings carry them inline."""
-    if "ROUTING_RULES_FILE" in settings:
-        path = Path(settings.pop("ROUTING_RULES_FILE"))
-        return json.loads((path if path.is_absolute() else ROOT / path).read_text())
-    if "ROUTING_RULES" in settings:
-        return json.loads(settings.pop("ROUTING_RULES"))
-    return None
-
-
 def not_ended_hint(call: Any) -> str:
     """Why a scripted call may still be going on, for the person who wrote the scenario."""
     left = ", ".join(call.participants) or "nobody"
@@ -167,10 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.instances:
                     from tools.cluster import start_cluster
 
-                    routing = cluster_routing(settings)
                     try:
                         app = start_cluster(sim, storage.connection_string, http_instances=args.instances,
-                                            eventgrid_instances=1, mode=args.mode, routing=routing,
+                                            eventgrid_instances=1, mode=args.mode,
                                             **{"RECORDING_MODE": "on_connect", **settings})
                     except RuntimeError as exc:
                         raise AppRefused(refusal(str(exc)), str(exc)) from None

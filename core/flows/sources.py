@@ -148,14 +148,20 @@ def read(paths: Sequence[tuple[Path, str]]) -> FlowSources:
     return out
 
 
-def _read_file(file: Path, shown: str, out: FlowSources) -> None:
+def read_json(file: Path, shown: str) -> tuple[Any, Problem | None]:
+    """A JSON file's data, or the problem that it cannot be read or is not JSON."""
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(file.read_text(encoding="utf-8")), None
     except OSError as exc:
-        out.problems.append(Problem(shown, f"cannot read the file ({exc.strerror})"))
-        return
+        return None, Problem(shown, f"cannot read the file ({exc.strerror})")
     except ValueError as exc:
-        out.problems.append(Problem(shown, f"not valid JSON ({exc})"))
+        return None, Problem(shown, f"not valid JSON ({exc})")
+
+
+def _read_file(file: Path, shown: str, out: FlowSources) -> None:
+    data, unreadable = read_json(file, shown)
+    if unreadable:
+        out.problems.append(unreadable)
         return
     flows, problems = flows_of(data)
     out.problems += [Problem(shown, p) for p in problems]

@@ -15,7 +15,6 @@ problem prints ``FILE: ok``. Exit code 0 when everything is valid, 1 when anythi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,10 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import sources
-from .sources import NODE_TYPES, Problem, describe_error, split_paths
+from .sources import Problem, split_paths
 
 APP_ROOT = Path(__file__).resolve().parents[2]
-__all__ = ["NODE_TYPES", "default_file", "describe_error", "main", "problems_of", "problems_of_file", "validate"]
+__all__ = ["default_file", "main", "problems_of", "validate"]
 
 
 def default_file() -> Path:
@@ -42,23 +41,14 @@ def problems_of(data: Any) -> list[str]:
     return sources.flows_of(data)[1]
 
 
-def problems_of_file(path: Path) -> list[str]:
-    """Every problem of one flow file."""
-    found = sources.read([(path, str(path))])
-    return [p.message for p in found.problems]
-
-
 def _routing(path: Path, shown: str, flow_names: list[str]) -> tuple[Any, list[Problem]]:
     """The routing rules of a file (None when they do not load), and their problems."""
     from core.calls.routing import RoutingRules
     from core.platform.settings import unknown_flows
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        return None, [Problem(shown, f"cannot read the file ({exc.strerror})")]
-    except ValueError as exc:
-        return None, [Problem(shown, f"not valid JSON ({exc})")]
+    data, unreadable = sources.read_json(path, shown)
+    if unreadable:
+        return None, [unreadable]
     try:
         routing = RoutingRules.model_validate(data)
     except ValidationError as exc:

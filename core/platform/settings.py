@@ -443,9 +443,14 @@ def _problems(name: str, problems: Sequence[object]) -> SettingsError:
     return SettingsError(f"setting {name}: {shown}")
 
 
+def app_path(value: str, root: Path = APP_ROOT) -> Path:
+    """A path a setting names, resolved: relative to ``root`` (the app's folder), or absolute."""
+    return (root / Path(value).expanduser()).resolve()
+
+
 def flows_file_paths(value: str, root: Path = APP_ROOT) -> list[Path]:
     """The resolved paths of a FLOWS_FILE value: ';'-separated, relative to ``root`` (or absolute)."""
-    return [(root / Path(item).expanduser()).resolve() for item in flow_sources.split_paths(value)]
+    return [app_path(item, root) for item in flow_sources.split_paths(value)]
 
 
 def load_flows(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Flow]:
@@ -488,7 +493,7 @@ def _routing(env: Mapping[str, str], root: Path) -> tuple[RoutingRules, str]:
         name, raw = "ROUTING_RULES", _json("ROUTING_RULES", inline)
     else:
         name = "ROUTING_RULES_FILE"
-        path = (root / Path(file).expanduser()).resolve()
+        path = app_path(file, root)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
